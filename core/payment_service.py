@@ -1,0 +1,228 @@
+"""Use cases for money in: start a payment, take Daraja's callback, settle from an STK query.
+
+Every function takes its collaborators as keyword arguments (`uow`, `gateway`, `clock`). Network
+calls happen outside transactions; state changes happen inside one, with the jobs they need.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from core import payments as pm
+from core.callbacks import MalformedCallback, StkCallback, parse_stk_callback
+from core.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from core.model import Meter, new_id
+from core.money import parse_whole_kes
+from core.payments import Channel, Payment, PaymentStatus
+from core.phone import mask_phone, normalize_kenyan_mobile
+from core.ports import Clock, PaymentGateway, StkPushRequest, UnitOfWork
+from core.topups import topup_for_payment
+
+log = logging.getLogger("lipameter.payments")
+
+TRANSACTION_DESC_MAX = 13
+
+
+@dataclass(frozen=True)
+class PaymentLimits:
+    min_amount: int = 1
+    max_amount: int = 150_000
+
+
+@dataclass(frozen=True)
+class InitiatePayment:
+    amount: object
+    phone: object
+    meter_ref: object  # the meter's id or its number
+    description: str = ""
+    channel: Channel = Channel.API
+    idempotency_key: str | None = None
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PaymentStarted:
+    payment: Payment
+    replayed: bool  # True when an Idempotency-Key returned an earlier answer
+
+
+async def find_meter(uow: UnitOfWork, ref: object) -> Meter:
+    if not isinstance(ref, str) or not ref.strip():
+        raise InvalidInput("meterId must be the meter's id or its number", code="invalid_meter")
+    ref = ref.strip()
+    meter = await uow.meters.get(ref) if len(ref) == 36 else None
+    meter = meter or await uow.meters.get_by_number(ref)
+    if meter is None:
+        raise NotFound(f"no meter with id or number {ref[:40]!r}", code="meter_not_found")
+    return meter
+
+
+async def request_payment(
+    cmd: InitiatePayment, *, uow: UnitOfWork, limits: PaymentLimits, clock: Clock, defer_push: bool = False
+) -> PaymentStarted:
+    """Validate and record the payment as `requested`. With `defer_push` a `push_stk` job sends it."""
+    amount = parse_whole_kes(cmd.amount, minimum=limits.min_amount, maximum=limits.max_amount)
+    phone = normalize_kenyan_mobile(cmd.phone)
+    async with uow:
+        meter = await find_meter(uow, cmd.meter_ref)
+        if not meter.active:
+            raise InvalidInput(f"meter {meter.number} is not active", code="meter_inactive")
+        if cmd.idempotency_key:
+            earlier = await uow.payments.get_by_idempotency_key(cmd.idempotency_key)
+            if earlier is not None:
+                _same_request_or_raise(earlier, amount=amount, phone=phone, meter_id=meter.id)
+                return PaymentStarted(earlier, replayed=True)
+        if await uow.payments.active_for_phone(phone) is not None:
+            raise Conflict("an M-Pesa prompt is already waiting on this phone; complete or cancel it first",
+                           code="payment_pending")
+        now = clock.now()
+        payment = Payment(
+            id=new_id(), amount=amount, phone=phone, meter_id=meter.id, channel=cmd.channel,
+            created_at=now, updated_at=now, tenant_id=cmd.tenant_id,
+            description=(cmd.description or "")[:200], idempotency_key=cmd.idempotency_key,
+        )
+        await uow.payments.add(payment)  # unique indexes close the race between two requests
+        if defer_push:
+            await uow.jobs.enqueue("push_stk", {"payment_id": payment.id})
+        await uow.commit()
+    log.info("payment %s requested: KES %s for meter %s from %s via %s",
+             payment.id, amount, meter.number, mask_phone(phone), cmd.channel.value)
+    return PaymentStarted(payment, replayed=False)
+
+
+def _same_request_or_raise(earlier: Payment, *, amount: int, phone: str, meter_id: str) -> None:
+    if (earlier.amount, earlier.phone, earlier.meter_id) != (amount, phone, meter_id):
+        raise Conflict("Idempotency-Key was already used for a different payment", code="idempotency_mismatch")
+
+
+async def push_payment(payment_id: str, *, uow: UnitOfWork, gateway: PaymentGateway, clock: Clock) -> Payment:
+    """Send the STK push for a `requested` payment and record Daraja's answer."""
+    async with uow:
+        payment = await uow.payments.get(payment_id)
+        if payment is None:
+            raise NotFound(f"no payment {payment_id}", code="payment_not_found")
+        meter = await uow.meters.get(payment.meter_id)
+    if payment.status is not PaymentStatus.REQUESTED:
+        return payment  # a retried job or a replay: the push already happened
+    request = StkPushRequest(
+        phone=payment.phone, amount=payment.amount, account_reference=meter.number,
+        description=(payment.description or f"Power {meter.number}")[:TRANSACTION_DESC_MAX],
+    )
+    try:
+        accepted = await gateway.stk_push(request)
+    except UpstreamError as error:
+        return await _record_push_failure(payment_id, error, uow=uow, clock=clock)
+    return await _record_push_accepted(payment_id, accepted, uow=uow, clock=clock)
+
+
+async def _record_push_failure(payment_id: str, error: UpstreamError, *, uow: UnitOfWork, clock: Clock) -> Payment:
+    async with uow:
+        payment = await uow.payments.get_for_update(payment_id)
+        pm.mark_push_failed(payment, code=error.code, message=error.message, now=clock.now())
+        await uow.payments.save(payment)
+        await uow.commit()
+    log.warning("payment %s: STK push refused (%s): %s", payment_id, error.code, error.message)
+    return payment
+
+
+async def _record_push_accepted(payment_id: str, accepted, *, uow: UnitOfWork, clock: Clock) -> Payment:
+    async with uow:
+        payment = await uow.payments.get_for_update(payment_id)
+        pm.mark_pushed(payment, merchant_request_id=accepted.merchant_request_id,
+                       checkout_request_id=accepted.checkout_request_id, now=clock.now())
+        await uow.payments.save(payment)
+        # Daraja can call back before we have written its CheckoutRequestID: such a callback was
+        # kept as an orphan, and is applied now.
+        for callback_id, body in await uow.callbacks.orphans_for(accepted.checkout_request_id):
+            outcome = await _apply_callback(uow, payment, parse_stk_callback(body), clock=clock, verify=False)
+            await uow.callbacks.set_outcome(callback_id, outcome=outcome,
+                                            checkout_request_id=accepted.checkout_request_id, payment_id=payment.id)
+        await uow.commit()
+    return payment
+
+
+async def initiate_payment(
+    cmd: InitiatePayment, *, uow: UnitOfWork, gateway: PaymentGateway, limits: PaymentLimits, clock: Clock
+) -> PaymentStarted:
+    started = await request_payment(cmd, uow=uow, limits=limits, clock=clock)
+    if started.replayed:
+        return started
+    return PaymentStarted(await push_payment(started.payment.id, uow=uow, gateway=gateway, clock=clock), False)
+
+
+@dataclass(frozen=True)
+class CallbackReceipt:
+    callback_id: int
+    outcome: str  # completed | settled | duplicate | orphan | mismatch | awaiting_verification | malformed
+    payment_id: str | None
+
+
+async def receive_callback(
+    body: bytes, *, source: str | None, uow: UnitOfWork, clock: Clock, verify: bool
+) -> CallbackReceipt:
+    """Store the raw body first, then apply it once. Malformed bodies are kept and refused."""
+    text = body.decode("utf-8", errors="replace")
+    async with uow:
+        callback_id = await uow.callbacks.add(body=text, source=source, received_at=clock.now())
+        try:
+            parsed = parse_stk_callback(text)
+        except MalformedCallback as error:
+            await uow.callbacks.set_outcome(callback_id, outcome="malformed", checkout_request_id=None, payment_id=None)
+            await uow.commit()
+            raise InvalidInput(str(error), code="malformed_callback") from None
+        payment = await uow.payments.get_by_checkout_id(parsed.checkout_request_id, for_update=True)
+        outcome = "orphan" if payment is None else await _apply_callback(uow, payment, parsed, clock=clock, verify=verify)
+        await uow.callbacks.set_outcome(callback_id, outcome=outcome, checkout_request_id=parsed.checkout_request_id,
+                                        payment_id=payment.id if payment else None)
+        await uow.commit()
+    log.info("callback %s for %s: result %s -> %s", callback_id, parsed.checkout_request_id, parsed.result_code, outcome)
+    return CallbackReceipt(callback_id, outcome, payment.id if payment else None)
+
+
+async def _apply_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *, clock: Clock, verify: bool) -> str:
+    now = clock.now()
+    if payment.status is not PaymentStatus.PENDING:
+        return "duplicate"
+    if not cb.succeeded:
+        pm.settle(payment, result_code=cb.result_code, result_desc=cb.result_desc, now=now)
+        await uow.payments.save(payment)
+        await uow.jobs.enqueue("notify", {"event": "payment_failed", "payment_id": payment.id})
+        return "settled"
+    if cb.amount is None or cb.amount != Decimal(payment.amount):
+        reason = f"M-Pesa reported {cb.amount if cb.amount is not None else 'no amount'} paid for a KES {payment.amount} request"
+        _record_success_fields(payment, cb)
+        pm.send_to_review(payment, reason=reason, now=now)
+        await uow.payments.save(payment)
+        return "mismatch"
+    if verify:
+        _record_success_fields(payment, cb)
+        await uow.payments.save(payment)
+        await uow.jobs.enqueue("verify_payment", {"payment_id": payment.id})
+        return "awaiting_verification"
+    await complete_and_queue_topup(uow, payment, cb, now=now)
+    return "completed"
+
+
+def _record_success_fields(payment: Payment, cb: StkCallback) -> None:
+    payment.mpesa_receipt = cb.receipt
+    payment.transaction_date = cb.transaction_date
+    payment.paid_amount = cb.amount
+    payment.result_desc = cb.result_desc
+
+
+async def complete_and_queue_topup(uow: UnitOfWork, payment: Payment, cb: StkCallback | None, *, now: datetime) -> None:
+    pm.complete(
+        payment,
+        result_desc=cb.result_desc if cb else (payment.result_desc or "Confirmed by STK query"),
+        receipt=cb.receipt if cb else payment.mpesa_receipt,
+        transaction_date=cb.transaction_date if cb else payment.transaction_date,
+        paid_amount=cb.amount if cb else (payment.paid_amount or Decimal(payment.amount)),
+        now=now,
+    )
+    await uow.payments.save(payment)
+    topup = topup_for_payment(payment, now=now)
+    await uow.topups.add(topup)
+    await uow.jobs.enqueue("topup", {"topup_id": topup.id})

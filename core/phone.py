@@ -1,0 +1,40 @@
+"""Kenyan mobile numbers. Stored as E.164 without the `+` (`254712345678`), as Daraja wants them.
+
+`phonenumbers` is a data library, not a framework; it knows Kenya's numbering plan so we don't.
+"""
+
+from __future__ import annotations
+
+import phonenumbers
+
+from core.errors import InvalidInput
+
+
+def normalize_kenyan_mobile(raw: object) -> str:
+    """Accepts `0712…`, `0112…`, `+254712…`, `254712…` (spaces and dashes allowed); returns `254712…`."""
+    if not isinstance(raw, (str, int)) or isinstance(raw, bool):
+        raise InvalidInput("phoneNumber must be a Kenyan mobile number such as 0712345678", code="invalid_phone")
+    text = str(raw).strip()
+    if text.startswith("254"):
+        text = "+" + text
+    try:
+        number = phonenumbers.parse(text, "KE")
+    except phonenumbers.NumberParseException:
+        raise InvalidInput("phoneNumber must be a Kenyan mobile number such as 0712345678", code="invalid_phone") from None
+    is_mobile = phonenumbers.number_type(number) in (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    )
+    if number.country_code != 254 or not phonenumbers.is_valid_number(number) or not is_mobile:
+        raise InvalidInput("phoneNumber must be a Kenyan mobile number such as 0712345678", code="invalid_phone")
+    national = str(number.national_number)
+    if len(national) != 9 or national[0] not in "17":
+        raise InvalidInput("phoneNumber must be a Kenyan mobile number such as 0712345678", code="invalid_phone")
+    return "254" + national
+
+
+def mask_phone(phone: str) -> str:
+    """For logs: `2547****5678`. Full numbers never reach a log line."""
+    if len(phone) < 8:
+        return "****"
+    return phone[:4] + "****" + phone[-4:]

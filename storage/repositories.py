@@ -1,0 +1,168 @@
+"""SQL repositories behind core's ports. Each works on the unit of work's connection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.errors import Conflict
+from core.model import Meter, Tenant
+from core.payments import Channel, Payment, PaymentStatus
+from core.topups import TopUp, TopUpStatus
+from storage.rows import from_row, to_row
+from storage.tables import meter_access, meters, mpesa_callbacks, payments, tenants, topups
+
+
+class _Repository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    @property
+    def locks_rows(self) -> bool:
+        # SQLite has one writer (BEGIN IMMEDIATE); PostgreSQL needs explicit row locks.
+        return self.conn.dialect.name != "sqlite"
+
+    async def _insert(self, table: sa.Table, row: dict, conflict_message: str, code: str) -> None:
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(table.insert().values(**row))
+        except IntegrityError:
+            raise Conflict(conflict_message, code=code) from None
+
+
+class SqlMeterRepository(_Repository):
+    async def add(self, meter: Meter) -> None:
+        await self._insert(meters, to_row(meter, meters), f"meter number {meter.number} is taken", "meter_exists")
+
+    async def get(self, meter_id: str) -> Meter | None:
+        return from_row(Meter, (await self.conn.execute(sa.select(meters).where(meters.c.id == meter_id))).first())
+
+    async def get_by_number(self, number: str) -> Meter | None:
+        row = (await self.conn.execute(sa.select(meters).where(meters.c.number == number))).first()
+        return from_row(Meter, row)
+
+    async def list(self) -> list[Meter]:
+        rows = await self.conn.execute(sa.select(meters).order_by(meters.c.number))
+        return [from_row(Meter, row) for row in rows]
+
+    async def save(self, meter: Meter) -> None:
+        await self.conn.execute(meters.update().where(meters.c.id == meter.id).values(**to_row(meter, meters)))
+
+
+class SqlTenantRepository(_Repository):
+    async def add(self, tenant: Tenant) -> None:
+        await self._insert(tenants, to_row(tenant, tenants), "a tenant with this phone exists", "tenant_exists")
+
+    async def get(self, tenant_id: str) -> Tenant | None:
+        return from_row(Tenant, (await self.conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).first())
+
+    async def get_by_phone(self, phone: str) -> Tenant | None:
+        return from_row(Tenant, (await self.conn.execute(sa.select(tenants).where(tenants.c.phone == phone))).first())
+
+    async def list(self) -> list[Tenant]:
+        return [from_row(Tenant, row) for row in await self.conn.execute(sa.select(tenants).order_by(tenants.c.phone))]
+
+    async def save(self, tenant: Tenant) -> None:
+        await self.conn.execute(tenants.update().where(tenants.c.id == tenant.id).values(**to_row(tenant, tenants)))
+
+    async def link(self, tenant_id: str, meter_id: str) -> None:
+        exists = await self.conn.scalar(sa.select(sa.func.count()).select_from(meter_access).where(
+            meter_access.c.tenant_id == tenant_id, meter_access.c.meter_id == meter_id))
+        if not exists:
+            await self.conn.execute(meter_access.insert().values(
+                tenant_id=tenant_id, meter_id=meter_id, created_at=sa.func.now()))
+
+    async def meters_of(self, tenant_id: str) -> list[Meter]:
+        query = (sa.select(meters).join(meter_access, meter_access.c.meter_id == meters.c.id)
+                 .where(meter_access.c.tenant_id == tenant_id).order_by(meters.c.number))
+        return [from_row(Meter, row) for row in await self.conn.execute(query)]
+
+
+def _payment(row) -> Payment | None:
+    return from_row(Payment, row, status=PaymentStatus, channel=Channel)
+
+
+class SqlPaymentRepository(_Repository):
+    async def add(self, payment: Payment) -> None:
+        await self._insert(payments, to_row(payment, payments),
+                           "an M-Pesa prompt is already waiting on this phone, or this Idempotency-Key was used",
+                           "payment_pending")
+
+    async def _one(self, *where, for_update: bool = False) -> Payment | None:
+        query = sa.select(payments).where(*where)
+        if for_update and self.locks_rows:
+            query = query.with_for_update()
+        return _payment((await self.conn.execute(query)).first())
+
+    async def get(self, payment_id: str) -> Payment | None:
+        return await self._one(payments.c.id == payment_id)
+
+    async def get_for_update(self, payment_id: str) -> Payment | None:
+        return await self._one(payments.c.id == payment_id, for_update=True)
+
+    async def get_by_checkout_id(self, checkout_request_id: str, *, for_update: bool = False) -> Payment | None:
+        return await self._one(payments.c.checkout_request_id == checkout_request_id, for_update=for_update)
+
+    async def get_by_idempotency_key(self, key: str) -> Payment | None:
+        return await self._one(payments.c.idempotency_key == key)
+
+    async def active_for_phone(self, phone: str) -> Payment | None:
+        return await self._one(payments.c.phone == phone, payments.c.status.in_(["requested", "pending"]))
+
+    async def stale(self, status: str, *, before: datetime, limit: int = 100) -> list[Payment]:
+        query = (sa.select(payments).where(payments.c.status == status, payments.c.updated_at < before)
+                 .order_by(payments.c.updated_at).limit(limit))
+        return [_payment(row) for row in await self.conn.execute(query)]
+
+    async def save(self, payment: Payment) -> None:
+        row = to_row(payment, payments)
+        await self.conn.execute(payments.update().where(payments.c.id == payment.id).values(**row))
+
+
+class SqlCallbackRepository(_Repository):
+    async def add(self, *, body: str, source: str | None, received_at: datetime) -> int:
+        result = await self.conn.execute(mpesa_callbacks.insert().values(
+            body=body, source=source, received_at=received_at, outcome="received"))
+        return result.inserted_primary_key[0]
+
+    async def set_outcome(self, callback_id: int, *, outcome: str, checkout_request_id: str | None,
+                          payment_id: str | None) -> None:
+        await self.conn.execute(mpesa_callbacks.update().where(mpesa_callbacks.c.id == callback_id).values(
+            outcome=outcome, checkout_request_id=checkout_request_id, payment_id=payment_id))
+
+    async def orphans_for(self, checkout_request_id: str) -> list[tuple[int, str]]:
+        query = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body)
+                 .where(mpesa_callbacks.c.checkout_request_id == checkout_request_id,
+                        mpesa_callbacks.c.outcome == "orphan").order_by(mpesa_callbacks.c.id))
+        return [(row.id, row.body) for row in await self.conn.execute(query)]
+
+    async def body(self, callback_id: int) -> str | None:
+        return await self.conn.scalar(sa.select(mpesa_callbacks.c.body).where(mpesa_callbacks.c.id == callback_id))
+
+    async def for_payment(self, payment_id: str) -> list[dict]:
+        query = sa.select(mpesa_callbacks).where(mpesa_callbacks.c.payment_id == payment_id).order_by(mpesa_callbacks.c.id)
+        return [dict(row._mapping) for row in await self.conn.execute(query)]
+
+
+def _topup(row) -> TopUp | None:
+    return from_row(TopUp, row, status=TopUpStatus)
+
+
+class SqlTopUpRepository(_Repository):
+    async def add(self, topup: TopUp) -> None:
+        await self._insert(topups, to_row(topup, topups), "this payment already has a top-up", "topup_exists")
+
+    async def get(self, topup_id: str, *, for_update: bool = False) -> TopUp | None:
+        query = sa.select(topups).where(topups.c.id == topup_id)
+        if for_update and self.locks_rows:
+            query = query.with_for_update()
+        return _topup((await self.conn.execute(query)).first())
+
+    async def for_payment(self, payment_id: str) -> TopUp | None:
+        return _topup((await self.conn.execute(sa.select(topups).where(topups.c.payment_id == payment_id))).first())
+
+    async def save(self, topup: TopUp) -> None:
+        await self.conn.execute(topups.update().where(topups.c.id == topup.id).values(**to_row(topup, topups)))

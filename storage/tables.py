@@ -1,0 +1,170 @@
+"""The schema. Alembic migrations in storage/migrations are generated from and checked against this."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC in and out. SQLite keeps no zone, so we strip it on the way in and add it back."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: store aware UTC")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def Money(): return sa.Numeric(14, 2)  # noqa: E302,N802
+def Quantity(): return sa.Numeric(18, 4)  # noqa: E302,N802  (kWh, counters, prices)
+
+
+ACTIVE_PAYMENT = "status IN ('requested', 'pending')"
+
+meters = sa.Table(
+    "meters", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("number", sa.String(12), nullable=False, unique=True),
+    sa.Column("name", sa.String(120), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("profile", sa.String(40), nullable=False),
+    sa.Column("price_per_kwh", Quantity(), nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("last_balance", Quantity(), nullable=True),
+    sa.Column("last_balance_at", UTCDateTime(), nullable=True),
+    sa.Column("dp_specs", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+tenants = sa.Table(
+    "tenants", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("phone", sa.String(15), nullable=False, unique=True),
+    sa.Column("name", sa.String(120), nullable=False),
+    sa.Column("language", sa.String(2), nullable=False),
+    sa.Column("telegram_user_id", sa.BigInteger, nullable=True, unique=True),
+    sa.Column("telegram_chat_id", sa.BigInteger, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+meter_access = sa.Table(
+    "meter_access", metadata,
+    sa.Column("tenant_id", sa.String(36), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("meter_id", sa.String(36), sa.ForeignKey("meters.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+payments = sa.Table(
+    "payments", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("amount", sa.Integer, nullable=False),
+    sa.Column("phone", sa.String(15), nullable=False),
+    sa.Column("meter_id", sa.String(36), sa.ForeignKey("meters.id"), nullable=False, index=True),
+    sa.Column("tenant_id", sa.String(36), sa.ForeignKey("tenants.id"), nullable=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("idempotency_key", sa.String(128), nullable=True, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("merchant_request_id", sa.String(64), nullable=True),
+    sa.Column("checkout_request_id", sa.String(64), nullable=True, unique=True),
+    sa.Column("mpesa_receipt", sa.String(32), nullable=True, unique=True),
+    sa.Column("transaction_date", UTCDateTime(), nullable=True),
+    sa.Column("paid_amount", Money(), nullable=True),
+    sa.Column("result_code", sa.String(32), nullable=True),
+    sa.Column("result_desc", sa.String(255), nullable=True),
+    sa.Column("review_reason", sa.String(255), nullable=True),
+    sa.Column("pushed_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # Daraja refuses a second prompt while one is open, so do we: at most one active payment a phone.
+    sa.Index("uq_payments_active_phone", "phone", unique=True,
+             sqlite_where=sa.text(ACTIVE_PAYMENT), postgresql_where=sa.text(ACTIVE_PAYMENT)),
+    sa.Index("ix_payments_status_updated_at", "status", "updated_at"),
+)
+
+mpesa_callbacks = sa.Table(
+    "mpesa_callbacks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("source", sa.String(64), nullable=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("checkout_request_id", sa.String(64), nullable=True, index=True),
+    sa.Column("payment_id", sa.String(36), nullable=True, index=True),
+    sa.Column("outcome", sa.String(32), nullable=False),
+)
+
+topups = sa.Table(
+    "topups", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("payment_id", sa.String(36), sa.ForeignKey("payments.id"), nullable=True, unique=True),
+    sa.Column("meter_id", sa.String(36), sa.ForeignKey("meters.id"), nullable=False),
+    sa.Column("amount", Money(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("dp_code", sa.String(40), nullable=True),
+    sa.Column("raw_value", sa.BigInteger, nullable=True),
+    sa.Column("counter_before", Quantity(), nullable=True),
+    sa.Column("balance_before", Quantity(), nullable=True),
+    sa.Column("balance_after", Quantity(), nullable=True),
+    sa.Column("units_added", Quantity(), nullable=True),
+    sa.Column("remainder", Money(), nullable=True),
+    sa.Column("sent_at", UTCDateTime(), nullable=True),
+    sa.Column("applied_at", UTCDateTime(), nullable=True),
+    sa.Column("applied_by", sa.String(80), nullable=True),
+    sa.Column("reason", sa.String(500), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_topups_status_next_attempt_at", "status", "next_attempt_at"),
+    sa.Index("ix_topups_meter_id_status", "meter_id", "status"),
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # queued | running | done | dead
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("run_after", UTCDateTime(), nullable=False),
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+    sa.Column("locked_by", sa.String(64), nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_jobs_status_run_after", "status", "run_after"),
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("actor", sa.String(80), nullable=False),
+    sa.Column("action", sa.String(60), nullable=False),
+    sa.Column("target", sa.String(80), nullable=True),
+    sa.Column("reason", sa.String(500), nullable=True),
+    sa.Column("details", sa.JSON, nullable=False),
+)

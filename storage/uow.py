@@ -1,0 +1,53 @@
+"""The unit of work: one connection, one transaction, repositories bound to it."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from storage.job_queue import SqlJobQueue
+from storage.repositories import (
+    SqlCallbackRepository,
+    SqlMeterRepository,
+    SqlPaymentRepository,
+    SqlTenantRepository,
+    SqlTopUpRepository,
+)
+
+
+class SqlUnitOfWork:
+    """`async with uow:` begins a transaction; leaving without `commit()` rolls it back.
+
+    Re-enterable one at a time: a service may open several short transactions on the same object,
+    so that no transaction stays open across a network call.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> "SqlUnitOfWork":
+        if self.conn is not None:
+            raise RuntimeError("unit of work is already open")
+        self.conn = await self.engine.connect()
+        await self.conn.begin()
+        self.meters = SqlMeterRepository(self.conn)
+        self.tenants = SqlTenantRepository(self.conn)
+        self.payments = SqlPaymentRepository(self.conn)
+        self.callbacks = SqlCallbackRepository(self.conn)
+        self.topups = SqlTopUpRepository(self.conn)
+        self.jobs = SqlJobQueue(self.conn)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        conn, self.conn = self.conn, None
+        try:
+            if conn.in_transaction():
+                await conn.rollback()
+        finally:
+            await conn.close()
+
+    async def commit(self) -> None:
+        await self.conn.commit()
+
+    async def rollback(self) -> None:
+        await self.conn.rollback()
