@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from core.errors import InvalidInput
+
+
+PLAIN_NUMBER = re.compile(r"^\d+(\.\d+)?$")
 
 
 def parse_whole_kes(value: object, *, minimum: int, maximum: int) -> int:
@@ -13,6 +17,8 @@ def parse_whole_kes(value: object, *, minimum: int, maximum: int) -> int:
     Floats arrive from JSON (`500.0`); they are read through `repr` so that no binary fraction leaks in.
     """
     if isinstance(value, bool) or value is None:
+        raise InvalidInput("amount must be a whole number of KES", code="invalid_amount")
+    if isinstance(value, str) and not PLAIN_NUMBER.match(value.strip()):
         raise InvalidInput("amount must be a whole number of KES", code="invalid_amount")
     try:
         amount = Decimal(repr(value) if isinstance(value, float) else str(value).strip())

@@ -1,0 +1,92 @@
+"""Operator use cases: register meters and tenants. (Top-up admin actions live with the top-up engine.)"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from core.errors import InvalidInput, NotFound
+from core.model import MAX_METER_NUMBER_LEN, Meter, Tenant, new_id
+from core.phone import normalize_kenyan_mobile
+from core.ports import UnitOfWork
+from core.clock import SystemClock
+
+METER_NUMBER = re.compile(r"^[A-Za-z0-9-]{1,%d}$" % MAX_METER_NUMBER_LEN)
+
+
+@dataclass(frozen=True)
+class AddMeter:
+    number: str
+    name: str
+    device_id: str
+    profile: str = "seed"
+    price_per_kwh: object = None
+    dp_specs: dict = field(default_factory=dict)
+
+
+def parse_price(value: object) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        price = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise InvalidInput(f"price must be a number of KES per kWh, not {str(value)[:20]!r}", code="invalid_price") from None
+    if not price.is_finite() or price <= 0:
+        raise InvalidInput("price must be more than 0 KES per kWh", code="invalid_price")
+    return price
+
+
+def validate_meter(cmd: AddMeter) -> None:
+    if not METER_NUMBER.match(cmd.number or ""):
+        raise InvalidInput(f"meter number must be 1-{MAX_METER_NUMBER_LEN} letters, digits or dashes "
+                           "(it is M-Pesa's account reference)", code="invalid_meter_number")
+    if not (cmd.name or "").strip():
+        raise InvalidInput("meter name must not be empty", code="invalid_meter_name")
+    if not (cmd.device_id or "").strip():
+        raise InvalidInput("device id must not be empty", code="invalid_device_id")
+
+
+async def add_meter(cmd: AddMeter, *, uow: UnitOfWork, clock=None) -> Meter:
+    validate_meter(cmd)
+    meter = Meter(id=new_id(), number=cmd.number, name=cmd.name.strip(), device_id=cmd.device_id.strip(),
+                  profile=cmd.profile, price_per_kwh=parse_price(cmd.price_per_kwh), dp_specs=cmd.dp_specs,
+                  created_at=(clock or SystemClock()).now())
+    async with uow:
+        await uow.meters.add(meter)
+        await uow.commit()
+    return meter
+
+
+async def list_meters(*, uow: UnitOfWork) -> list[Meter]:
+    async with uow:
+        return await uow.meters.list()
+
+
+@dataclass(frozen=True)
+class AddTenant:
+    phone: str
+    name: str = ""
+    meter_numbers: list[str] = field(default_factory=list)
+    language: str = "en"
+
+
+async def add_tenant(cmd: AddTenant, *, uow: UnitOfWork, clock=None) -> Tenant:
+    """Adds the tenant, or links more meters to an existing one (same phone)."""
+    phone = normalize_kenyan_mobile(cmd.phone)
+    async with uow:
+        meters = []
+        for number in cmd.meter_numbers:
+            meter = await uow.meters.get_by_number(number)
+            if meter is None:
+                raise NotFound(f"no meter with number {number!r}", code="meter_not_found")
+            meters.append(meter)
+        tenant = await uow.tenants.get_by_phone(phone)
+        if tenant is None:
+            tenant = Tenant(id=new_id(), phone=phone, name=cmd.name.strip(), language=cmd.language,
+                            created_at=(clock or SystemClock()).now())
+            await uow.tenants.add(tenant)
+        for meter in meters:
+            await uow.tenants.link(tenant.id, meter.id)
+        await uow.commit()
+    return tenant

@@ -1,0 +1,465 @@
+"""Meter profiles (which Tuya DP codes a meter model speaks) and exact value scaling.
+
+Pure: no I/O except `load_profiles`, which reads one config file. Tuya describes every Integer DP by
+`scale`, `step`, `min` and `max` in *raw* units; the human value is `raw / 10**scale`. All arithmetic
+here is Decimal/Fraction so that KES 19.99 at scale 2 is 1999, never 1998 (`int(19.99*100)`).
+
+Exactly-once verification (DESIGN §5) is carried by `ChargePlan.check` (a `CounterCheck`): a
+purchase counter that only a charge moves (`seed`: `electric_total`), or, for profiles without one
+(`tuya-standard`), the sum balance_energy + forward_energy_total, which a charge raises by the
+credited kWh and consumption leaves unchanged (up to the DPs' display rounding). See `plan_charge`.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, fields, replace
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from core.errors import InvalidInput
+
+_TYPE_ALIASES = {"integer": "Integer", "value": "Integer", "boolean": "Boolean", "bool": "Boolean",
+                 "enum": "Enum", "string": "String", "json": "Json", "raw": "Raw", "bitmap": "Bitmap"}
+
+
+@dataclass(frozen=True)
+class DpSpec:
+    """One data point as the Tuya specification describes it. min/max/step are raw integers."""
+
+    code: str
+    type: str
+    scale: int = 0
+    step: int = 1
+    min: int = 0
+    max: int = 0
+    unit: str = ""
+    range: tuple[str, ...] = ()
+    maxlen: int | None = None
+    writable: bool = True  # listed under `functions` (commands accepted)
+    readable: bool = True  # listed under `status` (reported)
+
+    @property
+    def quantum(self) -> Decimal:
+        """The smallest human increment the DP can express (step × 10^-scale)."""
+        return Decimal(self.step).scaleb(-self.scale)
+
+    @classmethod
+    def from_tuya(cls, entry: Mapping[str, Any], *, writable: bool = True, readable: bool = True) -> "DpSpec":
+        code = str(entry.get("code") or "")
+        if not code:
+            raise InvalidInput("specification entry without a code")
+        dp_type = _TYPE_ALIASES.get(str(entry.get("type", "")).lower(), str(entry.get("type", "")))
+        values = _parse_values(code, entry.get("values"))
+        try:
+            return cls(code=code, type=dp_type, scale=int(values.get("scale", 0)),
+                       step=int(values.get("step", 1)) or 1, min=int(values.get("min", 0)),
+                       max=int(values.get("max", 0)), unit=str(values.get("unit", "")),
+                       range=tuple(str(v) for v in values.get("range", ())),
+                       maxlen=int(values["maxlen"]) if "maxlen" in values else None,
+                       writable=writable, readable=readable)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"DP {code}: malformed values {values!r}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, for storing with the meter (DESIGN §5)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DpSpec":
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["range"] = tuple(kwargs.get("range", ()))
+        return cls(**kwargs)
+
+
+def _parse_values(code: str, values: Any) -> dict[str, Any]:
+    # Tuya sends `values` as a JSON *string*; accept an already-decoded dict too.
+    if values in (None, ""):
+        return {}
+    if isinstance(values, Mapping):
+        return dict(values)
+    try:
+        parsed = json.loads(values)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"DP {code}: values is not JSON: {values!r}") from exc
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def parse_specifications(result: Mapping[str, Any]) -> dict[str, DpSpec]:
+    """`result` of GET /v1.0/devices/{id}/specifications → specs by code (functions ∪ status)."""
+    functions = {e.get("code"): e for e in result.get("functions") or []}
+    status = {e.get("code"): e for e in result.get("status") or []}
+    specs: dict[str, DpSpec] = {}
+    for code in [*functions, *(c for c in status if c not in functions)]:
+        entry = functions.get(code) or status[code]
+        specs[code] = DpSpec.from_tuya(entry, writable=code in functions, readable=code in status)
+    return specs
+
+
+def as_spec_map(specs: Mapping[str, DpSpec] | Iterable[DpSpec]) -> dict[str, DpSpec]:
+    return dict(specs) if isinstance(specs, Mapping) else {s.code: s for s in specs}
+
+
+# --- exact scaling ------------------------------------------------------------------------------
+
+def to_decimal(value: Any, what: str = "value") -> Decimal:
+    """Decimal from Decimal/int/str. Floats are refused: they cannot hold 19.99 exactly."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise TypeError(f"{what} must be Decimal, int or str, not {type(value).__name__}")
+    try:
+        result = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise InvalidInput(f"{what} {value!r} is not a number") from exc
+    if not result.is_finite():
+        raise InvalidInput(f"{what} {value!r} is not a finite number")
+    return result
+
+
+def _require_integer(spec: DpSpec) -> None:
+    if spec.type != "Integer":
+        raise InvalidInput(f"DP {spec.code} is {spec.type}, not Integer")
+
+
+def to_raw(human: Decimal | int | str, spec: DpSpec) -> int:
+    """Human value → raw DP integer: exact, within min..max and on the step, else InvalidInput."""
+    _require_integer(spec)
+    value = to_decimal(human, spec.code)
+    scaled = value.scaleb(spec.scale)  # exact: only moves the exponent
+    if scaled != scaled.to_integral_value():
+        raise InvalidInput(f"{value} {spec.unit} has more than {spec.scale} decimal places for {spec.code}".replace("  ", " "))
+    raw = int(scaled)
+    if not spec.min <= raw <= spec.max:
+        low, high = from_raw(spec.min, spec), from_raw(spec.max, spec)
+        raise InvalidInput(f"{value} is outside {low}..{high} {spec.unit} for {spec.code}".rstrip())
+    if (raw - spec.min) % spec.step:
+        raise InvalidInput(f"{value} is not a multiple of {spec.quantum} {spec.unit} for {spec.code}".rstrip())
+    return raw
+
+
+def from_raw(raw: Any, spec: DpSpec) -> Decimal:
+    """Raw DP integer → exact human Decimal."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise InvalidInput(f"DP {spec.code} reported {raw!r}, not an integer")
+    try:
+        return Decimal(int(raw)).scaleb(-spec.scale)
+    except ValueError as exc:
+        raise InvalidInput(f"DP {spec.code} reported {raw!r}, not an integer") from exc
+
+
+def energy_for_money(amount: Decimal | int | str, price_per_kwh: Decimal | int | str,
+                     spec: DpSpec) -> tuple[Decimal, int, Decimal]:
+    """kWh that `amount` KES buys, rounded DOWN to the DP step: (kwh, raw, remainder_kes).
+
+    The remainder is what the rounding did not convert; it is reported so it can be recorded,
+    never silently lost. Fraction keeps the division exact (no 28-digit context rounding).
+    """
+    _require_integer(spec)
+    money, price = to_decimal(amount, "amount"), to_decimal(price_per_kwh, "price")
+    if price <= 0:
+        raise InvalidInput(f"price per kWh must be greater than 0, got {price}")
+    if money <= 0:
+        raise InvalidInput(f"amount must be greater than 0, got {money}")
+    steps = Fraction(money) * 10 ** spec.scale / (Fraction(price) * spec.step)
+    raw = (steps.numerator // steps.denominator) * spec.step  # floor: never credit unpaid energy
+    if raw > spec.max:
+        raise InvalidInput(f"KES {money} buys more than {from_raw(spec.max, spec)} {spec.unit} allowed by {spec.code}".replace("  ", " "))
+    if raw <= 0 or raw < spec.min:
+        raise InvalidInput(f"KES {money} at {price}/kWh buys less than {spec.quantum} {spec.unit} ({spec.code})".replace("  ", " "))
+    kwh = from_raw(raw, spec)
+    return kwh, raw, money - kwh * price
+
+
+# --- profiles -------------------------------------------------------------------------------------
+
+WRITE_OPS = ("add_money", "add_energy", "set_price", "prepayment_switch", "clear")
+READ_OPS = ("read_money_balance", "read_energy_balance", "read_purchase_total", "read_consumption_total")
+_EXPECTED_TYPE = {"add_money": "Integer", "add_energy": "Integer", "set_price": "Integer",
+                  "prepayment_switch": "Boolean", "clear": "Boolean", "read_money_balance": "Integer",
+                  "read_energy_balance": "Integer", "read_purchase_total": "Integer",
+                  "read_consumption_total": "Integer"}
+
+
+@dataclass(frozen=True)
+class MeterProfile:
+    """Our operations → the DP codes of one meter model. Any operation may be None (unsupported).
+
+    `purchase_total_unit` says what `read_purchase_total` counts: "kwh" (energy bought) or "money".
+    A profile must be able to charge (add_money or add_energy) and to verify a charge
+    (read_purchase_total, or read_energy_balance + read_consumption_total): without a way to
+    verify, an unknown outcome could only be resent blindly, which DESIGN §5 forbids.
+    """
+
+    name: str
+    add_money: str | None = None
+    add_energy: str | None = None
+    read_money_balance: str | None = None
+    read_energy_balance: str | None = None
+    read_purchase_total: str | None = None
+    read_consumption_total: str | None = None
+    set_price: str | None = None
+    prepayment_switch: str | None = None
+    clear: str | None = None
+    purchase_total_unit: str = "kwh"
+
+    def __post_init__(self) -> None:
+        if not (self.add_money or self.add_energy):
+            raise InvalidInput(f"profile {self.name}: needs add_money or add_energy")
+        if not (self.read_purchase_total or (self.read_energy_balance and self.read_consumption_total)):
+            raise InvalidInput(f"profile {self.name}: needs read_purchase_total, or read_energy_balance "
+                               "and read_consumption_total, to verify a charge exactly once")
+        if self.purchase_total_unit not in ("kwh", "money"):
+            raise InvalidInput(f"profile {self.name}: purchase_total_unit must be 'kwh' or 'money'")
+
+    def operations(self) -> dict[str, str]:
+        """op name → DP code, for the operations this profile supports."""
+        return {op: code for op in (*WRITE_OPS, *READ_OPS) if (code := getattr(self, op))}
+
+
+BUILTIN_PROFILES: dict[str, MeterProfile] = {
+    # The seed's meter charges money; the meter converts at its own goods_price and counts the
+    # energy bought in electric_total. charge_token carries a vendor (STS-style) token string, not
+    # an amount, so it is no add_energy: LipaMeter cannot mint tokens.
+    "seed": MeterProfile(
+        name="seed", add_money="charge_money", read_money_balance="balance",
+        read_energy_balance="balance_energy", read_purchase_total="electric_total",
+        read_consumption_total="forward_energy_total", set_price="goods_price",
+        prepayment_switch="prepayment_switch", clear="clear_energy"),
+    # Tuya's standard zndb instruction set: energy only, no purchase counter (see module doc).
+    "tuya-standard": MeterProfile(
+        name="tuya-standard", add_energy="charge_energy", read_energy_balance="balance_energy",
+        read_consumption_total="forward_energy_total", prepayment_switch="switch_prepayment",
+        clear="clear_energy"),
+}
+
+
+def load_profiles(path: str | Path, base: Mapping[str, MeterProfile] | None = None) -> dict[str, MeterProfile]:
+    """Profiles from a TOML or JSON file, merged over `base` (default: the built-ins).
+
+    Layout: `[profiles.<name>]` tables (or top-level tables) with operation = "dp_code" entries;
+    `extends = "<profile>"` starts from another profile; "" unsets an inherited operation.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot read meter profiles from {path}: {exc}") from exc
+    entries = data.get("profiles", data)
+    profiles = dict(BUILTIN_PROFILES if base is None else base)
+    for name, entry in entries.items():
+        if not isinstance(entry, Mapping):
+            raise InvalidInput(f"profile {name}: expected a table of operation = code")
+        profiles[name] = _profile_from_entry(name, entry, profiles)
+    return profiles
+
+
+def _profile_from_entry(name: str, entry: Mapping[str, Any], known: Mapping[str, MeterProfile]) -> MeterProfile:
+    allowed = {f.name for f in fields(MeterProfile)} - {"name"}
+    unknown = set(entry) - allowed - {"extends"}
+    if unknown:
+        raise InvalidInput(f"profile {name}: unknown keys {sorted(unknown)}")
+    values = {k: (str(v) or None) if k != "purchase_total_unit" else str(v) for k, v in entry.items() if k != "extends"}
+    parent_name = entry.get("extends")
+    if parent_name is not None and parent_name not in known:
+        raise InvalidInput(f"profile {name}: extends unknown profile {parent_name!r}")
+    if parent_name is not None:
+        return replace(known[parent_name], name=name, **values)
+    return MeterProfile(name=name, **values)
+
+
+def missing_codes(profile: MeterProfile, specs: Mapping[str, DpSpec] | Iterable[DpSpec]) -> list[str]:
+    """DP codes the profile needs that the device lacks (or cannot write, for write operations)."""
+    spec_map = as_spec_map(specs)
+    missing: list[str] = []
+    for op, code in profile.operations().items():
+        spec = spec_map.get(code)
+        if spec is None or (op in WRITE_OPS and not spec.writable):
+            if code not in missing:
+                missing.append(code)
+    return missing
+
+
+def profile_problems(profile: MeterProfile, specs: Mapping[str, DpSpec] | Iterable[DpSpec]) -> list[str]:
+    """Readable reasons to refuse a device for this profile (missing codes, wrong DP types)."""
+    spec_map = as_spec_map(specs)
+    problems = [f"missing DP {code}" for code in missing_codes(profile, spec_map)]
+    for op, code in profile.operations().items():
+        spec = spec_map.get(code)
+        if spec is not None and spec.type != _EXPECTED_TYPE[op]:
+            problems.append(f"DP {code} ({op}) is {spec.type}, expected {_EXPECTED_TYPE[op]}")
+    return problems
+
+
+# --- reading a meter and planning a charge ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class MeterReading:
+    """One status read in human units; None where the profile or the status lacks the DP."""
+
+    money_balance: Decimal | None
+    energy_balance: Decimal | None
+    purchase_total: Decimal | None
+    consumption_total: Decimal | None
+    price: Decimal | None
+    prepayment: bool | None
+
+
+def read_meter(profile: MeterProfile, specs: Mapping[str, DpSpec] | Iterable[DpSpec],
+               status: Mapping[str, Any]) -> MeterReading:
+    spec_map = as_spec_map(specs)
+
+    def number(code: str | None) -> Decimal | None:
+        if not code or code not in status or code not in spec_map:
+            return None
+        return from_raw(status[code], spec_map[code])
+
+    switch = status.get(profile.prepayment_switch) if profile.prepayment_switch else None
+    return MeterReading(
+        money_balance=number(profile.read_money_balance), energy_balance=number(profile.read_energy_balance),
+        purchase_total=number(profile.read_purchase_total),
+        consumption_total=number(profile.read_consumption_total), price=number(profile.set_price),
+        prepayment=switch if isinstance(switch, bool) else None)
+
+
+class Verdict:
+    APPLIED = "applied"  # the counter rose by the expected amount: the charge landed
+    NOT_APPLIED = "not_applied"  # the counter did not move: safe to send (again)
+    AMBIGUOUS = "ambiguous"  # anything else: a person must look (needs_review)
+
+
+@dataclass(frozen=True)
+class CounterCheck:
+    """How two status reads tell whether a charge landed.
+
+    The counter is the sum of `specs` in human units. `noise`: how far it may move with no charge
+    (0 for a true purchase counter; display rounding for balance + consumption). `tolerance`: how
+    far an applied charge may land from `expected_rise` (noise, plus one step when the meter does
+    its own money→kWh conversion, whose rounding we cannot know).
+    """
+
+    specs: tuple[DpSpec, ...]
+    unit: str  # "kwh" or "money"
+    expected_rise: Decimal
+    tolerance: Decimal
+    noise: Decimal
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(s.code for s in self.specs)
+
+    @property
+    def expected_rise_raw(self) -> int | None:
+        """Expected rise in raw units when the counter is a single DP (None for a sum of DPs)."""
+        return int(self.expected_rise.scaleb(self.specs[0].scale)) if len(self.specs) == 1 else None
+
+    @property
+    def decisive(self) -> bool:
+        """False when an applied and an unapplied charge could read alike (tiny credit, coarse DPs)."""
+        return self.expected_rise - self.tolerance > self.noise
+
+    def value(self, status: Mapping[str, Any]) -> Decimal:
+        missing = [c for c in self.codes if c not in status]
+        if missing:
+            raise InvalidInput(f"status lacks {', '.join(missing)} needed to verify the charge")
+        return sum((from_raw(status[s.code], s) for s in self.specs), Decimal(0))
+
+    def verdict(self, before: Decimal, after: Decimal) -> str:
+        rise = after - before
+        applied = abs(rise - self.expected_rise) <= self.tolerance
+        unchanged = abs(rise) <= self.noise
+        if applied != unchanged:
+            return Verdict.APPLIED if applied else Verdict.NOT_APPLIED
+        return Verdict.AMBIGUOUS
+
+
+@dataclass(frozen=True)
+class ChargePlan:
+    """What to send for one top-up and how to recognise it afterwards."""
+
+    code: str  # DP to send
+    raw: int  # raw value to send
+    kind: str  # "money" (meter converts) or "energy" (we convert at price_per_kwh)
+    amount: Decimal  # KES paid
+    money_added: Decimal | None  # KES added to the meter's money balance (money plans)
+    kwh_added: Decimal | None  # kWh credited (energy) or expected at the meter's price (money; None if no price)
+    remainder: Decimal  # KES not converted because of step rounding (energy plans), recorded
+    check: CounterCheck
+
+    @property
+    def command(self) -> dict[str, Any]:
+        return {"code": self.code, "value": self.raw}
+
+
+def _spec_for(spec_map: Mapping[str, DpSpec], code: str) -> DpSpec:
+    if code not in spec_map:
+        raise InvalidInput(f"device has no DP {code}")
+    return spec_map[code]
+
+
+def _floor_to(value: Fraction, quantum: Decimal) -> Decimal:
+    steps = value / Fraction(quantum)
+    return (steps.numerator // steps.denominator) * quantum
+
+
+def _counter_check(profile: MeterProfile, spec_map: Mapping[str, DpSpec], *, kwh: Decimal | None,
+                   money: Decimal, exact: bool) -> CounterCheck:
+    if profile.read_purchase_total:
+        specs = (_spec_for(spec_map, profile.read_purchase_total),)
+        unit = profile.purchase_total_unit
+    else:
+        specs = (_spec_for(spec_map, profile.read_energy_balance or ""),
+                 _spec_for(spec_map, profile.read_consumption_total or ""))
+        unit = "kwh"
+    expected = money if unit == "money" else kwh
+    if expected is None:
+        raise InvalidInput("a price per kWh is needed to predict the meter's energy counter")
+    quanta = [s.quantum for s in specs]
+    finest = min(quanta)
+    noise = sum(quanta, Decimal(0)) - finest  # display rounding of each DP in the sum
+    on_grid = (exact or unit == "money") and expected % finest == 0  # money is added as sent
+    return CounterCheck(specs=specs, unit=unit, expected_rise=expected,
+                        tolerance=noise + (Decimal(0) if on_grid else finest), noise=noise)
+
+
+def plan_charge(profile: MeterProfile, specs: Mapping[str, DpSpec] | Iterable[DpSpec],
+                amount: Decimal | int | str, price_per_kwh: Decimal | int | str | None = None) -> ChargePlan:
+    """Plan a top-up of `amount` KES.
+
+    Money profiles (add_money) send the amount itself; the meter converts at its own price, so pass
+    the meter's price (MeterReading.price) to predict its kWh counter. Energy profiles (add_energy)
+    get amount / price kWh rounded down to the DP step, the remainder reported. The plan's `check`
+    verifies exactly once: store `check.value(status)` before sending; after an unknown outcome,
+    `check.verdict(before, check.value(new_status))` → applied | not_applied | ambiguous.
+    """
+    spec_map = as_spec_map(specs)
+    money = to_decimal(amount, "amount")
+    if money <= 0:
+        raise InvalidInput(f"amount must be greater than 0, got {money}")
+    price = None if price_per_kwh is None else to_decimal(price_per_kwh, "price")
+    if price is not None and price <= 0:
+        raise InvalidInput(f"price per kWh must be greater than 0, got {price}")
+    if profile.add_money:
+        spec = _spec_for(spec_map, profile.add_money)
+        raw = to_raw(money, spec)
+        kwh = None if price is None else _floor_to(Fraction(money) / Fraction(price), _kwh_quantum(profile, spec_map))
+        check = _counter_check(profile, spec_map, kwh=kwh, money=money, exact=False)
+        return ChargePlan(code=spec.code, raw=raw, kind="money", amount=money, money_added=money,
+                          kwh_added=kwh, remainder=Decimal(0), check=check)
+    if price is None:
+        raise InvalidInput(f"profile {profile.name} charges energy: a price per kWh is needed")
+    spec = _spec_for(spec_map, profile.add_energy or "")
+    kwh, raw, remainder = energy_for_money(money, price, spec)
+    check = _counter_check(profile, spec_map, kwh=kwh, money=money - remainder, exact=True)
+    return ChargePlan(code=spec.code, raw=raw, kind="energy", amount=money, money_added=None,
+                      kwh_added=kwh, remainder=remainder, check=check)
+
+
+def _kwh_quantum(profile: MeterProfile, spec_map: Mapping[str, DpSpec]) -> Decimal:
+    # The meter rounds its own conversion to what its energy counter can show.
+    codes = [profile.read_purchase_total] if profile.purchase_total_unit == "kwh" and profile.read_purchase_total \
+        else [profile.read_energy_balance, profile.read_consumption_total]
+    return min((_spec_for(spec_map, c).quantum for c in codes if c), default=Decimal("0.01"))

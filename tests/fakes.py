@@ -1,0 +1,200 @@
+"""In-memory fakes of core's ports, for unit tests of core/ (they record state; nothing is mocked)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from core.errors import Conflict, UpstreamError
+from core.model import Job, Meter, Tenant
+from core.payments import Payment
+from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
+from core.topups import TopUp
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeStore:
+    meters: dict = field(default_factory=dict)
+    tenants: dict = field(default_factory=dict)
+    links: set = field(default_factory=set)
+    payments: dict = field(default_factory=dict)
+    callbacks: list = field(default_factory=list)  # dicts
+    topups: dict = field(default_factory=dict)
+    jobs: list = field(default_factory=list)
+
+
+class _Repo:
+    def __init__(self, data: FakeStore) -> None:
+        self.data = data
+
+
+class FakeMeters(_Repo):
+    async def add(self, meter: Meter) -> None:
+        if any(m.number == meter.number for m in self.data.meters.values()):
+            raise Conflict("meter number taken", code="meter_exists")
+        self.data.meters[meter.id] = copy.deepcopy(meter)
+
+    async def get(self, meter_id):
+        return copy.deepcopy(self.data.meters.get(meter_id))
+
+    async def get_by_number(self, number):
+        return next((copy.deepcopy(m) for m in self.data.meters.values() if m.number == number), None)
+
+    async def list(self):
+        return sorted(copy.deepcopy(list(self.data.meters.values())), key=lambda m: m.number)
+
+    async def save(self, meter):
+        self.data.meters[meter.id] = copy.deepcopy(meter)
+
+
+class FakeTenants(_Repo):
+    async def add(self, tenant: Tenant) -> None:
+        if any(t.phone == tenant.phone for t in self.data.tenants.values()):
+            raise Conflict("tenant exists", code="tenant_exists")
+        self.data.tenants[tenant.id] = copy.deepcopy(tenant)
+
+    async def get_by_phone(self, phone):
+        return next((copy.deepcopy(t) for t in self.data.tenants.values() if t.phone == phone), None)
+
+    async def link(self, tenant_id, meter_id):
+        self.data.links.add((tenant_id, meter_id))
+
+    async def meters_of(self, tenant_id):
+        return [copy.deepcopy(self.data.meters[m]) for t, m in sorted(self.data.links) if t == tenant_id]
+
+
+class FakePayments(_Repo):
+    async def add(self, payment: Payment) -> None:
+        for other in self.data.payments.values():
+            active = other.status.value in ("requested", "pending")
+            if (active and other.phone == payment.phone) or (
+                payment.idempotency_key and other.idempotency_key == payment.idempotency_key):
+                raise Conflict("conflict", code="payment_pending")
+        self.data.payments[payment.id] = copy.deepcopy(payment)
+
+    def _find(self, predicate):
+        return next((copy.deepcopy(p) for p in self.data.payments.values() if predicate(p)), None)
+
+    async def get(self, payment_id):
+        return copy.deepcopy(self.data.payments.get(payment_id))
+
+    async def get_for_update(self, payment_id):
+        return await self.get(payment_id)
+
+    async def get_by_checkout_id(self, checkout_request_id, *, for_update=False):
+        return self._find(lambda p: p.checkout_request_id == checkout_request_id)
+
+    async def get_by_idempotency_key(self, key):
+        return self._find(lambda p: p.idempotency_key == key)
+
+    async def active_for_phone(self, phone):
+        return self._find(lambda p: p.phone == phone and p.status.value in ("requested", "pending"))
+
+    async def stale(self, status, *, before, limit=100):
+        found = [p for p in self.data.payments.values() if p.status.value == status and p.updated_at < before]
+        return copy.deepcopy(found[:limit])
+
+    async def save(self, payment):
+        self.data.payments[payment.id] = copy.deepcopy(payment)
+
+
+class FakeCallbacks(_Repo):
+    async def add(self, *, body, source, received_at):
+        self.data.callbacks.append({"id": len(self.data.callbacks) + 1, "body": body, "source": source,
+                                    "outcome": "received", "checkout_request_id": None, "payment_id": None})
+        return len(self.data.callbacks)
+
+    async def set_outcome(self, callback_id, *, outcome, checkout_request_id, payment_id):
+        self.data.callbacks[callback_id - 1].update(outcome=outcome, checkout_request_id=checkout_request_id,
+                                                    payment_id=payment_id)
+
+    async def orphans_for(self, checkout_request_id):
+        return [(c["id"], c["body"]) for c in self.data.callbacks
+                if c["checkout_request_id"] == checkout_request_id and c["outcome"] == "orphan"]
+
+    async def body(self, callback_id):
+        return self.data.callbacks[callback_id - 1]["body"]
+
+
+class FakeTopUps(_Repo):
+    async def add(self, topup: TopUp) -> None:
+        if topup.payment_id and any(t.payment_id == topup.payment_id for t in self.data.topups.values()):
+            raise Conflict("this payment already has a top-up", code="topup_exists")
+        self.data.topups[topup.id] = copy.deepcopy(topup)
+
+    async def get(self, topup_id, *, for_update=False):
+        return copy.deepcopy(self.data.topups.get(topup_id))
+
+    async def for_payment(self, payment_id):
+        return next((copy.deepcopy(t) for t in self.data.topups.values() if t.payment_id == payment_id), None)
+
+    async def save(self, topup):
+        self.data.topups[topup.id] = copy.deepcopy(topup)
+
+
+class FakeJobs(_Repo):
+    async def enqueue(self, kind, payload, *, run_after=None):
+        self.data.jobs.append(Job(id=len(self.data.jobs) + 1, kind=kind, payload=dict(payload), attempts=0,
+                                  run_after=run_after or datetime.now(timezone.utc)))
+
+    def of_kind(self, kind):
+        return [job for job in self.data.jobs if job.kind == kind]
+
+
+class FakeUnitOfWork:
+    """Changes land in the shared store only on commit (a snapshot is restored otherwise)."""
+
+    def __init__(self, store: FakeStore | None = None) -> None:
+        self.store = store or FakeStore()
+        self.commits = 0
+
+    async def __aenter__(self):
+        self._snapshot = copy.deepcopy(self.store)
+        self.meters, self.tenants = FakeMeters(self.store), FakeTenants(self.store)
+        self.payments, self.callbacks = FakePayments(self.store), FakeCallbacks(self.store)
+        self.topups, self.jobs = FakeTopUps(self.store), FakeJobs(self.store)
+        self._committed = False
+        return self
+
+    async def __aexit__(self, *exc):
+        if not self._committed:
+            restored = self._snapshot
+            for name in vars(restored):
+                setattr(self.store, name, getattr(restored, name))
+
+    async def commit(self):
+        self._committed = True
+        self.commits += 1
+
+
+class FakeDaraja:
+    """Records pushes; answers with scripted results."""
+
+    def __init__(self) -> None:
+        self.pushes: list[StkPushRequest] = []
+        self.queries: list[str] = []
+        self.push_error: UpstreamError | None = None
+        self.query_results: dict[str, StkQueryResult] = {}
+
+    async def stk_push(self, request: StkPushRequest) -> StkPushAccepted:
+        self.pushes.append(request)
+        if self.push_error:
+            raise self.push_error
+        n = len(self.pushes)
+        return StkPushAccepted(f"MR-{n}", f"ws_CO_TEST{n:04d}", "Success. Request accepted for processing")
+
+    async def stk_query(self, checkout_request_id: str) -> StkQueryResult:
+        self.queries.append(checkout_request_id)
+        return self.query_results.get(checkout_request_id, StkQueryResult(processing=True))

@@ -1,0 +1,82 @@
+"""`create_app(settings)`: the one composition root. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator
+
+import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from web import mpesa_api
+from web.openapi import openapi_document
+from web.services import Services, build_services, build_worker
+from web.settings import Settings
+
+log = logging.getLogger("lipameter.app")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        async with request.app.state.services.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+    except Exception as error:  # the probe reports, it does not crash
+        log.warning("readiness check failed: %s", type(error).__name__)
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+def create_app(
+    settings: Settings,
+    *,
+    run_worker: bool = True,
+    extra_routes: list[BaseRoute] | None = None,
+    services: Services | None = None,
+) -> Starlette:
+    """Build the app. `extra_routes` lets `demo` mount the sandbox in the same process."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.services = services or build_services(settings)
+        stop = asyncio.Event()
+        worker_task = None
+        if run_worker:
+            worker_task = asyncio.create_task(build_worker(app.state.services).run(stop), name="worker")
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
+            await app.state.services.aclose()
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
+        *mpesa_api.routes,
+        *(extra_routes or []),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+__all__ = ["create_app", "Mount"]

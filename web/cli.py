@@ -1,0 +1,209 @@
+"""`lipameter`: the command line. User mistakes are one clear line on stderr and exit code 2;
+upstream or database trouble exits 1. Never a traceback for a user mistake."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Callable, NoReturn
+
+from pydantic import ValidationError
+
+from core.errors import DomainError
+
+log = logging.getLogger("lipameter.cli")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, exit_code: int = 2) -> NoReturn:
+    raise CliError(message, exit_code)
+
+
+def load_settings(**overrides):
+    from web.settings import Settings
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        fail(f"invalid configuration: {problems}")
+    problems = settings.validation_problems()
+    if problems:
+        fail("invalid configuration: " + "; ".join(problems))
+    return settings
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_migrate(args) -> None:
+    from storage.migrate import upgrade
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    print("database is up to date")
+
+
+def cmd_serve(args) -> None:
+    import uvicorn
+
+    from web.app import create_app
+
+    settings = load_settings()
+    missing = settings.missing_for_serve()
+    if missing:
+        fail("cannot serve: missing " + ", ".join(missing) + " (set them in the environment or .env; "
+             "`lipameter demo` runs with the sandbox instead)")
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings, run_worker=not args.no_worker), host=args.host, port=args.port,
+                log_level=settings.log_level.lower(), proxy_headers=False)
+
+
+def cmd_worker(args) -> None:
+    from web.services import build_services, build_worker
+
+    settings = load_settings()
+    missing = settings.missing_for_serve()
+    if missing:
+        fail("cannot run the worker: missing " + ", ".join(missing))
+    configure_logging(settings.log_level)
+
+    async def run() -> None:
+        services = build_services(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await build_worker(services).run(stop)
+        finally:
+            await services.aclose()
+
+    asyncio.run(run())
+
+
+def cmd_demo(args) -> None:
+    from web.demo import run_demo
+
+    run_demo(host=args.host, port=args.port, database_url=args.database_url)
+
+
+def _run_admin(coro_factory: Callable) -> None:
+    from storage.db import create_engine
+    from storage.uow import SqlUnitOfWork
+
+    settings = load_settings()
+
+    async def run():
+        engine = create_engine(settings.database_url)
+        try:
+            return await coro_factory(lambda: SqlUnitOfWork(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def cmd_meter_add(args) -> None:
+    from core.admin_service import AddMeter, add_meter
+
+    meter = _run_admin(lambda uow: add_meter(
+        AddMeter(number=args.number, name=args.name, device_id=args.device_id, profile=args.profile,
+                 price_per_kwh=args.price), uow=uow()))
+    print(f"added meter {meter.number} ({meter.name})")
+    print(meter.id)
+
+
+def cmd_meter_list(args) -> None:
+    from core.admin_service import list_meters
+
+    meters = _run_admin(lambda uow: list_meters(uow=uow()))
+    if not meters:
+        print("no meters yet: lipameter meter add --number N --name NAME --device-id ID")
+        return
+    print(f"{'NUMBER':<12} {'NAME':<24} {'DEVICE':<24} {'PROFILE':<14} {'PRICE':>8} {'ACTIVE':<6} ID")
+    for m in meters:
+        price = f"{m.price_per_kwh:.2f}" if m.price_per_kwh is not None else "-"
+        print(f"{m.number:<12} {m.name[:24]:<24} {m.device_id[:24]:<24} {m.profile:<14} {price:>8} "
+              f"{'yes' if m.active else 'no':<6} {m.id}")
+
+
+def cmd_tenant_add(args) -> None:
+    from core.admin_service import AddTenant, add_tenant
+
+    tenant = _run_admin(lambda uow: add_tenant(
+        AddTenant(phone=args.phone, name=args.name or "", meter_numbers=args.meter or []), uow=uow()))
+    print(f"tenant {tenant.phone} ready with meter(s): {', '.join(args.meter or []) or 'none'}")
+    print(tenant.id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lipameter", description="Prepaid electricity paid with M-Pesa.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("migrate", help="create or upgrade the database").set_defaults(func=cmd_migrate)
+
+    serve = sub.add_parser("serve", help="run the web app (and the worker unless --no-worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-worker", action="store_true", help="run jobs in a separate `lipameter worker`")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("worker", help="run the job worker and the reconcile sweep").set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="everything on one machine: SQLite, the sandbox, demo meters")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--database-url", default=None, help="default: sqlite+aiosqlite:///./lipameter-demo.db")
+    demo.set_defaults(func=cmd_demo)
+
+    meter = sub.add_parser("meter", help="meters").add_subparsers(dest="meter_command", required=True, metavar="ACTION")
+    add = meter.add_parser("add", help="register a meter; prints its id last")
+    add.add_argument("--number", required=True, help="the short code printed on the unit (<= 12 characters)")
+    add.add_argument("--name", required=True)
+    add.add_argument("--device-id", required=True, help="the Tuya device id")
+    add.add_argument("--profile", default="seed", help="meter profile (seed, tuya-standard, or from config)")
+    add.add_argument("--price", default=None, help="KES per kWh")
+    add.set_defaults(func=cmd_meter_add)
+    meter.add_parser("list", help="list meters").set_defaults(func=cmd_meter_list)
+
+    tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
+    tadd = tenant.add_parser("add", help="add a tenant (or link more meters to one)")
+    tadd.add_argument("--phone", required=True)
+    tadd.add_argument("--name", default="")
+    tadd.add_argument("--meter", action="append", metavar="NUMBER", help="a meter number the tenant may pick; repeatable")
+    tadd.set_defaults(func=cmd_tenant_add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CliError as error:
+        print(f"lipameter: {error}", file=sys.stderr)
+        return error.exit_code
+    except DomainError as error:
+        print(f"lipameter: {error.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        print(f"lipameter: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""HTTP plumbing shared by the routes: JSON errors, capped bodies, API keys, client addresses."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from core.errors import Conflict, DomainError, InvalidInput, NotFound, UpstreamError
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def error_response(status: int, message: str, code: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"success": False, "message": message, "code": code, **extra}, status_code=status)
+
+
+def domain_status(error: DomainError) -> int:
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, Conflict):
+        return 409
+    if isinstance(error, UpstreamError):
+        return 502
+    if isinstance(error, InvalidInput):
+        return 422
+    return 400
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than `limit` bytes whatever Content-Length claims."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"request body larger than {limit} bytes", "body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"request body larger than {limit} bytes", "body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int) -> dict:
+    body = await read_body(request, limit)
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise HttpError(400, "request body must be JSON", "invalid_json") from None
+    if not isinstance(document, dict):
+        raise HttpError(400, "request body must be a JSON object", "invalid_json")
+    return document
+
+
+def require_api_key(request: Request, keys: list[str]) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HttpError(401, "missing API key: send Authorization: Bearer <key>", "unauthorized")
+    presented = token.strip().encode()
+    # Compare against every key so the time taken does not tell which prefix matched.
+    matched = [hmac.compare_digest(presented, key.encode()) for key in keys]
+    if not any(matched):
+        raise HttpError(401, "invalid API key", "unauthorized")
+
+
+def client_address(request: Request, trusted_proxies: list[str]) -> str | None:
+    """The peer address; X-Forwarded-For is believed only when the peer is a trusted proxy."""
+    peer = request.client.host if request.client else None
+    if peer and _in_networks(peer, trusted_proxies):
+        forwarded = request.headers.get("x-forwarded-for", "")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        # Walk from the nearest hop outwards, skipping our own proxies.
+        for hop in reversed(hops):
+            if not _in_networks(hop, trusted_proxies):
+                return hop
+    return peer
+
+
+def _in_networks(address: str, networks: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for network in networks:
+        try:
+            if ip in ipaddress.ip_network(network, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def address_allowed(address: str | None, allowlist: list[str]) -> bool:
+    return not allowlist or (address is not None and _in_networks(address, allowlist))
+
+
+def wire_number(value: Decimal | int | None) -> int | float | None:
+    """Decimal to a JSON number. Values are cents or finer; float's shortest repr prints them exactly."""
+    if value is None:
+        return None
+    value = Decimal(value)
+    return int(value) if value == value.to_integral_value() else float(value)

@@ -1,0 +1,140 @@
+"""The seed's JSON API: start a payment, take Daraja's callback, read a payment."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from zoneinfo import ZoneInfo
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from core.errors import DomainError
+from core.payment_service import InitiatePayment, PaymentStarted, initiate_payment, receive_callback
+from core.payments import Channel, PaymentStatus
+from storage.views import payment_view
+from web.http import (
+    HttpError, address_allowed, client_address, domain_status, error_response, read_body,
+    read_json_object, require_api_key, wire_number,
+)
+
+log = logging.getLogger("lipameter.api")
+NAIROBI = ZoneInfo("Africa/Nairobi")
+REQUIRED_FIELDS = ("amount", "phoneNumber", "meterId")
+ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
+
+
+async def create_payment(request: Request) -> Response:
+    services = request.app.state.services
+    try:
+        require_api_key(request, services.settings.api_key_list)
+        body = await read_json_object(request, services.settings.max_body_bytes)
+        missing = [name for name in REQUIRED_FIELDS if body.get(name) in (None, "")]
+        if missing:
+            raise HttpError(400, f"missing field(s): {', '.join(missing)}", "missing_field")
+        description = body.get("description") or ""
+        if not isinstance(description, str):
+            raise HttpError(400, "description must be a string", "invalid_description")
+        key = request.headers.get("idempotency-key")
+        if key is not None and not (0 < len(key) <= 128):
+            raise HttpError(400, "Idempotency-Key must be 1..128 characters", "invalid_idempotency_key")
+        started = await initiate_payment(
+            InitiatePayment(amount=body["amount"], phone=body["phoneNumber"], meter_ref=body["meterId"],
+                            description=description, channel=Channel.API, idempotency_key=key),
+            uow=services.uow(), gateway=services.payment_gateway, limits=services.limits, clock=services.clock,
+        )
+    except HttpError as error:
+        return error_response(error.status, error.message, error.code)
+    except DomainError as error:
+        return error_response(domain_status(error), error.message, error.code)
+    services.metrics.payments_started.labels(channel="api").inc()
+    return _started_response(started)
+
+
+def _started_response(started: PaymentStarted) -> JSONResponse:
+    payment = started.payment
+    if payment.status is PaymentStatus.PUSH_FAILED:
+        return error_response(502, payment.result_desc or "M-Pesa could not send the payment prompt",
+                              payment.result_code or "push_failed", paymentId=payment.id)
+    return JSONResponse({
+        "success": True,
+        "message": "Payment initiated" if not started.replayed else "Payment already initiated",
+        "merchantRequestId": payment.merchant_request_id,
+        "checkoutRequestId": payment.checkout_request_id,
+        "mpesaTransactionId": payment.id,
+        "paymentId": payment.id,
+        "status": payment.status.wire,
+    })
+
+
+async def mpesa_callback(request: Request) -> Response:
+    services = request.app.state.services
+    settings = services.settings
+    expected = settings.callback_token.get_secret_value().encode()
+    presented = request.path_params["token"].encode()
+    if not expected or not hmac.compare_digest(presented, expected):
+        return error_response(404, "not found", "not_found")  # nothing written, nothing revealed
+    source = client_address(request, settings.trusted_proxy_list)
+    if not address_allowed(source, settings.allowed_callback_ips):
+        log.warning("callback refused from %s (not in CALLBACK_ALLOWED_IPS)", source)
+        return error_response(403, "source address not allowed", "forbidden")
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        receipt = await receive_callback(body, source=source, uow=services.uow(), clock=services.clock,
+                                         verify=settings.verify_callbacks)
+    except HttpError as error:
+        return error_response(error.status, error.message, error.code)
+    except DomainError as error:
+        services.metrics.callbacks.labels(outcome="malformed").inc()
+        return JSONResponse({"ResultCode": 1, "ResultDesc": error.message}, status_code=400)
+    services.metrics.callbacks.labels(outcome=receipt.outcome).inc()
+    return JSONResponse(ACK)
+
+
+async def get_payment(request: Request) -> Response:
+    services = request.app.state.services
+    try:
+        require_api_key(request, services.settings.api_key_list)
+    except HttpError as error:
+        return error_response(error.status, error.message, error.code)
+    ref = request.path_params["payment_id"]
+    row = await payment_view(services.engine, ref) if len(ref) <= 64 else None
+    if row is None:
+        return error_response(404, "no payment with this id or CheckoutRequestID", "payment_not_found")
+    return JSONResponse(payment_document(row))
+
+
+def payment_document(row: dict) -> dict:
+    def local(value):
+        return value.astimezone(NAIROBI).isoformat() if value else None
+
+    return {
+        "id": row["id"],
+        "amount": row["amount"],
+        "phoneNumber": row["phone"],
+        "status": PaymentStatus(row["status"]).wire,
+        "mpesaReceiptNumber": row["mpesa_receipt"],
+        "transactionDate": local(row["transaction_date"]),
+        "meterId": row["meter_id"],
+        "meterName": row["meter_name"],
+        "meterNumber": row["meter_number"],
+        "balanceBefore": wire_number(row["balance_before"]),
+        "balanceAfter": wire_number(row["balance_after"]),
+        "unitsAdded": wire_number(row["units_added"]),
+        "topUpStatus": row["topup_status"].upper() if row["topup_status"] else None,
+        "merchantRequestId": row["merchant_request_id"],
+        "checkoutRequestId": row["checkout_request_id"],
+        "resultCode": row["result_code"],
+        "resultDesc": row["result_desc"],
+        "reviewReason": row["review_reason"],
+        "channel": row["channel"],
+        "createdAt": local(row["created_at"]),
+    }
+
+
+routes = [
+    Route("/mpesa/payments", create_payment, methods=["POST"]),
+    Route("/mpesa/payments/{payment_id}", get_payment, methods=["GET"]),
+    Route("/mpesa/callback/{token}", mpesa_callback, methods=["POST"]),
+]

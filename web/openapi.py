@@ -1,0 +1,114 @@
+"""The OpenAPI document for the JSON API. Written by hand so that it says exactly what the routes do;
+tests/test_openapi.py checks it against the app's routes and answers."""
+
+from __future__ import annotations
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["success", "message", "code"],
+        "properties": {"success": {"type": "boolean", "const": False}, "message": {"type": "string"},
+                       "code": {"type": "string"}, "paymentId": {"type": "string"}},
+    },
+    "PaymentRequest": {
+        "type": "object", "required": ["amount", "phoneNumber", "meterId"],
+        "properties": {
+            "amount": {"type": "number", "description": "Whole KES within MIN_AMOUNT..MAX_AMOUNT; 500 and 500.0 are accepted, 500.5 is not."},
+            "phoneNumber": {"type": "string", "description": "Kenyan mobile: 07XXXXXXXX, 01XXXXXXXX, +2547XXXXXXXX or 2547XXXXXXXX."},
+            "meterId": {"type": "string", "description": "The meter's id (uuid) or its number."},
+            "description": {"type": "string", "description": "Shown as TransactionDesc (first 13 characters)."},
+        },
+    },
+    "PaymentStarted": {
+        "type": "object",
+        "required": ["success", "message", "merchantRequestId", "checkoutRequestId", "mpesaTransactionId", "paymentId", "status"],
+        "properties": {
+            "success": {"type": "boolean", "const": True}, "message": {"type": "string"},
+            "merchantRequestId": {"type": "string"}, "checkoutRequestId": {"type": "string"},
+            "mpesaTransactionId": {"type": "string", "description": "LipaMeter's payment id (same as paymentId)."},
+            "paymentId": {"type": "string"}, "status": {"type": "string", "enum": ["PENDING"]},
+        },
+    },
+    "Payment": {
+        "type": "object",
+        "required": ["id", "amount", "phoneNumber", "status", "meterName"],
+        "properties": {
+            "id": {"type": "string"}, "amount": {"type": "integer"}, "phoneNumber": {"type": "string"},
+            "status": {"type": "string", "enum": ["REQUESTED", "PENDING", "COMPLETED", "FAILED", "CANCELLED", "PUSH_FAILED", "NEEDS_REVIEW"]},
+            "mpesaReceiptNumber": {"type": ["string", "null"]},
+            "transactionDate": {"type": ["string", "null"], "format": "date-time", "description": "Africa/Nairobi time."},
+            "meterId": {"type": "string"}, "meterName": {"type": "string"}, "meterNumber": {"type": "string"},
+            "balanceBefore": {"type": ["number", "null"]}, "balanceAfter": {"type": ["number", "null"]},
+            "unitsAdded": {"type": ["number", "null"]},
+            "topUpStatus": {"type": ["string", "null"], "enum": ["QUEUED", "SENDING", "APPLIED", "FAILED", "NEEDS_REVIEW", None]},
+            "merchantRequestId": {"type": ["string", "null"]}, "checkoutRequestId": {"type": ["string", "null"]},
+            "resultCode": {"type": ["string", "null"]}, "resultDesc": {"type": ["string", "null"]},
+            "reviewReason": {"type": ["string", "null"]}, "channel": {"type": "string"},
+            "createdAt": {"type": "string", "format": "date-time"},
+        },
+    },
+    "StkCallback": {
+        "type": "object", "description": "Safaricom's STK callback: Body.stkCallback with MerchantRequestID, CheckoutRequestID, ResultCode, ResultDesc and, on success, CallbackMetadata.Item[].",
+        "required": ["Body"], "properties": {"Body": {"type": "object"}},
+    },
+    "CallbackAck": {
+        "type": "object", "properties": {"ResultCode": {"type": "integer"}, "ResultDesc": {"type": "string"}},
+    },
+}
+
+
+def openapi_document() -> dict:
+    bearer = [{"apiKey": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "LipaMeter", "version": "0.1.0",
+                 "description": "Pay for prepaid electricity with M-Pesa; completed payments top up the Tuya meter."},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "A key from API_KEYS."}},
+        },
+        "paths": {
+            "/mpesa/payments": {"post": {
+                "summary": "Send an M-Pesa STK push for a meter", "security": bearer,
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 128},
+                                "description": "Repeat a request safely: the same key returns the first answer."}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentRequest"}}}},
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/PaymentStarted"}, "Prompt sent; the callback settles it."),
+                    "400": _error("Not JSON, or a field missing."), "401": _error("Missing or wrong API key."),
+                    "404": _error("Unknown meter."), "409": _error("A prompt is already waiting on this phone, or the Idempotency-Key was used for another payment."),
+                    "413": _error("Body too large."), "422": _error("Invalid amount, phone number, or inactive meter."),
+                    "502": _error("M-Pesa refused or failed to send the prompt."),
+                },
+            }},
+            "/mpesa/payments/{id}": {"get": {
+                "summary": "A payment, by its id or CheckoutRequestID, with its top-up", "security": bearer,
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Payment"}, "The payment."),
+                              "401": _error("Missing or wrong API key."), "404": _error("No such payment.")},
+            }},
+            "/mpesa/callback/{token}": {"post": {
+                "summary": "Daraja's STK callback (Safaricom only)",
+                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+                                "description": "CALLBACK_TOKEN; anything else answers 404 and writes nothing."}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StkCallback"}}}},
+                "responses": {"200": _json({"$ref": "#/components/schemas/CallbackAck"}, "Stored and applied at most once."),
+                              "400": _json({"$ref": "#/components/schemas/CallbackAck"}, "Not an STK callback (stored for review)."),
+                              "403": _error("Source address not in CALLBACK_ALLOWED_IPS."), "404": _error("Wrong token."),
+                              "413": _error("Body too large.")},
+            }},
+            "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "The database answers", "responses": {"200": {"description": "ok"}, "503": {"description": "database unreachable"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+        },
+    }

@@ -1,0 +1,98 @@
+"""Configuration from the environment (and `.env`), named as in DESIGN §6. Secrets are SecretStr so
+they never print in a repr, a log line or a traceback."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.db import DEFAULT_DATABASE_URL
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    public_base_url: str = ""
+    api_keys: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+    callback_token: SecretStr = SecretStr("")
+    callback_allowed_ips: str = ""
+    trusted_proxies: str = ""
+    verify_callbacks: bool = False
+
+    daraja_base_url: str = "https://sandbox.safaricom.co.ke"
+    daraja_consumer_key: SecretStr = SecretStr("")
+    daraja_consumer_secret: SecretStr = SecretStr("")
+    daraja_shortcode: str = ""
+    daraja_passkey: SecretStr = SecretStr("")
+    daraja_transaction_type: str = "CustomerPayBillOnline"
+    daraja_party_b: str = ""
+    daraja_timeout_s: float = 15.0
+
+    tuya_endpoint: str = ""
+    tuya_access_id: str = ""
+    tuya_access_secret: SecretStr = SecretStr("")
+
+    telegram_bot_token: SecretStr = SecretStr("")
+    telegram_webhook_secret: SecretStr = SecretStr("")
+    telegram_webhook_url: str = ""
+    telegram_api_base: str = ""
+
+    at_username: str = ""
+    at_api_key: SecretStr = SecretStr("")
+    at_sender_id: str = ""
+    at_api_base: str = ""
+
+    min_amount: int = Field(10, ge=1)
+    max_amount: int = Field(100_000, ge=1, le=250_000)  # Daraja's own ceiling is 250,000 a transaction
+    topup_max_attempts: int = Field(12, ge=1)
+    reconcile_after_s: float = Field(120, gt=0)
+    reconcile_give_up_s: float = Field(3600, gt=0)
+    sweep_every_s: float = Field(30, gt=0)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    log_level: str = "INFO"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return _split(self.api_keys.get_secret_value())
+
+    @property
+    def allowed_callback_ips(self) -> list[str]:
+        return _split(self.callback_allowed_ips)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return _split(self.trusted_proxies)
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.public_base_url.rstrip('/')}/mpesa/callback/{self.callback_token.get_secret_value()}"
+
+    def missing_for_serve(self) -> list[str]:
+        """What `lipameter serve` cannot run without. It never falls back to the sandbox silently."""
+        required = {
+            "PUBLIC_BASE_URL": self.public_base_url,
+            "API_KEYS": self.api_keys.get_secret_value(),
+            "CALLBACK_TOKEN": self.callback_token.get_secret_value(),
+            "DARAJA_CONSUMER_KEY": self.daraja_consumer_key.get_secret_value(),
+            "DARAJA_CONSUMER_SECRET": self.daraja_consumer_secret.get_secret_value(),
+            "DARAJA_SHORTCODE": self.daraja_shortcode,
+            "DARAJA_PASSKEY": self.daraja_passkey.get_secret_value(),
+        }
+        return [name for name, value in required.items() if not value]
+
+    def validation_problems(self) -> list[str]:
+        problems = []
+        if self.min_amount > self.max_amount:
+            problems.append("MIN_AMOUNT is above MAX_AMOUNT")
+        if self.daraja_transaction_type not in ("CustomerPayBillOnline", "CustomerBuyGoodsOnline"):
+            problems.append("DARAJA_TRANSACTION_TYPE must be CustomerPayBillOnline or CustomerBuyGoodsOnline")
+        token = self.callback_token.get_secret_value()
+        if token and len(token) < 16:
+            problems.append("CALLBACK_TOKEN must be at least 16 characters (it is the callback's only secret)")
+        return problems
