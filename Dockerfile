@@ -1,0 +1,17 @@
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY pyproject.toml README.md ./
+COPY core core
+COPY storage storage
+COPY gateways gateways
+COPY ussd ussd
+COPY bot bot
+COPY web web
+COPY sandbox sandbox
+RUN pip install --no-cache-dir .
+RUN useradd --create-home lipameter
+USER lipameter
+EXPOSE 8000
+# Configuration comes from the environment (see README); `serve` refuses to start without it.
+CMD ["sh", "-c", "lipameter migrate && lipameter serve --host 0.0.0.0 --port 8000"]

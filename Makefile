@@ -1,0 +1,34 @@
+# The two commands a new user needs: `make demo` and `make test`. Both build .venv/ at the root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test venv venv-test migrate serve clean bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+
+venv: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+venv-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+demo: venv
+	$(BIN)/lipameter demo
+
+migrate: venv
+	$(BIN)/lipameter migrate
+
+serve: venv
+	$(BIN)/lipameter serve
+
+test: venv-test
+	$(BIN)/pytest -q
+
+bench: venv-test
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache lipameter.db lipameter.db-wal lipameter.db-shm

@@ -1,0 +1,287 @@
+"""TuyaMeterGateway: the seed's SmartMeterService over tuya-connector-python's TuyaOpenAPI.
+
+The client (0.1.2) has no HTTP timeout, crashes with AttributeError on non-2xx answers, only
+handles token error 1010 and is not thread-safe. So: its requests.Session is replaced by one with
+a default timeout and a hook that raises on non-2xx; every call runs in a worker thread under one
+lock, bounded by asyncio.wait_for; token errors reconnect and retry once; every failure becomes a
+typed error from gateways.tuya_errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import threading
+import time
+from decimal import Decimal
+from typing import Any, Iterable, Mapping
+
+import requests
+from tuya_connector import TuyaOpenAPI
+
+from core.errors import InvalidInput
+from core.meter_profiles import (ChargePlan, DpSpec, MeterProfile, MeterReading, as_spec_map, from_raw,
+                                 parse_specifications, read_meter, to_decimal, to_raw)
+from gateways.tuya_errors import (TOKEN_CODES, HttpStatusError, TuyaError, TuyaOutcomeUnknown,
+                                  TuyaTransientError, error_from_exception, error_from_response)
+
+log = logging.getLogger("lipameter.tuya")
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PRIVATE_FIELDS = {"local_key", "ip", "lat", "lon", "uid", "owner_id", "uuid"}  # never leave the gateway
+
+Specs = Mapping[str, DpSpec] | Iterable[DpSpec]
+
+
+class _Abandoned(Exception):
+    """The async caller gave up before this request left; it must not be sent any more."""
+
+
+class _SendGuard:
+    """Decides, atomically, between "the command left" and "the caller gave up first"."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent = False
+        self.cancelled = False
+
+    def before_request(self, method: str) -> None:
+        with self._lock:
+            if self.cancelled:
+                raise _Abandoned()
+            self.sent = self.sent or method.upper() == "POST"
+
+    def cancel(self) -> bool:
+        with self._lock:
+            self.cancelled = True
+            return self.sent
+
+
+def _raise_for_status(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    if not response.ok:
+        raise HttpStatusError(response.status_code)
+
+
+class _TimeoutSession(requests.Session):
+    """A Session with a default timeout that tells the current call's guard before each request."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+        self.guard: _SendGuard | None = None
+        self.hooks["response"].append(_raise_for_status)
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if self.guard is not None:
+            self.guard.before_request(method)
+        kwargs.setdefault("timeout", (self.timeout_s, self.timeout_s))
+        return super().request(method, url, *args, **kwargs)
+
+
+class TuyaMeterGateway:
+    """Async access to Tuya meters. Errors: TuyaTransientError (incl. TuyaOutcomeUnknown) and
+    TuyaPermanentError, both core.errors.UpstreamError with `.tuya_code`."""
+
+    def __init__(self, endpoint: str, access_id: str, access_secret: str, *, timeout_s: float = 10.0,
+                 deadline_s: float | None = None, lang: str = "en") -> None:
+        self._endpoint, self._access_id, self._secret, self._lang = endpoint.rstrip("/"), access_id, access_secret, lang
+        self.timeout_s = timeout_s
+        # One call may take a refresh, the request, a reconnect and a retry: four round trips.
+        self.deadline_s = deadline_s if deadline_s is not None else 4 * timeout_s + 1
+        self._lock = threading.Lock()
+        self._api: TuyaOpenAPI | None = None
+        self._session: _TimeoutSession | None = None
+        # The client's own debug log prints refresh-token URLs: keep it above DEBUG.
+        logging.getLogger("tuya iot").setLevel(max(logging.getLogger("tuya iot").level, logging.INFO))
+
+    def __repr__(self) -> str:
+        return f"TuyaMeterGateway({self._endpoint!r}, access_id={self._access_id!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+            self._api = self._session = None
+
+    # --- the one way out ---------------------------------------------------------------------------
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        guard = _SendGuard()
+        started = time.monotonic()
+        work = functools.partial(self._locked_exchange, method, path, body, guard)
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(work), self.deadline_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            sent = guard.cancel()
+            cls = TuyaOutcomeUnknown if sent else TuyaTransientError
+            error: TuyaError = cls("the Tuya cloud did not answer in time" + (" (the command may have been applied)" if sent else ""))
+            self._log_failure(method, path, started, error)
+            raise error from None
+        except TuyaError as exc:
+            self._log_failure(method, path, started, exc)
+            raise
+        log.debug("tuya %s %s ok in %.0f ms", method, path, (time.monotonic() - started) * 1000)
+        return result
+
+    @staticmethod
+    def _log_failure(method: str, path: str, started: float, exc: TuyaError) -> None:
+        log.warning("tuya %s %s failed after %.0f ms: %s (%s)", method, path,
+                    (time.monotonic() - started) * 1000, exc.message, type(exc).__name__)
+
+    def _locked_exchange(self, method: str, path: str, body: dict[str, Any] | None, guard: _SendGuard) -> Any:
+        if not self._lock.acquire(timeout=self.deadline_s):
+            raise TuyaTransientError("the Tuya client is busy")
+        try:
+            api = self._client()
+            assert self._session is not None
+            self._session.guard = guard
+            try:
+                return self._exchange(api, method, path, body, guard)
+            except (HttpStatusError, requests.RequestException) as exc:
+                raise error_from_exception(exc, command_sent=guard.sent) from exc
+            finally:
+                self._session.guard = None
+        finally:
+            self._lock.release()
+
+    def _client(self) -> TuyaOpenAPI:
+        if self._api is None:
+            api = TuyaOpenAPI(self._endpoint, self._access_id, self._secret, lang=self._lang)
+            api.session.close()
+            api.session = self._session = _TimeoutSession(self.timeout_s)
+            self._api = api
+        return self._api
+
+    def _exchange(self, api: TuyaOpenAPI, method: str, path: str, body: dict[str, Any] | None,
+                  guard: _SendGuard) -> Any:
+        for attempt in (1, 2):
+            if not api.is_connect():
+                self._connect(api)
+            token_before = api.token_info.access_token
+            response = api.post(path, body) if method == "POST" else api.get(path)
+            if response.get("success"):
+                return response.get("result")
+            code = response.get("code")
+            if code in TOKEN_CODES and attempt == 1:
+                log.info("tuya token rejected (code %s); reconnecting once", code)
+                if api.is_connect() and api.token_info.access_token == token_before:
+                    api.token_info = None  # the client did not reconnect by itself (it only knows 1010)
+                continue
+            raise error_from_response(response, command_sent=guard.sent)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _connect(api: TuyaOpenAPI) -> None:
+        response = api.connect()
+        if not response.get("success") or not api.is_connect():
+            raise error_from_response(response)
+        log.info("tuya connected")
+
+    # --- device API --------------------------------------------------------------------------------
+    @staticmethod
+    def _path(device_id: str, suffix: str = "") -> str:
+        if not _DEVICE_ID.match(device_id or ""):
+            raise InvalidInput(f"invalid Tuya device id {device_id!r}")
+        return f"/v1.0/devices/{device_id}{suffix}"
+
+    async def device_info(self, device_id: str) -> dict[str, Any]:
+        """{id, name, online: bool, category, product_name, …} without keys or location."""
+        result = await self._call("GET", self._path(device_id)) or {}
+        info = {k: v for k, v in result.items() if k not in _PRIVATE_FIELDS}
+        info["online"] = bool(result.get("online"))
+        return info
+
+    async def specifications(self, device_id: str) -> list[DpSpec]:
+        result = await self._call("GET", self._path(device_id, "/specifications")) or {}
+        return list(parse_specifications(result).values())
+
+    async def status(self, device_id: str) -> dict[str, Any]:
+        result = await self._call("GET", self._path(device_id, "/status")) or []
+        return {item["code"]: item.get("value") for item in result if isinstance(item, dict) and "code" in item}
+
+    async def send_commands(self, device_id: str, commands: list[dict[str, Any]]) -> None:
+        """POST commands. A lost answer raises TuyaOutcomeUnknown: verify before sending again."""
+        if not commands or not all(isinstance(c, dict) and set(c) == {"code", "value"} for c in commands):
+            raise InvalidInput("commands must be a non-empty list of {code, value}")
+        result = await self._call("POST", self._path(device_id, "/commands"), {"commands": commands})
+        if result is not True:
+            raise TuyaOutcomeUnknown(f"Tuya accepted the commands but answered result={result!r}")
+        log.info("tuya commands sent to %s: %s", device_id, ", ".join(c["code"] for c in commands))
+
+    # --- meter operations (the seed's SmartMeterService) --------------------------------------------
+    async def read_meter(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> MeterReading:
+        """All the profile's readings from one status call."""
+        return read_meter(profile, specs, await self.status(device_id))
+
+    async def execute(self, device_id: str, plan: ChargePlan) -> None:
+        """Send a planned charge (core.meter_profiles.plan_charge)."""
+        await self.send_commands(device_id, [plan.command])
+
+    async def _write(self, device_id: str, profile: MeterProfile, specs: Specs, op: str, human: Any) -> int | bool:
+        code = _code(profile, op)
+        spec = as_spec_map(specs).get(code)
+        if spec is None:
+            raise InvalidInput(f"device {device_id} has no DP {code}")
+        value: int | bool = human if isinstance(human, bool) else to_raw(human, spec)
+        await self.send_commands(device_id, [{"code": code, "value": value}])
+        return value
+
+    async def _read(self, device_id: str, profile: MeterProfile, specs: Specs, op: str) -> Decimal | None:
+        code = _code(profile, op)
+        spec = as_spec_map(specs).get(code)
+        value = (await self.status(device_id)).get(code)
+        return None if spec is None or value is None else from_raw(value, spec)
+
+    async def charge_money(self, device_id: str, amount: Decimal, *, profile: MeterProfile, specs: Specs) -> int:
+        """Add KES to a money meter; returns the raw value sent."""
+        return int(await self._write(device_id, profile, specs, "add_money", amount))
+
+    async def charge_energy(self, device_id: str, kwh: Decimal, *, profile: MeterProfile, specs: Specs) -> int:
+        """Add kWh to an energy meter; returns the raw value sent."""
+        return int(await self._write(device_id, profile, specs, "add_energy", kwh))
+
+    async def charge_token(self, device_id: str, token: str, *, code: str = "charge_token") -> None:
+        """Send a vendor prepaid token (a digit string) as the seed's charge_token DP."""
+        if not re.fullmatch(r"\d{1,20}", token or ""):
+            raise InvalidInput("a meter token is 1 to 20 digits")
+        await self.send_commands(device_id, [{"code": code, "value": token}])
+
+    async def balance(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> Decimal | None:
+        return await self._read(device_id, profile, specs, "read_money_balance")
+
+    async def balance_energy(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> Decimal | None:
+        return await self._read(device_id, profile, specs, "read_energy_balance")
+
+    async def forward_energy_total(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> Decimal | None:
+        return await self._read(device_id, profile, specs, "read_consumption_total")
+
+    async def electric_total(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> Decimal | None:
+        return await self._read(device_id, profile, specs, "read_purchase_total")
+
+    async def goods_price(self, device_id: str, price: Decimal, *, profile: MeterProfile, specs: Specs) -> int:
+        """Set the meter's price per kWh through the profile's set_price DP (an Integer)."""
+        if to_decimal(price, "price") <= 0:
+            raise InvalidInput("price per kWh must be greater than 0")
+        return int(await self._write(device_id, profile, specs, "set_price", price))
+
+    async def unit_price(self, device_id: str, price: Decimal, *, code: str = "unit_price") -> str:
+        """Set the price per kWh through the seed's string DP ("25.50")."""
+        value = to_decimal(price, "price")
+        if value <= 0 or value != value.quantize(Decimal("0.01")):
+            raise InvalidInput("price per kWh must be greater than 0 with at most 2 decimals")
+        text = f"{value:.2f}"
+        await self.send_commands(device_id, [{"code": code, "value": text}])
+        return text
+
+    async def clear_energy(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> None:
+        await self._write(device_id, profile, specs, "clear", True)
+
+    async def prepayment_switch(self, device_id: str, on: bool, *, profile: MeterProfile, specs: Specs) -> None:
+        await self._write(device_id, profile, specs, "prepayment_switch", bool(on))
+
+
+def _code(profile: MeterProfile, op: str) -> str:
+    code = getattr(profile, op)
+    if not code:
+        raise InvalidInput(f"meter profile {profile.name} does not support {op.replace('_', ' ')}")
+    return code

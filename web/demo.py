@@ -1,0 +1,112 @@
+"""`lipameter demo`: the whole product on one machine. SQLite, the sandbox mounted in the same process
+(reached over real HTTP on loopback, like the real services), demo meters and tenants, a printed how-to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from starlette.routing import Mount
+
+from core.admin_service import AddMeter, AddTenant, add_meter, add_tenant
+from core.errors import Conflict
+from sandbox.daraja import create_daraja_sandbox
+from sandbox.sms import create_sms_sandbox
+from storage.db import create_engine
+from storage.migrate import upgrade
+from storage.uow import SqlUnitOfWork
+from web.settings import Settings
+
+log = logging.getLogger("lipameter.demo")
+
+DEMO_API_KEY = "demo-api-key"
+DEMO_CALLBACK_TOKEN = "demo-callback-token-not-secret"
+DEMO_DARAJA = dict(consumer_key="demo-consumer-key", consumer_secret="demo-consumer-secret",
+                   shortcode="174379", passkey="demo-passkey")
+DEMO_SMS = dict(username="sandbox", api_key="demo-at-key")
+DEMO_METERS = [
+    ("A101", "Flat A1, Kilimani Court", "sbx-a101", "seed", "25"),
+    ("A102", "Flat A2, Kilimani Court", "sbx-a102", "seed", "25"),
+    ("B201", "Shop 1, Umoja Market", "sbx-b201", "tuya-standard", "24.5"),
+]
+DEMO_TENANTS = [("254712345678", "Wanjiku", ["A101", "A102"]), ("254722000111", "Otieno", ["B201"])]
+
+
+def demo_settings(*, host: str, port: int, database_url: str | None) -> Settings:
+    base = f"http://{host}:{port}"
+    return Settings(
+        database_url=database_url or os.environ.get("DATABASE_URL") or "sqlite+aiosqlite:///./lipameter.db",
+        public_base_url=base,
+        api_keys=DEMO_API_KEY,
+        callback_token=DEMO_CALLBACK_TOKEN,
+        daraja_base_url=f"{base}/sandbox/daraja",
+        daraja_consumer_key=DEMO_DARAJA["consumer_key"], daraja_consumer_secret=DEMO_DARAJA["consumer_secret"],
+        daraja_shortcode=DEMO_DARAJA["shortcode"], daraja_passkey=DEMO_DARAJA["passkey"],
+        at_username=DEMO_SMS["username"], at_api_key=DEMO_SMS["api_key"], at_api_base=f"{base}/sandbox/at",
+        reconcile_after_s=60, sweep_every_s=10,
+    )
+
+
+def sandbox_mounts(callback_delay_s: float = 3.0) -> list[Mount]:
+    return [
+        Mount("/sandbox/daraja", app=create_daraja_sandbox(callback_delay_s=callback_delay_s, **DEMO_DARAJA)),
+        Mount("/sandbox/at", app=create_sms_sandbox(**DEMO_SMS)),
+    ]
+
+
+async def seed_demo_data(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        for number, name, device, profile, price in DEMO_METERS:
+            try:
+                await add_meter(AddMeter(number=number, name=name, device_id=device, profile=profile,
+                                         price_per_kwh=price), uow=SqlUnitOfWork(engine))
+            except Conflict:
+                pass  # already there from an earlier demo run
+        for phone, name, numbers in DEMO_TENANTS:
+            await add_tenant(AddTenant(phone=phone, name=name, meter_numbers=numbers), uow=SqlUnitOfWork(engine))
+    finally:
+        await engine.dispose()
+
+
+def how_to(settings: Settings) -> str:
+    base = settings.public_base_url
+    return f"""
+LipaMeter demo is running at {base}  (Ctrl-C to stop)
+  database: {settings.database_url}
+  M-Pesa, SMS: the built-in sandbox (no real money moves)
+
+Pay KES 100 for meter A101 from Wanjiku's phone (the sandbox "enters the PIN" and calls back in ~3 s):
+
+  curl -s -X POST {base}/mpesa/payments \\
+    -H 'Authorization: Bearer {DEMO_API_KEY}' -H 'Content-Type: application/json' \\
+    -d '{{"amount": 100, "phoneNumber": "0712345678", "meterId": "A101", "description": "Electricity"}}'
+
+Then look at the payment (use the mpesaTransactionId from the answer):
+
+  curl -s -H 'Authorization: Bearer {DEMO_API_KEY}' {base}/mpesa/payments/<mpesaTransactionId>
+
+Make the next payment from a phone fail (cancelled, wrong_pin, insufficient_funds, unreachable, lost_callback):
+
+  curl -s -X POST {base}/sandbox/daraja/sandbox/script -H 'Content-Type: application/json' \\
+    -d '{{"phone": "254712345678", "outcome": "cancelled"}}'
+
+Also: {base}/sandbox/daraja/sandbox/transactions (what M-Pesa saw), {base}/sandbox/at/sandbox/sms/inbox (SMS sent),
+      {base}/openapi.json, {base}/metrics, `lipameter meter list`.
+"""
+
+
+def run_demo(*, host: str = "127.0.0.1", port: int = 8000, database_url: str | None = None) -> None:
+    import uvicorn
+
+    from web.app import create_app
+    from web.cli import configure_logging
+
+    settings = demo_settings(host=host, port=port, database_url=database_url)
+    configure_logging(settings.log_level)
+    upgrade(settings.database_url)
+    asyncio.run(seed_demo_data(settings.database_url))
+    app = create_app(settings, extra_routes=sandbox_mounts())
+    print(how_to(settings), flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
