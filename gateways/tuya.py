@@ -28,6 +28,7 @@ from gateways.tuya_errors import (TOKEN_CODES, HttpStatusError, TuyaError, TuyaO
                                   TuyaTransientError, error_from_exception, error_from_response)
 
 log = logging.getLogger("lipameter.tuya")
+_RENEW_MARGIN_MS = 120_000
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PRIVATE_FIELDS = {"local_key", "ip", "lat", "lon", "uid", "owner_id", "uuid"}  # never leave the gateway
 
@@ -155,7 +156,8 @@ class TuyaMeterGateway:
     def _exchange(self, api: TuyaOpenAPI, method: str, path: str, body: dict[str, Any] | None,
                   guard: _SendGuard) -> Any:
         for attempt in (1, 2):
-            if not api.is_connect():
+            if not api.is_connect() or _expiring(api):
+                api.token_info = None
                 self._connect(api)
             token_before = api.token_info.access_token
             response = api.post(path, body) if method == "POST" else api.get(path)
@@ -278,6 +280,12 @@ class TuyaMeterGateway:
 
     async def prepayment_switch(self, device_id: str, on: bool, *, profile: MeterProfile, specs: Specs) -> None:
         await self._write(device_id, profile, specs, "prepayment_switch", bool(on))
+
+
+def _expiring(api: TuyaOpenAPI) -> bool:
+    # Take a fresh token before the client would use its refresh token (60 s before expiry): the
+    # refresh token travels in the URL path, where access logs (urllib3 at DEBUG) would show it.
+    return api.token_info.expire_time - _RENEW_MARGIN_MS <= time.time() * 1000
 
 
 def _code(profile: MeterProfile, op: str) -> str:

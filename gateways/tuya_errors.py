@@ -86,8 +86,10 @@ def error_from_exception(exc: BaseException, *, command_sent: bool) -> TuyaError
         isinstance(exc, requests.exceptions.ConnectionError) and _is_connect_failure(exc))
     if isinstance(exc, requests.exceptions.Timeout):
         text = "the Tuya cloud did not answer in time"
-    else:
+    elif never_arrived:
         text = "could not reach the Tuya cloud"
+    else:
+        text = "the connection to the Tuya cloud broke"
     if command_sent and not never_arrived:
         return TuyaOutcomeUnknown(text + " (the command may have been applied)")
     return TuyaTransientError(text)
