@@ -15,7 +15,7 @@ class ServerThread:
     """A uvicorn server in a background thread with its own event loop, bound to 127.0.0.1:<free port>."""
 
     def __init__(self, app, *, port: int = 0) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]

@@ -43,6 +43,8 @@ def load_settings(**overrides):
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every URL at INFO, and the callback URL carries CALLBACK_TOKEN: keep it out of logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_migrate(args) -> None:
