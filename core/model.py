@@ -25,6 +25,8 @@ class Meter:
     last_balance_at: datetime | None = None
     dp_specs: dict = field(default_factory=dict)  # code -> {type, scale, step, min, max, unit}
     created_at: datetime | None = None
+    online: bool | None = None
+    last_energy: Decimal | None = None  # kWh left, for energy meters
 
 
 @dataclass

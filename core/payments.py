@@ -66,6 +66,9 @@ class Payment:
     result_desc: str | None = None
     review_reason: str | None = None
     pushed_at: datetime | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
     extra: dict = field(default_factory=dict)
 
 

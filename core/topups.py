@@ -51,6 +51,10 @@ class TopUp:
     applied_at: datetime | None = None
     applied_by: str | None = None  # "worker" or an admin's name
     reason: str | None = None
+    delay_notified: bool = False
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
 
 
 def topup_for_payment(payment: Payment, *, now: datetime) -> TopUp:

@@ -56,6 +56,8 @@ meters = sa.Table(
     sa.Column("last_balance_at", UTCDateTime(), nullable=True),
     sa.Column("dp_specs", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("online", sa.Boolean, nullable=True),
+    sa.Column("last_energy", Quantity(), nullable=True),
 )
 
 tenants = sa.Table(
@@ -96,6 +98,9 @@ payments = sa.Table(
     sa.Column("result_desc", sa.String(255), nullable=True),
     sa.Column("review_reason", sa.String(255), nullable=True),
     sa.Column("pushed_at", UTCDateTime(), nullable=True),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Column("resolved_by", sa.String(80), nullable=True),
+    sa.Column("resolution", sa.String(500), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     # Daraja refuses a second prompt while one is open, so do we: at most one active payment a phone.
@@ -136,10 +141,31 @@ topups = sa.Table(
     sa.Column("applied_at", UTCDateTime(), nullable=True),
     sa.Column("applied_by", sa.String(80), nullable=True),
     sa.Column("reason", sa.String(500), nullable=True),
+    sa.Column("delay_notified", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Column("resolved_by", sa.String(80), nullable=True),
+    sa.Column("resolution", sa.String(500), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Index("ix_topups_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_topups_meter_id_status", "meter_id", "status"),
+    # One top-up in flight per meter, across every worker: the database refuses a second `sending`.
+    sa.Index("uq_topups_sending_meter", "meter_id", unique=True,
+             sqlite_where=sa.text("status = 'sending'"), postgresql_where=sa.text("status = 'sending'")),
+)
+
+notifications = sa.Table(
+    "notifications", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("channel", sa.String(16), nullable=False),  # sms | telegram | log
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("recipient", sa.String(32), nullable=False),
+    sa.Column("payment_id", sa.String(36), nullable=True, index=True),
+    sa.Column("topup_id", sa.String(36), nullable=True, index=True),
+    sa.Column("message", sa.String(480), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # sent | failed | skipped
+    sa.Column("error", sa.String(255), nullable=True),
 )
 
 jobs = sa.Table(
