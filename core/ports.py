@@ -92,9 +92,10 @@ class CallbackRepository(Protocol):
 
 class TopUpRepository(Protocol):
     async def add(self, topup: TopUp) -> None: ...
-    async def get(self, topup_id: str) -> TopUp | None: ...
+    async def get(self, topup_id: str, *, for_update: bool = False) -> TopUp | None: ...
     async def for_payment(self, payment_id: str) -> TopUp | None: ...
-    async def save(self, topup: TopUp) -> None: ...
+    async def save(self, topup: TopUp) -> None: ...  # Conflict when a second top-up for a meter goes `sending`
+    async def stale(self, *, before: datetime, limit: int = 100) -> list[TopUp]: ...
 
 
 class JobQueue(Protocol):
@@ -103,6 +104,16 @@ class JobQueue(Protocol):
     async def done(self, job_id: int) -> None: ...
     async def retry(self, job_id: int, *, run_after: datetime, error: str, refund_attempt: bool = False) -> None: ...
     async def dead(self, job_id: int, *, error: str) -> None: ...
+
+
+class NotificationRepository(Protocol):
+    async def add(self, *, at: datetime, channel: str, event: str, recipient: str, payment_id: str | None,
+                  topup_id: str | None, message: str, status: str, error: str | None) -> None: ...
+
+
+class AuditLog(Protocol):
+    async def record(self, *, at: datetime, actor: str, action: str, target: str | None, reason: str | None,
+                     details: dict | None = None) -> None: ...
 
 
 class UnitOfWork(Protocol):
@@ -114,7 +125,27 @@ class UnitOfWork(Protocol):
     callbacks: CallbackRepository
     topups: TopUpRepository
     jobs: JobQueue
+    notifications: NotificationRepository
+    audit: AuditLog
 
     async def __aenter__(self) -> "UnitOfWork": ...
     async def __aexit__(self, *exc: object) -> None: ...
     async def commit(self) -> None: ...
+
+
+# --- meters and messages ----------------------------------------------------------------------
+
+class MeterGateway(Protocol):
+    """The Tuya cloud, in raw DP values. Raises UpstreamError: `transient` False means the cloud
+    refused the command (it was not applied); any other failure after sending may have been applied."""
+
+    async def device_info(self, device_id: str) -> dict: ...
+    async def specifications(self, device_id: str) -> list: ...  # list[core.meter_profiles.DpSpec]
+    async def status(self, device_id: str) -> dict: ...  # DP code -> raw value
+    async def send_commands(self, device_id: str, commands: list[dict]) -> None: ...
+
+
+class SmsSender(Protocol):
+    """Raises UpstreamError (transient or not) when the message was not accepted."""
+
+    async def send(self, phone: str, message: str) -> object: ...

@@ -13,7 +13,7 @@ from core.model import Meter, Tenant
 from core.payments import Channel, Payment, PaymentStatus
 from core.topups import TopUp, TopUpStatus
 from storage.rows import from_row, to_row
-from storage.tables import meter_access, meters, mpesa_callbacks, payments, tenants, topups
+from storage.tables import audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups
 
 
 class _Repository:
@@ -165,4 +165,40 @@ class SqlTopUpRepository(_Repository):
         return _topup((await self.conn.execute(sa.select(topups).where(topups.c.payment_id == payment_id))).first())
 
     async def save(self, topup: TopUp) -> None:
-        await self.conn.execute(topups.update().where(topups.c.id == topup.id).values(**to_row(topup, topups)))
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(topups.update().where(topups.c.id == topup.id).values(**to_row(topup, topups)))
+        except IntegrityError:
+            # uq_topups_sending_meter: another top-up for this meter is in flight.
+            raise Conflict("another top-up for this meter is in flight", code="meter_busy") from None
+
+    async def stale(self, *, before: datetime, limit: int = 100) -> list[TopUp]:
+        query = (sa.select(topups).where(topups.c.status.in_(["queued", "sending"]), topups.c.next_attempt_at < before)
+                 .order_by(topups.c.next_attempt_at).limit(limit))
+        return [_topup(row) for row in await self.conn.execute(query)]
+
+    async def list(self, *, status: str | None = None, limit: int = 200) -> list[TopUp]:
+        query = sa.select(topups).order_by(topups.c.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(topups.c.status == status)
+        return [_topup(row) for row in await self.conn.execute(query)]
+
+
+class SqlNotificationRepository(_Repository):
+    async def add(self, **row) -> None:
+        await self.conn.execute(notifications.insert().values(**row))
+
+    async def for_payment(self, payment_id: str) -> list[dict]:
+        query = sa.select(notifications).where(notifications.c.payment_id == payment_id).order_by(notifications.c.id)
+        return [dict(r._mapping) for r in await self.conn.execute(query)]
+
+
+class SqlAuditLog(_Repository):
+    async def record(self, *, at: datetime, actor: str, action: str, target: str | None, reason: str | None,
+                     details: dict | None = None) -> None:
+        await self.conn.execute(audit_log.insert().values(at=at, actor=actor, action=action, target=target,
+                                                          reason=reason, details=details or {}))
+
+    async def recent(self, limit: int = 100) -> list[dict]:
+        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        return [dict(r._mapping) for r in await self.conn.execute(query)]

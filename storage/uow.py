@@ -6,7 +6,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.job_queue import SqlJobQueue
 from storage.repositories import (
+    SqlAuditLog,
     SqlCallbackRepository,
+    SqlNotificationRepository,
     SqlMeterRepository,
     SqlPaymentRepository,
     SqlTenantRepository,
@@ -36,6 +38,8 @@ class SqlUnitOfWork:
         self.callbacks = SqlCallbackRepository(self.conn)
         self.topups = SqlTopUpRepository(self.conn)
         self.jobs = SqlJobQueue(self.conn)
+        self.notifications = SqlNotificationRepository(self.conn)
+        self.audit = SqlAuditLog(self.conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 from core.errors import Conflict, UpstreamError
 from core.model import Job, Meter, Tenant
@@ -33,6 +34,8 @@ class FakeStore:
     callbacks: list = field(default_factory=list)  # dicts
     topups: dict = field(default_factory=dict)
     jobs: list = field(default_factory=list)
+    notifications: list = field(default_factory=list)
+    audit: list = field(default_factory=list)
 
 
 class _Repo:
@@ -141,7 +144,15 @@ class FakeTopUps(_Repo):
         return next((copy.deepcopy(t) for t in self.data.topups.values() if t.payment_id == payment_id), None)
 
     async def save(self, topup):
+        if topup.status.value == "sending" and any(
+                t.meter_id == topup.meter_id and t.status.value == "sending" and t.id != topup.id
+                for t in self.data.topups.values()):
+            raise Conflict("another top-up for this meter is in flight", code="meter_busy")
         self.data.topups[topup.id] = copy.deepcopy(topup)
+
+    async def stale(self, *, before, limit=100):
+        return [copy.deepcopy(t) for t in self.data.topups.values()
+                if t.status.value in ("queued", "sending") and t.next_attempt_at and t.next_attempt_at < before][:limit]
 
 
 class FakeJobs(_Repo):
@@ -151,6 +162,16 @@ class FakeJobs(_Repo):
 
     def of_kind(self, kind):
         return [job for job in self.data.jobs if job.kind == kind]
+
+
+class FakeNotifications(_Repo):
+    async def add(self, **row):
+        self.data.notifications.append(row)
+
+
+class FakeAudit(_Repo):
+    async def record(self, **row):
+        self.data.audit.append(row)
 
 
 class FakeUnitOfWork:
@@ -165,6 +186,7 @@ class FakeUnitOfWork:
         self.meters, self.tenants = FakeMeters(self.store), FakeTenants(self.store)
         self.payments, self.callbacks = FakePayments(self.store), FakeCallbacks(self.store)
         self.topups, self.jobs = FakeTopUps(self.store), FakeJobs(self.store)
+        self.notifications, self.audit = FakeNotifications(self.store), FakeAudit(self.store)
         self._committed = False
         return self
 
@@ -198,3 +220,60 @@ class FakeDaraja:
     async def stk_query(self, checkout_request_id: str) -> StkQueryResult:
         self.queries.append(checkout_request_id)
         return self.query_results.get(checkout_request_id, StkQueryResult(processing=True))
+
+
+class FakeMeterGateway:
+    """Meters in memory, behaving like the sandbox's (our own model), with scripted failures."""
+
+    def __init__(self) -> None:
+        from sandbox.tuya_meters import make_meter
+
+        self._make = make_meter
+        self.meters: dict = {}
+        self.sent: list = []  # (device_id, commands) actually applied
+        self.offline: set[str] = set()
+        self.lose_answer: int = 0  # next N sends apply, then fail as if the answer was lost
+        self.not_applied: int = 0  # next N sends answer OK but change nothing
+        self.refuse: UpstreamError | None = None
+
+    def add(self, device_id: str, profile: str = "seed", balance="100", price="25"):
+        self.meters[device_id] = self._make(device_id, profile, name=None, online=True,
+                                            balance=Decimal(balance), price=Decimal(price), rate_kw=Decimal(0))
+        return self.meters[device_id]
+
+    def dp_specs(self, device_id: str) -> dict:
+        from core.meter_profiles import parse_specifications
+
+        specs = parse_specifications(self.meters[device_id].specifications())
+        return {code: spec.to_dict() for code, spec in specs.items()}
+
+    def _online(self, device_id: str) -> None:
+        if device_id in self.offline:
+            raise UpstreamError("the meter is offline", code="tuya_2001", transient=True)
+
+    async def device_info(self, device_id):
+        return {"online": device_id not in self.offline}
+
+    async def specifications(self, device_id):
+        from core.meter_profiles import parse_specifications
+
+        return list(parse_specifications(self.meters[device_id].specifications()).values())
+
+    async def status(self, device_id):
+        self._online(device_id)
+        return self.meters[device_id].status_values()
+
+    async def send_commands(self, device_id, commands):
+        self._online(device_id)
+        if self.refuse:
+            raise self.refuse
+        if self.not_applied:
+            self.not_applied -= 1
+            return
+        meter = self.meters[device_id]
+        for code, value in meter.validate(commands):
+            meter.apply(code, value)
+        self.sent.append((device_id, commands))
+        if self.lose_answer:
+            self.lose_answer -= 1
+            raise UpstreamError("the Tuya cloud did not answer in time", code="tuya_unavailable", transient=True)

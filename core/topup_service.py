@@ -1,0 +1,221 @@
+"""The top-up engine: credit a meter exactly once.
+
+The charge command has no idempotency key, so exactness comes from the meter's own counter
+(`ChargePlan.check`, see core/meter_profiles.py):
+  1. claim: queued -> sending. The database allows one `sending` top-up per meter (a partial unique
+     index), so two workers can never have two charges for one meter in the air.
+  2. read the counter and the balance; record them and `sent_at` BEFORE sending (the intent).
+  3. send, then poll until the counter shows the charge (a deadline, not a fixed sleep).
+A top-up found in `sending` with `sent_at` set (a timeout, a crash) is resolved by reading the counter
+again: risen by the charge -> applied; unchanged -> send; anything else -> needs_review.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Awaitable, Callable, Mapping
+
+from core.errors import Conflict, InvalidInput, UpstreamError
+from core.meter_profiles import ChargePlan, DpSpec, MeterProfile, Verdict, plan_charge, read_meter
+from core.model import Meter
+from core.ports import Clock, MeterGateway, UnitOfWork
+from core.topups import TopUp, TopUpStatus
+from core.worker import RetryLater
+
+log = logging.getLogger("lipameter.topup")
+
+TERMINAL = (TopUpStatus.APPLIED, TopUpStatus.FAILED, TopUpStatus.NEEDS_REVIEW)
+
+
+@dataclass(frozen=True)
+class TopUpPolicy:
+    max_attempts: int = 12
+    confirm_deadline_s: float = 20.0
+    poll_interval_s: float = 1.0
+    schedule_s: tuple[float, ...] = (10, 30, 120, 600, 1800)  # then hourly
+    busy_retry_s: float = 3.0  # another top-up for the same meter is in flight
+    attempt_lease_s: float = 180.0  # an attempt owns its top-up this long; then a crash is assumed
+    delay_notice_after: int = 2  # attempts before the payer is told the credit is delayed
+
+    def backoff_s(self, attempt: int) -> float:
+        return self.schedule_s[attempt - 1] if attempt <= len(self.schedule_s) else 3600.0
+
+
+@dataclass
+class TopUpEngine:
+    uow: Callable[[], UnitOfWork]
+    meters: MeterGateway
+    profiles: Mapping[str, MeterProfile]
+    clock: Clock
+    policy: TopUpPolicy = TopUpPolicy()
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def run(self, topup_id: str) -> TopUpStatus:
+        """One attempt. Raises RetryLater when it should run again; returns the status otherwise."""
+        topup, meter = await self._claim(topup_id)
+        if topup.status in TERMINAL:
+            return topup.status
+        try:
+            plan, profile, specs = self._plan(meter, topup)
+        except InvalidInput as error:
+            return await self._finish(topup, TopUpStatus.FAILED, error=error.message)
+        try:
+            return await self._attempt(topup, meter, plan, profile, specs)
+        except UpstreamError as error:
+            if not error.transient:
+                # A refusal: the cloud did not apply the command (2008, 1101, 1106, 1004 ...).
+                return await self._finish(topup, TopUpStatus.FAILED, error=error.message)
+            return await self._retry_or_give_up(topup, error.message)
+
+    # --- steps ------------------------------------------------------------------------------
+
+    async def _claim(self, topup_id: str) -> tuple[TopUp, Meter | None]:
+        now = self.clock.now()
+        async with self.uow() as uow:
+            topup = await uow.topups.get(topup_id, for_update=True)
+            if topup is None:
+                raise InvalidInput(f"no top-up {topup_id}")
+            if topup.status in TERMINAL:
+                return topup, None
+            if topup.next_attempt_at and topup.next_attempt_at > now + timedelta(seconds=1):
+                # Scheduled for later, or another attempt holds it (a duplicate job): not ours now.
+                raise RetryLater((topup.next_attempt_at - now).total_seconds(), "not due yet")
+            topup.status, topup.attempts, topup.updated_at = TopUpStatus.SENDING, topup.attempts + 1, now
+            topup.next_attempt_at = now + timedelta(seconds=self.policy.attempt_lease_s)
+            try:
+                await uow.topups.save(topup)
+            except Conflict:
+                raise RetryLater(self.policy.busy_retry_s, "another top-up for this meter is in flight") from None
+            meter = await uow.meters.get(topup.meter_id)
+            await uow.commit()
+        return topup, meter
+
+    def _plan(self, meter: Meter, topup: TopUp) -> tuple[ChargePlan, MeterProfile, dict[str, DpSpec]]:
+        profile = self.profiles.get(meter.profile)
+        if profile is None:
+            raise InvalidInput(f"meter {meter.number} has unknown profile {meter.profile!r}")
+        specs = {code: DpSpec.from_dict(spec) for code, spec in (meter.dp_specs or {}).items()}
+        if not specs:
+            raise InvalidInput(f"meter {meter.number} has no stored DP specifications; re-add it")
+        return plan_charge(profile, specs, topup.amount, meter.price_per_kwh), profile, specs
+
+    async def _attempt(self, topup, meter, plan, profile, specs) -> TopUpStatus:
+        status = await self.meters.status(meter.device_id)
+        counter_now = plan.check.value(status)
+        if topup.sent_at is not None:
+            verdict = plan.check.verdict(topup.counter_before, counter_now)
+            log.info("top-up %s: outcome of the last send was unknown; counter says %s", topup.id, verdict)
+            if verdict == Verdict.APPLIED:
+                return await self._applied(topup, meter, plan, profile, specs, status)
+            if verdict == Verdict.AMBIGUOUS:
+                return await self._finish(topup, TopUpStatus.NEEDS_REVIEW, error=(
+                    f"meter counter moved by {counter_now - topup.counter_before}, expected "
+                    f"{plan.check.expected_rise} or nothing: check the meter before crediting"))
+        else:
+            reading = read_meter(profile, specs, status)
+            topup.balance_before = _balance(profile, reading)
+        await self._record_intent(topup, plan, counter_now)
+        await self.meters.send_commands(meter.device_id, [plan.command])
+        return await self._confirm(topup, meter, plan, profile, specs)
+
+    async def _record_intent(self, topup: TopUp, plan: ChargePlan, counter_before: Decimal) -> None:
+        topup.counter_before, topup.dp_code, topup.raw_value = counter_before, plan.code, plan.raw
+        topup.remainder, topup.sent_at = plan.remainder, self.clock.now()
+        await self._save(topup)
+
+    async def _confirm(self, topup, meter, plan, profile, specs) -> TopUpStatus:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.confirm_deadline_s
+        while True:
+            await self.sleep(self.policy.poll_interval_s)
+            status = await self.meters.status(meter.device_id)
+            verdict = plan.check.verdict(topup.counter_before, plan.check.value(status))
+            if verdict == Verdict.APPLIED:
+                return await self._applied(topup, meter, plan, profile, specs, status)
+            if verdict == Verdict.AMBIGUOUS:
+                return await self._finish(topup, TopUpStatus.NEEDS_REVIEW,
+                                          error="meter counter moved by an unexpected amount after the charge")
+            if loop.time() >= deadline:
+                raise UpstreamError("the meter accepted the charge but has not shown it yet",
+                                    code="not_confirmed", transient=True)
+
+    async def _applied(self, topup, meter, plan, profile, specs, status) -> TopUpStatus:
+        reading = read_meter(profile, specs, status)
+        now = self.clock.now()
+        topup.balance_after = _balance(profile, reading)
+        topup.units_added = plan.money_added if plan.kind == "money" else plan.kwh_added
+        topup.applied_at, topup.applied_by = now, topup.applied_by or "worker"
+        topup.status, topup.last_error, topup.next_attempt_at, topup.updated_at = TopUpStatus.APPLIED, None, None, now
+        async with self.uow() as uow:
+            await uow.topups.save(topup)
+            meter.last_balance = reading.money_balance
+            meter.last_energy = reading.energy_balance
+            meter.last_balance_at, meter.online = now, True
+            await uow.meters.save(meter)
+            await uow.jobs.enqueue("notify", {"event": "topup_applied", "topup_id": topup.id})
+            await uow.commit()
+        log.info("top-up %s applied to meter %s: %s -> %s", topup.id, meter.number,
+                 topup.balance_before, topup.balance_after)
+        return TopUpStatus.APPLIED
+
+    async def _retry_or_give_up(self, topup: TopUp, error: str) -> TopUpStatus:
+        if topup.attempts >= self.policy.max_attempts:
+            # Nothing sent (or the last send verified as not landed) -> failed; otherwise a person looks.
+            final = TopUpStatus.FAILED if topup.sent_at is None else TopUpStatus.NEEDS_REVIEW
+            return await self._finish(topup, final, error=f"gave up after {topup.attempts} attempts: {error}")
+        delay = self.policy.backoff_s(topup.attempts)
+        now = self.clock.now()
+        # Only a top-up with nothing possibly in the air gives up its meter's in-flight slot.
+        topup.status = TopUpStatus.QUEUED if topup.sent_at is None else TopUpStatus.SENDING
+        topup.last_error, topup.next_attempt_at, topup.updated_at = error[:500], now + timedelta(seconds=delay), now
+        tell_payer = topup.payment_id and not topup.delay_notified and topup.attempts >= self.policy.delay_notice_after
+        topup.delay_notified = topup.delay_notified or bool(tell_payer)
+        async with self.uow() as uow:
+            await uow.topups.save(topup)
+            if tell_payer:
+                await uow.jobs.enqueue("notify", {"event": "topup_delayed", "topup_id": topup.id})
+            await uow.commit()
+        log.warning("top-up %s attempt %s failed (%s); next in %.0fs", topup.id, topup.attempts, error, delay)
+        raise RetryLater(delay, error)
+
+    async def _finish(self, topup: TopUp, status: TopUpStatus, *, error: str) -> TopUpStatus:
+        now = self.clock.now()
+        topup.status, topup.last_error, topup.next_attempt_at, topup.updated_at = status, error[:500], None, now
+        async with self.uow() as uow:
+            await uow.topups.save(topup)
+            event = "topup_failed" if status is TopUpStatus.FAILED else "topup_review"
+            await uow.jobs.enqueue("notify", {"event": event, "topup_id": topup.id})
+            await uow.commit()
+        log.error("top-up %s %s: %s", topup.id, status.value, error)
+        return status
+
+    async def _save(self, topup: TopUp) -> None:
+        topup.updated_at = self.clock.now()
+        async with self.uow() as uow:
+            await uow.topups.save(topup)
+            await uow.commit()
+
+
+def _balance(profile: MeterProfile, reading) -> Decimal | None:
+    """The balance a tenant reads: money where the meter keeps money, else kWh."""
+    return reading.money_balance if profile.read_money_balance else reading.energy_balance
+
+
+async def requeue_stale_topups(*, uow: UnitOfWork, clock: Clock, stale_s: float = 600) -> list[str]:
+    """The sweep: a due top-up whose job was lost (a bug, a dead-lettered job) gets a new job.
+    Running a top-up twice is safe (the claim and the counter check), so this only costs a read."""
+    now = clock.now()
+    async with uow:
+        stale = await uow.topups.stale(before=now - timedelta(seconds=stale_s))
+        for topup in stale:
+            topup.next_attempt_at, topup.updated_at = now, now
+            await uow.topups.save(topup)
+            await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await uow.commit()
+    if stale:
+        log.warning("re-queued %d stale top-up(s)", len(stale))
+    return [t.id for t in stale]

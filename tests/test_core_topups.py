@@ -1,0 +1,184 @@
+"""Unit tests of the top-up engine on fakes: exactly once, whatever fails."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from core.errors import UpstreamError
+from core.meter_profiles import BUILTIN_PROFILES
+from core.model import Meter
+from core.topup_service import TopUpEngine, TopUpPolicy, requeue_stale_topups
+from core.topups import TopUp, TopUpStatus
+from core.worker import RetryLater
+from tests.fakes import FakeClock, FakeMeterGateway, FakeUnitOfWork
+
+
+async def no_sleep(_seconds):
+    return None
+
+
+@pytest.fixture
+def world():
+    uow = FakeUnitOfWork()
+    tuya = FakeMeterGateway()
+    clock = FakeClock()
+    for number, profile, balance in (("A101", "seed", "100"), ("B201", "tuya-standard", "10")):
+        tuya.add(f"dev-{number}", profile, balance=balance)
+        uow.store.meters[number] = Meter(id=number, number=number, name=number, device_id=f"dev-{number}",
+                                         profile=profile, price_per_kwh=Decimal("25"), dp_specs=tuya.dp_specs(f"dev-{number}"))
+    engine = TopUpEngine(uow=lambda: FakeUnitOfWork(uow.store), meters=tuya, profiles=BUILTIN_PROFILES, clock=clock,
+                         policy=TopUpPolicy(max_attempts=4, confirm_deadline_s=0, poll_interval_s=0), sleep=no_sleep)
+    return uow, tuya, clock, engine
+
+
+def add_topup(uow, meter="A101", amount="500", topup_id="t1", payment_id="p1") -> TopUp:
+    now = FakeClock().now()
+    topup = TopUp(id=topup_id, meter_id=meter, amount=Decimal(amount), created_at=now, updated_at=now,
+                  payment_id=payment_id, next_attempt_at=now)
+    uow.store.topups[topup.id] = topup
+    return topup
+
+
+def jobs_of(uow, kind):
+    return [job for job in uow.store.jobs if job.kind == kind]
+
+
+def stored(uow, topup_id="t1") -> TopUp:
+    return uow.store.topups[topup_id]
+
+
+async def run_until_done(engine, clock, topup_id="t1", limit=10):
+    for _ in range(limit):
+        try:
+            return await engine.run(topup_id)
+        except RetryLater as later:
+            clock.advance(later.delay_s + 1)
+    raise AssertionError("top-up never finished")
+
+
+async def test_money_meter_credited_once_with_balances(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    assert await engine.run("t1") is TopUpStatus.APPLIED
+    topup = stored(uow)
+    assert (topup.balance_before, topup.balance_after, topup.units_added) == (Decimal(100), Decimal(600), Decimal(500))
+    assert topup.dp_code == "charge_money" and len(tuya.sent) == 1
+    assert uow.store.meters["A101"].last_balance == Decimal(600)
+    assert [j.payload["event"] for j in jobs_of(uow, "notify")] == ["topup_applied"]
+    assert await engine.run("t1") is TopUpStatus.APPLIED and len(tuya.sent) == 1  # a rerun sends nothing
+
+
+async def test_energy_meter_gets_kwh_rounded_down_with_remainder(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow, meter="B201", amount="519.99")
+    assert await engine.run("t1") is TopUpStatus.APPLIED
+    topup = stored(uow)
+    assert topup.dp_code == "charge_energy"
+    assert topup.units_added * 25 + topup.remainder == Decimal("519.99")  # nothing lost
+    assert topup.remainder < 25 * topup.units_added / topup.raw_value  # less than one step of energy
+    assert topup.balance_after - topup.balance_before == topup.units_added
+
+
+async def test_lost_answer_is_verified_not_resent(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    tuya.lose_answer = 1
+    with pytest.raises(RetryLater):
+        await engine.run("t1")
+    assert stored(uow).status is TopUpStatus.SENDING and len(tuya.sent) == 1
+    clock.advance(11)
+    assert await engine.run("t1") is TopUpStatus.APPLIED
+    assert len(tuya.sent) == 1 and tuya.meters["dev-A101"].status_values()["balance"] == 60000
+
+
+async def test_accepted_but_not_applied_is_sent_again_once_verified(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    tuya.not_applied = 1
+    assert await run_until_done(engine, clock) is TopUpStatus.APPLIED
+    assert len(tuya.sent) == 1  # applied exactly once
+    assert stored(uow).attempts == 2
+
+
+async def test_offline_backs_off_keeps_slot_free_and_tells_payer_once(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    tuya.offline.add("dev-A101")
+    delays = []
+    for _ in range(3):
+        with pytest.raises(RetryLater) as later:
+            await engine.run("t1")
+        delays.append(later.value.delay_s)
+        assert stored(uow).status is TopUpStatus.QUEUED  # nothing sent: the meter's slot is free
+        clock.advance(later.value.delay_s + 1)
+    assert delays == [10, 30, 120]
+    assert [j.payload["event"] for j in jobs_of(uow, "notify")] == ["topup_delayed"]
+    tuya.offline.clear()
+    assert await engine.run("t1") is TopUpStatus.APPLIED
+
+
+async def test_permanent_refusal_fails_at_once(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    tuya.refuse = UpstreamError("Tuya error 1106: no permission", code="tuya_1106", transient=False)
+    assert await engine.run("t1") is TopUpStatus.FAILED
+    assert "1106" in stored(uow).last_error
+    assert [j.payload["event"] for j in jobs_of(uow, "notify")] == ["topup_failed"]
+
+
+async def test_attempts_exhausted_nothing_sent_fails(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    tuya.offline.add("dev-A101")
+    assert await run_until_done(engine, clock) is TopUpStatus.FAILED
+    assert stored(uow).attempts == 4 and tuya.sent == []
+
+
+async def test_counter_moved_unexpectedly_goes_to_review(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    tuya.lose_answer = 1
+    with pytest.raises(RetryLater):
+        await engine.run("t1")
+    meter = tuya.meters["dev-A101"]
+    for code, value in meter.validate([{"code": "charge_money", "value": 10000}]):
+        meter.apply(code, value)  # someone else credited KES 100 meanwhile
+    clock.advance(11)
+    assert await engine.run("t1") is TopUpStatus.NEEDS_REVIEW
+
+
+async def test_one_in_flight_per_meter(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow, topup_id="t1", payment_id="p1")
+    add_topup(uow, topup_id="t2", payment_id="p2")
+    tuya.lose_answer = 1
+    with pytest.raises(RetryLater):
+        await engine.run("t1")  # outcome unknown: t1 holds the meter
+    with pytest.raises(RetryLater) as busy:
+        await engine.run("t2")
+    assert "in flight" in str(busy.value) and stored(uow, "t2").status is TopUpStatus.QUEUED
+    clock.advance(11)
+    assert await engine.run("t1") is TopUpStatus.APPLIED
+    assert await engine.run("t2") is TopUpStatus.APPLIED
+    assert len(tuya.sent) == 2
+
+
+async def test_duplicate_job_during_an_attempt_does_nothing(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    tuya.lose_answer = 1
+    with pytest.raises(RetryLater):
+        await engine.run("t1")
+    with pytest.raises(RetryLater):
+        await engine.run("t1")  # scheduled for later: a second job must not act now
+    assert len(tuya.sent) == 1
+
+
+async def test_sweep_requeues_stale_topups(world):
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    clock.advance(3600)
+    assert await requeue_stale_topups(uow=FakeUnitOfWork(uow.store), clock=clock, stale_s=600) == ["t1"]
+    assert [j.payload for j in jobs_of(uow, "topup")] == [{"topup_id": "t1"}]
