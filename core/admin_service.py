@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Mapping
 from decimal import Decimal, InvalidOperation
 
 from core.errors import InvalidInput, NotFound
 from core.model import MAX_METER_NUMBER_LEN, Meter, Tenant, new_id
 from core.phone import normalize_kenyan_mobile
-from core.ports import UnitOfWork
+from core.meter_profiles import MeterProfile, as_spec_map, profile_problems
+from core.ports import MeterGateway, UnitOfWork
 from core.clock import SystemClock
 
 METER_NUMBER = re.compile(r"^[A-Za-z0-9-]{1,%d}$" % MAX_METER_NUMBER_LEN)
@@ -54,6 +56,30 @@ async def add_meter(cmd: AddMeter, *, uow: UnitOfWork, clock=None) -> Meter:
                   created_at=(clock or SystemClock()).now())
     async with uow:
         await uow.meters.add(meter)
+        await uow.commit()
+    return meter
+
+
+async def register_meter(cmd: AddMeter, *, uow: UnitOfWork, meters: MeterGateway,
+                         profiles: Mapping[str, MeterProfile], clock=None) -> Meter:
+    """Add a meter after reading its specifications from the cloud: a device that lacks the
+    profile's DPs is refused with their names, and each DP's type, scale, step, min and max is kept."""
+    validate_meter(cmd)
+    profile = profiles.get(cmd.profile)
+    if profile is None:
+        raise InvalidInput(f"unknown meter profile {cmd.profile!r}; known: {', '.join(sorted(profiles))}",
+                           code="unknown_profile")
+    specs = as_spec_map(await meters.specifications(cmd.device_id.strip()))
+    problems = profile_problems(profile, specs)
+    if problems:
+        raise InvalidInput(f"device {cmd.device_id} does not fit profile {profile.name}: " + "; ".join(problems),
+                           code="profile_mismatch")
+    info = await meters.device_info(cmd.device_id.strip())
+    meter = await add_meter(replace(cmd, dp_specs={code: spec.to_dict() for code, spec in specs.items()}),
+                            uow=uow, clock=clock)
+    meter.online = bool(info.get("online"))
+    async with uow:
+        await uow.meters.save(meter)
         await uow.commit()
     return meter
 

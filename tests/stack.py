@@ -13,6 +13,8 @@ import httpx
 import sqlalchemy as sa
 
 from sandbox.daraja import create_daraja_sandbox
+from sandbox.sms import create_sms_sandbox
+from sandbox.tuya import create_tuya_sandbox
 from storage.db import create_engine
 from tests.servers import ServerThread, reserve_port
 from web.app import create_app
@@ -21,15 +23,23 @@ from web.settings import Settings
 API_KEY = "test-api-key-1"
 CALLBACK_TOKEN = "test-callback-token-0123456789"
 DARAJA = dict(consumer_key="ck-test", consumer_secret="cs-test", shortcode="174379", passkey="pk-test")
+TUYA = dict(access_id="tuya-test-id", access_secret="tuya-test-secret")
+SMS = dict(username="sandbox", api_key="at-test-key")
 
 
 class Stack:
     def __init__(self, database_url: str, *, callback_delay_s: float = 0.1, run_worker: bool = True,
-                 **overrides: Any) -> None:
+                 seed: bool = True, **overrides: Any) -> None:
         self.database_url = database_url
         self.daraja_app = create_daraja_sandbox(callback_delay_s=callback_delay_s, **DARAJA)
         self.daraja = self.daraja_app.state.daraja
         self._daraja_server = ServerThread(self.daraja_app).start()
+        tuya_app, sms_app = create_tuya_sandbox(**TUYA), create_sms_sandbox(**SMS)
+        self.tuya, self.sms = tuya_app.state.tuya, sms_app.state.sms
+        self._tuya_server, self._sms_server = ServerThread(tuya_app).start(), ServerThread(sms_app).start()
+        self.tuya_url = self._tuya_server.url
+        if seed:
+            add_meters(database_url, self)
         port = reserve_port()
         self.url = f"http://127.0.0.1:{port}"
         settings = dict(
@@ -38,6 +48,9 @@ class Stack:
             daraja_consumer_key=DARAJA["consumer_key"], daraja_consumer_secret=DARAJA["consumer_secret"],
             daraja_shortcode=DARAJA["shortcode"], daraja_passkey=DARAJA["passkey"], daraja_timeout_s=5,
             reconcile_after_s=600, sweep_every_s=0.2, min_amount=10, max_amount=70_000,
+            tuya_endpoint=self.tuya_url, tuya_access_id=TUYA["access_id"], tuya_access_secret=TUYA["access_secret"],
+            tuya_timeout_s=2, topup_confirm_deadline_s=3, topup_poll_interval_s=0.1,
+            at_username=SMS["username"], at_api_key=SMS["api_key"], at_api_base=self._sms_server.url,
         )
         settings.update(overrides)
         self.settings = Settings(_env_file=None, **settings)
@@ -54,6 +67,8 @@ class Stack:
         self._app_server.stop()
         self.daraja.reset()
         self._daraja_server.stop()
+        self._tuya_server.stop()
+        self._sms_server.stop()
 
     def pay(self, amount: Any = 100, phone: str = "0712345678", meter: str = "A101", **extra: Any) -> httpx.Response:
         headers = extra.pop("headers", {})
@@ -94,17 +109,33 @@ def run_sql(database_url: str, query: str, **params: Any) -> list[sa.Row]:
     return asyncio.run(go())
 
 
-def add_meters(database_url: str) -> None:
-    from core.admin_service import AddMeter, AddTenant, add_meter, add_tenant
+def meter_gateway(stack: "Stack"):
+    from gateways.tuya import TuyaMeterGateway
+
+    return TuyaMeterGateway(stack.tuya_url, TUYA["access_id"], TUYA["access_secret"], timeout_s=2)
+
+
+def add_meters(database_url: str, stack: "Stack") -> None:
+    """A101 (seed profile, KES 100 on it), B201 (tuya-standard, 10 kWh), OFF1 (inactive); tenant Wanjiku."""
+    from core.admin_service import AddMeter, AddTenant, add_tenant, register_meter
+    from core.meter_profiles import BUILTIN_PROFILES
     from storage.uow import SqlUnitOfWork
+
+    stack.tuya.add_device("dev-a101", "seed", balance="100", price="25")
+    stack.tuya.add_device("dev-b201", "tuya-standard", balance="10")
+    stack.tuya.add_device("dev-off1", "seed")
+    gateway = meter_gateway(stack)
 
     async def go():
         engine = create_engine(database_url)
+        register = dict(meters=gateway, profiles=BUILTIN_PROFILES)
         try:
-            await add_meter(AddMeter(number="A101", name="Flat A1", device_id="dev-a101", price_per_kwh="25"),
-                            uow=SqlUnitOfWork(engine))
-            meter = await add_meter(AddMeter(number="OFF1", name="Closed shop", device_id="dev-off1"),
-                                    uow=SqlUnitOfWork(engine))
+            await register_meter(AddMeter(number="A101", name="Flat A1", device_id="dev-a101", price_per_kwh="25"),
+                                 uow=SqlUnitOfWork(engine), **register)
+            await register_meter(AddMeter(number="B201", name="Shop 1", device_id="dev-b201", profile="tuya-standard",
+                                          price_per_kwh="25"), uow=SqlUnitOfWork(engine), **register)
+            meter = await register_meter(AddMeter(number="OFF1", name="Closed shop", device_id="dev-off1"),
+                                         uow=SqlUnitOfWork(engine), **register)
             async with SqlUnitOfWork(engine) as uow:
                 meter.active = False
                 await uow.meters.save(meter)
@@ -113,5 +144,6 @@ def add_meters(database_url: str) -> None:
                              uow=SqlUnitOfWork(engine))
         finally:
             await engine.dispose()
+            gateway.close()
 
     asyncio.run(go())

@@ -10,12 +10,11 @@ import httpx
 import pytest
 
 from tests import samples
-from tests.stack import CALLBACK_TOKEN, Stack, add_meters
+from tests.stack import CALLBACK_TOKEN, Stack
 
 
 @pytest.fixture
 def stack(database_url):
-    add_meters(database_url)
     stack = Stack(database_url)
     yield stack
     stack.stop()
@@ -27,23 +26,27 @@ def counts(stack: Stack) -> dict:
     return dict(rows[0]._mapping)
 
 
-def test_pay_callback_completed(stack):
+def test_pay_callback_completed_credited_and_receipt_sent(stack):
     answer = stack.pay(amount=500.0)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["success"] is True and body["message"] == "Payment initiated"
     assert body["checkoutRequestId"].startswith("ws_CO_") and body["merchantRequestId"]
     assert body["mpesaTransactionId"] == body["paymentId"]
-    done = stack.wait_for(body["mpesaTransactionId"], lambda p: p["status"] != "PENDING")
+    done = stack.wait_for(body["mpesaTransactionId"], lambda p: p["topUpStatus"] == "APPLIED")
     assert done["status"] == "COMPLETED"
     assert done["amount"] == 500 and done["phoneNumber"] == "254712345678" and done["meterName"] == "Flat A1"
     txn = stack.daraja.transaction(body["checkoutRequestId"])
     assert done["mpesaReceiptNumber"] == txn.receipt and len(txn.receipt) == 10
     assert done["transactionDate"].endswith("+03:00")
-    assert done["topUpStatus"] == "QUEUED"
+    assert (done["balanceBefore"], done["balanceAfter"], done["unitsAdded"]) == (100, 600, 500)
     assert stack.payment(body["checkoutRequestId"])["id"] == body["paymentId"]  # by CheckoutRequestID too
     assert txn.account_reference == "A101"
     assert counts(stack) == {"p": 1, "t": 1, "c": 1, "j": 1}
+    assert stack.tuya.total_credits("dev-a101") == 500
+    _wait(lambda: stack.sms.messages(to="+254712345678"))
+    [sms] = stack.sms.messages(to="+254712345678")
+    assert txn.receipt in sms.message and "A101" in sms.message and "KES 600" in sms.message
 
 
 @pytest.mark.parametrize("outcome,status,code", [
@@ -82,20 +85,18 @@ def test_concurrent_duplicate_callbacks_make_one_transition(stack):
 
 
 def test_lost_callback_settled_by_reconcile_sweep(database_url):
-    add_meters(database_url)
     stack = Stack(database_url, reconcile_after_s=0.3)
     try:
         stack.daraja.script_phone("254712345678", "lost_callback")
         body = stack.pay().json()
-        done = stack.wait_for(body["paymentId"], lambda p: p["status"] != "PENDING")
-        assert done["status"] == "COMPLETED" and done["topUpStatus"] == "QUEUED"
+        done = stack.wait_for(body["paymentId"], lambda p: p["topUpStatus"] == "APPLIED")
+        assert done["status"] == "COMPLETED" and done["mpesaReceiptNumber"] is None  # a query has no receipt
         assert counts(stack) == {"p": 1, "t": 1, "c": 0, "j": 1}
     finally:
         stack.stop()
 
 
 def test_unanswered_payment_goes_to_review_after_cutoff(database_url):
-    add_meters(database_url)
     stack = Stack(database_url, reconcile_after_s=0.2, reconcile_give_up_s=0.5, callback_delay_s=60)
     try:
         body = stack.pay().json()
@@ -107,7 +108,6 @@ def test_unanswered_payment_goes_to_review_after_cutoff(database_url):
 
 
 def test_verify_callbacks_confirms_with_stk_query(database_url):
-    add_meters(database_url)
     stack = Stack(database_url, verify_callbacks=True)
     try:
         body = stack.pay().json()

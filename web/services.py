@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.clock import SystemClock
+from core.meter_profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
+from core.notify_service import notify
 from core.payment_service import PaymentLimits, push_payment
-from core.ports import Clock, PaymentGateway
+from core.ports import Clock, MeterGateway, PaymentGateway, SmsSender
 from core.reconcile import reconcile_payments, verify_payment
+from core.topup_service import TopUpEngine, TopUpPolicy, requeue_stale_topups
 from core.worker import Worker, WorkerConfig
 from gateways.daraja import DarajaGateway
+from gateways.sms import AfricasTalkingSms
+from gateways.tuya import TuyaMeterGateway
 from storage.db import create_engine
 from storage.uow import SqlUnitOfWork
 from web.metrics import Metrics
 from web.settings import Settings
+
+log = logging.getLogger("lipameter.services")
 
 
 @dataclass
@@ -26,6 +35,9 @@ class Services:
     settings: Settings
     engine: AsyncEngine
     payment_gateway: PaymentGateway
+    meter_gateway: MeterGateway | None = None
+    sms: SmsSender | None = None
+    profiles: Mapping[str, MeterProfile] = field(default_factory=lambda: dict(BUILTIN_PROFILES))
     clock: Clock = field(default_factory=SystemClock)
     metrics: Metrics = field(default_factory=Metrics)
     http: httpx.AsyncClient | None = None
@@ -37,10 +49,33 @@ class Services:
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
 
+    def topup_engine(self) -> TopUpEngine:
+        settings = self.settings
+        policy = TopUpPolicy(max_attempts=settings.topup_max_attempts,
+                             confirm_deadline_s=settings.topup_confirm_deadline_s,
+                             poll_interval_s=settings.topup_poll_interval_s)
+        return TopUpEngine(uow=self.uow, meters=self.meter_gateway, profiles=self.profiles, clock=self.clock,
+                           policy=policy)
+
     async def aclose(self) -> None:
         if self.http is not None:
             await self.http.aclose()
+        if isinstance(self.meter_gateway, TuyaMeterGateway):
+            self.meter_gateway.close()
         await self.engine.dispose()
+
+
+def build_meter_gateway(settings: Settings) -> TuyaMeterGateway | None:
+    if not settings.tuya_enabled:
+        return None
+    return TuyaMeterGateway(settings.tuya_endpoint, settings.tuya_access_id,
+                            settings.tuya_access_secret.get_secret_value(), timeout_s=settings.tuya_timeout_s)
+
+
+def build_profiles(settings: Settings) -> dict[str, MeterProfile]:
+    if settings.meter_profiles_file:
+        return load_profiles(settings.meter_profiles_file)
+    return dict(BUILTIN_PROFILES)
 
 
 def build_services(settings: Settings) -> Services:
@@ -57,7 +92,17 @@ def build_services(settings: Settings) -> Services:
         client=http,
         timeout_s=settings.daraja_timeout_s,
     )
-    return Services(settings=settings, engine=create_engine(settings.database_url), payment_gateway=daraja, http=http)
+    sms = None
+    if settings.sms_enabled:
+        sms = AfricasTalkingSms(settings.at_username, settings.at_api_key.get_secret_value(),
+                                sender_id=settings.at_sender_id or None, api_base=settings.at_api_base or None)
+    else:
+        log.info("SMS is off (AT_USERNAME/AT_API_KEY not set): receipts are recorded, not sent")
+    meter_gateway = build_meter_gateway(settings)
+    if meter_gateway is None:
+        log.warning("Tuya is not configured (TUYA_*): completed payments wait in the top-up queue")
+    return Services(settings=settings, engine=create_engine(settings.database_url), payment_gateway=daraja,
+                    meter_gateway=meter_gateway, sms=sms, profiles=build_profiles(settings), http=http)
 
 
 def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
@@ -71,13 +116,26 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
         await verify_payment(payload["payment_id"], uow=services.uow(), gateway=services.payment_gateway,
                              clock=services.clock)
 
+    async def send_notification(payload: dict) -> None:
+        await notify(payload, uow=services.uow(), sms=services.sms, clock=services.clock)
+
     async def sweep() -> None:
         await reconcile_payments(uow=services.uow(), gateway=services.payment_gateway, clock=services.clock,
                                  after_s=settings.reconcile_after_s, give_up_s=settings.reconcile_give_up_s)
+        if services.meter_gateway is not None:
+            await requeue_stale_topups(uow=services.uow(), clock=services.clock)
 
+    handlers = {"push_stk": push_stk, "verify_payment": verify, "notify": send_notification}
+    if services.meter_gateway is not None:
+        engine = services.topup_engine()
+
+        async def topup(payload: dict) -> None:
+            await engine.run(payload["topup_id"])
+
+        handlers["topup"] = topup
     return Worker(
         uow_factory=services.uow,
-        handlers={"push_stk": push_stk, "verify_payment": verify},
+        handlers=handlers,
         clock=services.clock,
         config=WorkerConfig(worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
                             sweep_every_s=settings.sweep_every_s),

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     tuya_endpoint: str = ""
     tuya_access_id: str = ""
     tuya_access_secret: SecretStr = SecretStr("")
+    tuya_timeout_s: float = Field(10.0, gt=0)
+    meter_profiles_file: str = ""  # TOML or JSON profiles merged over the built-in ones
 
     telegram_bot_token: SecretStr = SecretStr("")
     telegram_webhook_secret: SecretStr = SecretStr("")
@@ -51,6 +53,8 @@ class Settings(BaseSettings):
     min_amount: int = Field(10, ge=1)
     max_amount: int = Field(100_000, ge=1, le=250_000)  # Daraja's own ceiling is 250,000 a transaction
     topup_max_attempts: int = Field(12, ge=1)
+    topup_confirm_deadline_s: float = Field(20, gt=0)
+    topup_poll_interval_s: float = Field(1.0, gt=0)
     reconcile_after_s: float = Field(120, gt=0)
     reconcile_give_up_s: float = Field(3600, gt=0)
     sweep_every_s: float = Field(30, gt=0)
@@ -83,8 +87,19 @@ class Settings(BaseSettings):
             "DARAJA_CONSUMER_SECRET": self.daraja_consumer_secret.get_secret_value(),
             "DARAJA_SHORTCODE": self.daraja_shortcode,
             "DARAJA_PASSKEY": self.daraja_passkey.get_secret_value(),
+            "TUYA_ENDPOINT": self.tuya_endpoint,
+            "TUYA_ACCESS_ID": self.tuya_access_id,
+            "TUYA_ACCESS_SECRET": self.tuya_access_secret.get_secret_value(),
         }
         return [name for name, value in required.items() if not value]
+
+    @property
+    def sms_enabled(self) -> bool:
+        return bool(self.at_username and self.at_api_key.get_secret_value())
+
+    @property
+    def tuya_enabled(self) -> bool:
+        return bool(self.tuya_endpoint and self.tuya_access_id and self.tuya_access_secret.get_secret_value())
 
     def validation_problems(self) -> list[str]:
         problems = []
