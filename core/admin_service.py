@@ -47,6 +47,7 @@ def validate_meter(cmd: AddMeter) -> None:
         raise InvalidInput("meter name must not be empty", code="invalid_meter_name")
     if not (cmd.device_id or "").strip():
         raise InvalidInput("device id must not be empty", code="invalid_device_id")
+    parse_price(cmd.price_per_kwh)
 
 
 async def add_meter(cmd: AddMeter, *, uow: UnitOfWork, clock=None) -> Meter:

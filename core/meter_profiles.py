@@ -130,14 +130,18 @@ def to_raw(human: Decimal | int | str, spec: DpSpec) -> int:
     value = to_decimal(human, spec.code)
     scaled = value.scaleb(spec.scale)  # exact: only moves the exponent
     if scaled != scaled.to_integral_value():
-        raise InvalidInput(f"{value} {spec.unit} has more than {spec.scale} decimal places for {spec.code}".replace("  ", " "))
+        raise InvalidInput(f"{value}{_unit(spec)} has more than {spec.scale} decimal places for {spec.code}")
     raw = int(scaled)
     if not spec.min <= raw <= spec.max:
         low, high = from_raw(spec.min, spec), from_raw(spec.max, spec)
-        raise InvalidInput(f"{value} is outside {low}..{high} {spec.unit} for {spec.code}".rstrip())
+        raise InvalidInput(f"{value} is outside {low}..{high}{_unit(spec)} for {spec.code}")
     if (raw - spec.min) % spec.step:
-        raise InvalidInput(f"{value} is not a multiple of {spec.quantum} {spec.unit} for {spec.code}".rstrip())
+        raise InvalidInput(f"{value} is not a multiple of {spec.quantum}{_unit(spec)} for {spec.code}")
     return raw
+
+
+def _unit(spec: DpSpec) -> str:
+    return f" {spec.unit}" if spec.unit else ""
 
 
 def from_raw(raw: Any, spec: DpSpec) -> Decimal:
@@ -166,9 +170,9 @@ def energy_for_money(amount: Decimal | int | str, price_per_kwh: Decimal | int |
     steps = Fraction(money) * 10 ** spec.scale / (Fraction(price) * spec.step)
     raw = (steps.numerator // steps.denominator) * spec.step  # floor: never credit unpaid energy
     if raw > spec.max:
-        raise InvalidInput(f"KES {money} buys more than {from_raw(spec.max, spec)} {spec.unit} allowed by {spec.code}".replace("  ", " "))
+        raise InvalidInput(f"KES {money} buys more than {from_raw(spec.max, spec)}{_unit(spec)} allowed by {spec.code}")
     if raw <= 0 or raw < spec.min:
-        raise InvalidInput(f"KES {money} at {price}/kWh buys less than {spec.quantum} {spec.unit} ({spec.code})".replace("  ", " "))
+        raise InvalidInput(f"KES {money} at {price}/kWh buys less than {spec.quantum}{_unit(spec)} ({spec.code})")
     kwh = from_raw(raw, spec)
     return kwh, raw, money - kwh * price
 
@@ -248,7 +252,9 @@ def load_profiles(path: str | Path, base: Mapping[str, MeterProfile] | None = No
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot read meter profiles from {path}: {exc}") from exc
-    entries = data.get("profiles", data)
+    entries = data.get("profiles", data) if isinstance(data, Mapping) else None
+    if not isinstance(entries, Mapping):
+        raise InvalidInput(f"{path}: expected a table of profiles")
     profiles = dict(BUILTIN_PROFILES if base is None else base)
     for name, entry in entries.items():
         if not isinstance(entry, Mapping):
@@ -262,7 +268,7 @@ def _profile_from_entry(name: str, entry: Mapping[str, Any], known: Mapping[str,
     unknown = set(entry) - allowed - {"extends"}
     if unknown:
         raise InvalidInput(f"profile {name}: unknown keys {sorted(unknown)}")
-    values = {k: (str(v) or None) if k != "purchase_total_unit" else str(v) for k, v in entry.items() if k != "extends"}
+    values = {k: None if v in (None, "") else str(v) for k, v in entry.items() if k != "extends"}
     parent_name = entry.get("extends")
     if parent_name is not None and parent_name not in known:
         raise InvalidInput(f"profile {name}: extends unknown profile {parent_name!r}")
@@ -459,7 +465,9 @@ def plan_charge(profile: MeterProfile, specs: Mapping[str, DpSpec] | Iterable[Dp
 
 
 def _kwh_quantum(profile: MeterProfile, spec_map: Mapping[str, DpSpec]) -> Decimal:
-    # The meter rounds its own conversion to what its energy counter can show.
-    codes = [profile.read_purchase_total] if profile.purchase_total_unit == "kwh" and profile.read_purchase_total \
-        else [profile.read_energy_balance, profile.read_consumption_total]
-    return min((_spec_for(spec_map, c).quantum for c in codes if c), default=Decimal("0.01"))
+    # The meter rounds its own money→kWh conversion to what its energy counter can show.
+    if profile.read_purchase_total and profile.purchase_total_unit == "kwh":
+        codes = [profile.read_purchase_total]
+    else:
+        codes = [c for c in (profile.read_energy_balance, profile.read_consumption_total) if c]
+    return min((_spec_for(spec_map, c).quantum for c in codes), default=Decimal("0.01"))

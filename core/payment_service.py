@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from core import payments as pm
@@ -61,9 +61,11 @@ async def find_meter(uow: UnitOfWork, ref: object) -> Meter:
 
 
 async def request_payment(
-    cmd: InitiatePayment, *, uow: UnitOfWork, limits: PaymentLimits, clock: Clock, defer_push: bool = False
+    cmd: InitiatePayment, *, uow: UnitOfWork, limits: PaymentLimits, clock: Clock, defer_push: bool = False,
+    push_delay_s: float = 0.0,
 ) -> PaymentStarted:
-    """Validate and record the payment as `requested`. With `defer_push` a `push_stk` job sends it."""
+    """Validate and record the payment as `requested`. With `defer_push` a `push_stk` job sends it,
+    `push_delay_s` later (USSD: an STK prompt does not show while the USSD session is still open)."""
     amount = parse_whole_kes(cmd.amount, minimum=limits.min_amount, maximum=limits.max_amount)
     phone = normalize_kenyan_mobile(cmd.phone)
     async with uow:
@@ -86,7 +88,8 @@ async def request_payment(
         )
         await uow.payments.add(payment)  # unique indexes close the race between two requests
         if defer_push:
-            await uow.jobs.enqueue("push_stk", {"payment_id": payment.id})
+            run_after = now + timedelta(seconds=push_delay_s) if push_delay_s > 0 else None
+            await uow.jobs.enqueue("push_stk", {"payment_id": payment.id}, run_after=run_after)
         await uow.commit()
     log.info("payment %s requested: KES %s for meter %s from %s via %s",
              payment.id, amount, meter.number, mask_phone(phone), cmd.channel.value)

@@ -105,6 +105,10 @@ class TopUpEngine:
 
     async def _attempt(self, topup, meter, plan, profile, specs) -> TopUpStatus:
         status = await self.meters.status(meter.device_id)
+        reading = read_meter(profile, specs, status)
+        if plan.kind == "money" and reading.price:
+            # A money meter converts at its own price: predict its energy counter with that price.
+            plan = plan_charge(profile, specs, topup.amount, reading.price)
         counter_now = plan.check.value(status)
         if topup.sent_at is not None:
             verdict = plan.check.verdict(topup.counter_before, counter_now)
@@ -116,7 +120,6 @@ class TopUpEngine:
                     f"meter counter moved by {counter_now - topup.counter_before}, expected "
                     f"{plan.check.expected_rise} or nothing: check the meter before crediting"))
         else:
-            reading = read_meter(profile, specs, status)
             topup.balance_before = _balance(profile, reading)
         await self._record_intent(topup, plan, counter_now)
         await self.meters.send_commands(meter.device_id, [plan.command])

@@ -117,6 +117,11 @@ class SqlPaymentRepository(_Repository):
                  .order_by(payments.c.updated_at).limit(limit))
         return [_payment(row) for row in await self.conn.execute(query)]
 
+    async def in_review(self) -> list[Payment]:
+        query = (sa.select(payments).where(payments.c.status == "needs_review", payments.c.resolved_at.is_(None))
+                 .order_by(payments.c.updated_at))
+        return [_payment(row) for row in await self.conn.execute(query)]
+
     async def save(self, payment: Payment) -> None:
         row = to_row(payment, payments)
         await self.conn.execute(payments.update().where(payments.c.id == payment.id).values(**row))
@@ -175,6 +180,11 @@ class SqlTopUpRepository(_Repository):
     async def stale(self, *, before: datetime, limit: int = 100) -> list[TopUp]:
         query = (sa.select(topups).where(topups.c.status.in_(["queued", "sending"]), topups.c.next_attempt_at < before)
                  .order_by(topups.c.next_attempt_at).limit(limit))
+        return [_topup(row) for row in await self.conn.execute(query)]
+
+    async def in_review(self) -> list[TopUp]:
+        query = (sa.select(topups).where(topups.c.status == "needs_review", topups.c.resolved_at.is_(None))
+                 .order_by(topups.c.updated_at))
         return [_topup(row) for row in await self.conn.execute(query)]
 
     async def list(self, *, status: str | None = None, limit: int = 200) -> list[TopUp]:

@@ -194,3 +194,23 @@ audit_log = sa.Table(
     sa.Column("reason", sa.String(500), nullable=True),
     sa.Column("details", sa.JSON, nullable=False),
 )
+
+# One row per Africa's Talking USSD session: the dialogue's state between hops, and the last hop's
+# answer so that a gateway retry of the same hop is replayed, never run (and never charged) twice.
+ussd_sessions = sa.Table(
+    "ussd_sessions", metadata,
+    sa.Column("session_id", sa.String(100), primary_key=True),
+    sa.Column("phone", sa.String(15), nullable=False),
+    sa.Column("service_code", sa.String(40), nullable=True),
+    sa.Column("network_code", sa.String(16), nullable=True),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("last_text", sa.Text, nullable=False),
+    sa.Column("last_answer", sa.String(400), nullable=False),
+    sa.Column("hops", sa.Integer, nullable=False),
+    sa.Column("ended", sa.Boolean, nullable=False),
+    sa.Column("payment_id", sa.String(36), nullable=True),
+    sa.Column("end_status", sa.String(16), nullable=True),  # Africa's Talking: Success | Incomplete | Failed
+    sa.Column("end_report", sa.JSON, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
+)

@@ -109,6 +109,10 @@ class FakePayments(_Repo):
         found = [p for p in self.data.payments.values() if p.status.value == status and p.updated_at < before]
         return copy.deepcopy(found[:limit])
 
+    async def in_review(self):
+        return [copy.deepcopy(p) for p in self.data.payments.values()
+                if p.status.value == "needs_review" and p.resolved_at is None]
+
     async def save(self, payment):
         self.data.payments[payment.id] = copy.deepcopy(payment)
 
@@ -149,6 +153,10 @@ class FakeTopUps(_Repo):
                 for t in self.data.topups.values()):
             raise Conflict("another top-up for this meter is in flight", code="meter_busy")
         self.data.topups[topup.id] = copy.deepcopy(topup)
+
+    async def in_review(self):
+        return [copy.deepcopy(t) for t in self.data.topups.values()
+                if t.status.value == "needs_review" and t.resolved_at is None]
 
     async def stale(self, *, before, limit=100):
         return [copy.deepcopy(t) for t in self.data.topups.values()

@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from ussd.hop import UssdDeps
+from ussd.routes import ussd_routes
 from web import mpesa_api
 from web.openapi import openapi_document
 from web.services import Services, build_services, build_worker
@@ -42,6 +44,19 @@ async def metrics(request: Request) -> Response:
 
 async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
+
+
+def ussd_deps(services: Services) -> UssdDeps:
+    """USSD's collaborators: storage adapters are chosen here, so that ussd/ depends on core only."""
+    from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
+
+    return UssdDeps(
+        sessions=SqlUssdSessionStore(services.engine), uow=services.uow, limits=services.limits,
+        clock=services.clock, history=SqlPaymentHistory(services.engine),
+        # The live meter read arrives with the meter gateway; until then, last known balances only.
+        balance_reader=getattr(services, "meter_balance_reader", None),
+        on_payment_started=lambda: services.metrics.payments_started.labels(channel="ussd").inc(),
+    )
 
 
 def create_app(
@@ -74,6 +89,7 @@ def create_app(
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
         *mpesa_api.routes,
+        *ussd_routes(ussd_deps, registry_of=lambda services: services.metrics.registry),
         *(extra_routes or []),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -9,42 +9,10 @@ import logging
 import sys
 from typing import Callable, NoReturn
 
-from pydantic import ValidationError
-
 from core.errors import DomainError
+from web.cli_common import CliError, configure_logging, fail, load_settings
 
 log = logging.getLogger("lipameter.cli")
-
-
-class CliError(Exception):
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def fail(message: str, exit_code: int = 2) -> NoReturn:
-    raise CliError(message, exit_code)
-
-
-def load_settings(**overrides):
-    from web.settings import Settings
-
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
-        fail(f"invalid configuration: {problems}")
-    problems = settings.validation_problems()
-    if problems:
-        fail("invalid configuration: " + "; ".join(problems))
-    return settings
-
-
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every URL at INFO, and the callback URL carries CALLBACK_TOKEN: keep it out of logs.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_migrate(args) -> None:
@@ -118,12 +86,16 @@ def _run_admin(coro_factory: Callable) -> None:
 
 
 def cmd_meter_add(args) -> None:
-    from core.admin_service import AddMeter, add_meter
+    from core.admin_service import AddMeter, register_meter
+    from web.cli_ops import run_with_services
 
-    meter = _run_admin(lambda uow: add_meter(
-        AddMeter(number=args.number, name=args.name, device_id=args.device_id, profile=args.profile,
-                 price_per_kwh=args.price), uow=uow()))
-    print(f"added meter {meter.number} ({meter.name})")
+    command = AddMeter(number=args.number, name=args.name, device_id=args.device_id, profile=args.profile,
+                       price_per_kwh=args.price)
+    meter = run_with_services(lambda s: register_meter(command, uow=s.uow(), meters=s.meter_gateway,
+                                                       profiles=s.profiles, clock=s.clock), need_tuya=True)
+    dps = ", ".join(sorted(meter.dp_specs))
+    print(f"added meter {meter.number} ({meter.name}), profile {meter.profile}, "
+          f"{'online' if meter.online else 'offline'}; DPs: {dps}")
     print(meter.id)
 
 
@@ -186,11 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     tadd.add_argument("--name", default="")
     tadd.add_argument("--meter", action="append", metavar="NUMBER", help="a meter number the tenant may pick; repeatable")
     tadd.set_defaults(func=cmd_tenant_add)
+
+    from web import cli_ops, dial
+
+    cli_ops.add_parsers(sub, meter)
+    dial.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in ("serve", "worker", "demo"):
+        # One-shot commands answer in one line; the services' own warnings would only repeat it.
+        logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
     except CliError as error:

@@ -87,6 +87,13 @@ Then look at the payment (use the mpesaTransactionId from the answer):
 
   curl -s -H 'Authorization: Bearer {DEMO_API_KEY}' {base}/mpesa/payments/<mpesaTransactionId>
 
+Buy by USSD as Africa's Talking would post it (Wanjiku has meters A101 and A102; type 0 back, 00 home):
+
+  lipameter dial --url {base} --phone 0712345678
+
+  or by hand: curl -s {base}/ussd -d sessionId=demo-1 -d serviceCode='*384*1#' \
+    --data-urlencode phoneNumber=+254712345678 -d text=        (then text=1, text=1*1, text=1*1*100, text=1*1*100*1)
+
 Make the next payment from a phone fail (cancelled, wrong_pin, insufficient_funds, unreachable, lost_callback):
 
   curl -s -X POST {base}/sandbox/daraja/sandbox/script -H 'Content-Type: application/json' \\

@@ -1,0 +1,150 @@
+"""Screens of the purchase dialogue: each frame of the state, drawn in the caller's language.
+
+Pure functions of (state, caller). List screens also return the state with the meters they offered
+(`choices`), so that the next input picks exactly what was on screen even if the list changed since.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from core import texts
+from core.dialogue_types import Caller, DialogueState, Line, MeterChoice, Option, Screen
+
+MAIN = "main"
+BUY_METERS = "buy_meters"
+BUY_NUMBER = "buy_number"
+BUY_AMOUNT = "buy_amount"
+BUY_CONFIRM = "buy_confirm"
+BALANCE_METERS = "balance_meters"
+BALANCE_NONE = "balance_none"
+BALANCE = "balance"
+PAYMENTS = "payments"
+LANGUAGE = "language"
+
+BACK, HOME, MORE = "0", "00", "98"
+PAGE_SIZE = 5
+
+
+def nav(language: str) -> tuple[Option, ...]:
+    return (Option(BACK, texts.text(language, "nav.back")), Option(HOME, texts.text(language, "nav.home")))
+
+
+def meter_line(language: str, meter: MeterChoice) -> Line:
+    label = texts.text(language, "meter_line", number=meter.number, name=meter.name)
+    # A long name may be shortened on a small screen; the number, which M-Pesa shows too, may not.
+    keep = len(texts.text(language, "meter_line", number=meter.number, name="").rstrip())
+    return Line(label, keep=keep)
+
+
+def page_of(meters: tuple[MeterChoice, ...], page: int) -> tuple[int, tuple[MeterChoice, ...], bool]:
+    """(page, its meters, whether more follow); a page past the end (the list shrank) shows the last."""
+    last = max(0, (len(meters) - 1) // PAGE_SIZE)
+    page = min(max(page, 0), last)
+    start = page * PAGE_SIZE
+    return page, meters[start:start + PAGE_SIZE], start + PAGE_SIZE < len(meters)
+
+
+def _main(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t = state.language
+    options = tuple(Option(str(i), texts.text(t, key)) for i, key in
+                    enumerate(("menu.buy", "menu.balance", "menu.payments", "menu.language"), start=1))
+    return state, Screen(MAIN, texts.text(t, "app"), options=options)
+
+
+def _meter_list(state: DialogueState, caller: Caller, *, with_other: bool) -> tuple[DialogueState, Screen]:
+    t = state.language
+    page, shown, more = page_of(caller.meters, state.frame.page)
+    options = [Option(str(i), f"{m.number} {m.name}", keep=len(m.number)) for i, m in enumerate(shown, start=1)]
+    if with_other:
+        options.append(Option(str(len(shown) + 1), texts.text(t, "other_meter")))
+    if more:
+        options.append(Option(MORE, texts.text(t, "nav.more")))
+    state = state.model_copy(update={"choices": shown, "frame": state.frame.model_copy(update={"page": page})})
+    return state, Screen(state.frame.screen, texts.text(t, "choose_meter"), options=tuple(options), nav=nav(t))
+
+
+def _buy_number(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t = state.language
+    return state, Screen(BUY_NUMBER, texts.text(t, "enter_meter"), nav=nav(t), expects="meter_number")
+
+
+def _buy_amount(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t = state.language
+    title = texts.text(t, "enter_amount", min=texts.thousands(caller.min_amount),
+                       max=texts.thousands(caller.max_amount))
+    return state, Screen(BUY_AMOUNT, title, lines=(meter_line(t, state.frame.meter),), nav=nav(t), expects="amount")
+
+
+def _buy_confirm(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t, frame = state.language, state.frame
+    lines = (
+        meter_line(t, frame.meter),
+        Line(texts.text(t, "amount_line", amount=texts.kes(frame.amount))),
+        Line(texts.text(t, "phone_line", phone=texts.local_phone(caller.phone))),
+    )
+    options = (Option("1", texts.text(t, "pay_now")), Option("2", texts.text(t, "cancel")))
+    return state, Screen(BUY_CONFIRM, texts.text(t, "confirm"), lines=lines, options=options, nav=nav(t))
+
+
+def _balance_none(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    return state, Screen(BALANCE_NONE, texts.text(state.language, "no_meters"), nav=nav(state.language))
+
+
+def _balance(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t, info = state.language, state.balance
+    if info is None or info.amount is None:
+        value = texts.text(t, "balance_unknown")
+    elif info.live or info.age_s is None:
+        value = texts.text(t, "balance_live", amount=texts.kes(info.amount))
+    else:
+        value = texts.text(t, "balance_old", amount=texts.kes(info.amount), age=texts.age(t, info.age_s))
+    lines = ((meter_line(t, info.meter),) if info else ()) + (Line(value),)
+    return state, Screen(BALANCE, texts.text(t, "balance"), lines=lines,
+                         options=(Option("1", texts.text(t, "menu.buy")),), nav=nav(t))
+
+
+def _payments(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t = state.language
+    lines = []
+    for p in state.payments:
+        # The meter number goes last: on a crowded screen it is what gets shortened, never the status.
+        head = f"{texts.short_date(p.at)} {texts.kes(p.amount)} {texts.text(t, 'status.' + p.status)}"
+        lines.append(Line(f"{head} {p.meter_number}", keep=len(head)))
+    if not lines:
+        lines.append(Line(texts.text(t, "no_payments")))
+    return state, Screen(PAYMENTS, texts.text(t, "payments"), lines=tuple(lines), nav=nav(t))
+
+
+def _language(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t = state.language
+    options = tuple(Option(str(i), texts.LANGUAGE_NAMES[code]) for i, code in enumerate(texts.LANGUAGES, start=1))
+    return state, Screen(LANGUAGE, texts.text(t, "choose_language"), options=options, nav=nav(t))
+
+
+BUILDERS: dict[str, Callable[[DialogueState, Caller], tuple[DialogueState, Screen]]] = {
+    MAIN: _main,
+    BUY_METERS: lambda state, caller: _meter_list(state, caller, with_other=True),
+    BUY_NUMBER: _buy_number,
+    BUY_AMOUNT: _buy_amount,
+    BUY_CONFIRM: _buy_confirm,
+    BALANCE_METERS: lambda state, caller: _meter_list(state, caller, with_other=False),
+    BALANCE_NONE: _balance_none,
+    BALANCE: _balance,
+    PAYMENTS: _payments,
+    LANGUAGE: _language,
+}
+
+
+def draw(state: DialogueState, caller: Caller, *, error: str | None = None,
+         notice: str | None = None) -> tuple[DialogueState, Screen]:
+    state, screen = BUILDERS[state.frame.screen](state, caller)
+    if notice:
+        screen = replace(screen, lines=(Line(notice),) + screen.lines)
+    return state, replace(screen, error=error) if error else screen
+
+
+def goodbye(language: str, name: str, **values: object) -> Screen:
+    """A last screen: the conversation ends after it."""
+    return Screen(f"bye_{name}", texts.text(language, name, **values), end=True)

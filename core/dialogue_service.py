@@ -1,0 +1,158 @@
+"""Performing the purchase dialogue's effects through the core services, for any channel.
+
+`load_caller` builds who is talking; `drive` runs a step's effects until there is a screen. A
+channel passes its own `DialogueDeps`: USSD defers the STK push a few seconds and bounds balance
+reads tightly; Telegram may push at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from core import dialogue, texts
+from core.dialogue_types import (
+    BalanceInfo, BalanceRead, Caller, Effect, FindMeter, LanguageSaved, ListPayments, MeterChoice, MeterFound,
+    Outcome, PaymentLine, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
+)
+from core.errors import Conflict, DomainError
+from core.model import Meter, Tenant, new_id
+from core.payment_service import InitiatePayment, PaymentLimits, request_payment
+from core.payments import Channel
+from core.phone import mask_phone
+from core.ports import Clock, MeterBalanceReader, UnitOfWork
+
+log = logging.getLogger("lipameter.dialogue")
+
+MAX_EFFECTS_PER_INPUT = 4  # a step asks for at most one effect; this only guards against a loop
+
+
+class PaymentHistory(Protocol):
+    async def recent(self, phone: str, limit: int) -> list[PaymentLine]: ...
+
+
+@dataclass(frozen=True)
+class DialogueDeps:
+    uow: Callable[[], UnitOfWork]
+    limits: PaymentLimits
+    clock: Clock
+    history: PaymentHistory
+    channel: Channel
+    balance_reader: MeterBalanceReader | None = None  # None: no live reader, last known values only
+    push_delay_s: float = 0.0
+    on_payment_started: Callable[[], None] | None = None  # metrics
+
+
+def choice(meter: Meter) -> MeterChoice:
+    return MeterChoice(number=meter.number, name=meter.name)
+
+
+async def load_caller(phone: str, *, uow: UnitOfWork, limits: PaymentLimits,
+                      payment_key: str | None = None) -> Caller:
+    """The tenant behind `phone` (if any), their language and the active meters they may pick."""
+    async with uow:
+        tenant = await uow.tenants.get_by_phone(phone)
+        meters = await uow.tenants.meters_of(tenant.id) if tenant else []
+    return Caller(
+        phone=phone, language=tenant.language if tenant else texts.DEFAULT_LANGUAGE,
+        meters=tuple(choice(m) for m in meters if m.active), min_amount=limits.min_amount,
+        max_amount=limits.max_amount, tenant_id=tenant.id if tenant else None, payment_key=payment_key,
+    )
+
+
+async def drive(step: Step, caller: Caller, deps: DialogueDeps) -> Step:
+    """Perform effects and resume until the dialogue has a screen to show."""
+    for _ in range(MAX_EFFECTS_PER_INPUT):
+        if step.effect is None:
+            return step
+        step = dialogue.resume(step.state, await perform(step.effect, caller, deps), caller)
+    raise RuntimeError("the dialogue kept asking for effects")
+
+
+async def perform(effect: Effect, caller: Caller, deps: DialogueDeps) -> Outcome:
+    if isinstance(effect, FindMeter):
+        return await _find_meter(effect, deps)
+    if isinstance(effect, ReadBalance):
+        return await _read_balance(effect, caller, deps)
+    if isinstance(effect, ListPayments):
+        return PaymentsListed(tuple(await deps.history.recent(caller.phone, effect.limit)))
+    if isinstance(effect, StartPayment):
+        return await _start_payment(effect, caller, deps)
+    if isinstance(effect, SaveLanguage):
+        return await _save_language(effect, caller, deps)
+    raise TypeError(f"unknown effect {type(effect).__name__}")
+
+
+async def _find_meter(effect: FindMeter, deps: DialogueDeps) -> MeterFound:
+    async with deps.uow() as uow:
+        # Feature-phone keypads make lower case easy to type by accident; meter numbers are printed upper.
+        meter = await uow.meters.get_by_number(effect.number) or await uow.meters.get_by_number(effect.number.upper())
+    if meter is None:
+        return MeterFound(number=effect.number, meter=None)
+    return MeterFound(number=effect.number, meter=choice(meter), active=meter.active)
+
+
+async def _read_balance(effect: ReadBalance, caller: Caller, deps: DialogueDeps) -> BalanceRead:
+    async with deps.uow() as uow:
+        meter = await uow.meters.get_by_number(effect.meter.number)
+    # Balances are for the meter's own tenants only; the dialogue offers no other, this makes sure.
+    if meter is None or effect.meter not in caller.meters:
+        return BalanceRead(BalanceInfo(meter=effect.meter, amount=None))
+    live = None
+    if deps.balance_reader is not None:
+        try:
+            live = await deps.balance_reader.read_balance(meter)
+        except Exception as error:  # best effort: the last known value is a fine answer
+            log.info("live balance of %s unavailable: %s", meter.number, type(error).__name__)
+    if live is not None:
+        return BalanceRead(BalanceInfo(meter=effect.meter, amount=live, live=True))
+    age_s = None
+    if meter.last_balance is not None and meter.last_balance_at is not None:
+        age_s = max(0, int((deps.clock.now() - meter.last_balance_at).total_seconds()))
+    return BalanceRead(BalanceInfo(meter=effect.meter, amount=meter.last_balance, age_s=age_s))
+
+
+async def _start_payment(effect: StartPayment, caller: Caller, deps: DialogueDeps) -> PaymentRequested:
+    cmd = InitiatePayment(amount=effect.amount, phone=caller.phone, meter_ref=effect.meter.number,
+                          channel=deps.channel, idempotency_key=caller.payment_key, tenant_id=caller.tenant_id)
+    try:
+        started = await request_payment(cmd, uow=deps.uow(), limits=deps.limits, clock=deps.clock,
+                                        defer_push=True, push_delay_s=deps.push_delay_s)
+    except Conflict as error:
+        # The same conversation confirmed twice at once (a gateway retry): the first one's payment stands.
+        earlier = await _by_key(caller.payment_key, deps) if error.code == "payment_pending" else None
+        if earlier:
+            return PaymentRequested(ok=True, payment_id=earlier)
+        return PaymentRequested(ok=False, code=error.code)
+    except DomainError as error:
+        log.info("%s payment from %s refused: %s", deps.channel.value, mask_phone(caller.phone), error.code)
+        return PaymentRequested(ok=False, code=error.code)
+    if not started.replayed and deps.on_payment_started:
+        deps.on_payment_started()
+    return PaymentRequested(ok=True, payment_id=started.payment.id)
+
+
+async def _by_key(key: str | None, deps: DialogueDeps) -> str | None:
+    if not key:
+        return None
+    async with deps.uow() as uow:
+        payment = await uow.payments.get_by_idempotency_key(key)
+    return payment.id if payment else None
+
+
+async def _save_language(effect: SaveLanguage, caller: Caller, deps: DialogueDeps) -> LanguageSaved:
+    """Remembered on the tenant; a caller who is not a tenant yet becomes one (with no meters linked)."""
+    async with deps.uow() as uow:
+        tenant = await uow.tenants.get_by_phone(caller.phone)
+        if tenant is None:
+            try:
+                await uow.tenants.add(Tenant(id=new_id(), phone=caller.phone, language=effect.language,
+                                             created_at=deps.clock.now()))
+            except Conflict:  # the same phone in two conversations at once: one row is enough
+                return LanguageSaved(effect.language)
+        elif tenant.language != effect.language:
+            tenant.language = effect.language
+            await uow.tenants.save(tenant)
+        await uow.commit()
+    return LanguageSaved(effect.language)

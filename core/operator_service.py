@@ -1,0 +1,221 @@
+"""What an operator (landlord, admin) does to meters and top-ups. Every action is audited with who,
+what, when and why; nothing here credits a meter except through the top-up engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Mapping
+
+from core.admin_service import parse_price
+from core.errors import Conflict, InvalidInput, NotFound
+from core.meter_profiles import DpSpec, MeterProfile, MeterReading, plan_charge, read_meter, to_raw
+from core.model import Meter, new_id
+from core.ports import Clock, MeterGateway, UnitOfWork
+from core.topups import TopUp, TopUpStatus, topup_for_payment
+
+
+@dataclass(frozen=True)
+class Actor:
+    name: str
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise InvalidInput("who is acting must be named", code="actor_required")
+
+
+def require_reason(reason: str | None) -> str:
+    if not reason or not reason.strip():
+        raise InvalidInput("a reason is required", code="reason_required")
+    return reason.strip()[:500]
+
+
+def parse_manual_amount(value: object) -> Decimal:
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise InvalidInput(f"amount must be a number of KES, not {str(value)[:20]!r}", code="invalid_amount") from None
+    if not amount.is_finite() or amount <= 0:
+        raise InvalidInput("amount must be more than 0 KES", code="invalid_amount")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise InvalidInput("amount can have at most 2 decimals (cents)", code="invalid_amount")
+    return amount
+
+
+async def meter_by_number(uow: UnitOfWork, number: str) -> Meter:
+    meter = await uow.meters.get_by_number(number) or await uow.meters.get(number)
+    if meter is None:
+        raise NotFound(f"no meter {number!r}", code="meter_not_found")
+    return meter
+
+
+def _profile_and_specs(meter: Meter, profiles: Mapping[str, MeterProfile]) -> tuple[MeterProfile, dict[str, DpSpec]]:
+    profile = profiles.get(meter.profile)
+    if profile is None:
+        raise InvalidInput(f"meter {meter.number} has unknown profile {meter.profile!r}", code="unknown_profile")
+    return profile, {code: DpSpec.from_dict(spec) for code, spec in (meter.dp_specs or {}).items()}
+
+
+async def manual_topup(meter_number: str, amount: object, reason: str | None, *, actor: Actor, uow: UnitOfWork,
+                       profiles: Mapping[str, MeterProfile], clock: Clock) -> TopUp:
+    """The seed's fallback 2: an admin adds balance, through the same engine, with a reason."""
+    reason, money = require_reason(reason), parse_manual_amount(amount)
+    now = clock.now()
+    async with uow:
+        meter = await meter_by_number(uow, meter_number)
+        profile, specs = _profile_and_specs(meter, profiles)
+        plan_charge(profile, specs, money, meter.price_per_kwh)  # refuses 0, above the DP's max, no price
+        topup = TopUp(id=new_id(), meter_id=meter.id, amount=money, created_at=now, updated_at=now,
+                      next_attempt_at=now, applied_by=actor.name, reason=reason)
+        await uow.topups.add(topup)
+        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await uow.audit.record(at=now, actor=actor.name, action="manual_topup", target=meter.number, reason=reason,
+                               details={"topup_id": topup.id, "amount": str(money)})
+        await uow.commit()
+    return topup
+
+
+async def find_topup(uow: UnitOfWork, ref: str) -> TopUp:
+    topup = await uow.topups.get(ref, for_update=True) or await uow.topups.for_payment(ref)
+    if topup is None:
+        raise NotFound(f"no top-up for {ref!r} (give a payment id or a top-up id)", code="topup_not_found")
+    return await uow.topups.get(topup.id, for_update=True)
+
+
+async def retry_topup(ref: str, reason: str | None, *, actor: Actor, uow: UnitOfWork, clock: Clock) -> TopUp:
+    """A failed top-up goes back to the queue. Only `failed` ones: nothing of them reached the meter."""
+    reason = require_reason(reason)
+    now = clock.now()
+    async with uow:
+        topup = await find_topup(uow, ref)
+        if topup.status is not TopUpStatus.FAILED:
+            raise Conflict(f"top-up is {topup.status.value}; only a failed top-up can be retried"
+                           + (" (resolve a review instead)" if topup.status is TopUpStatus.NEEDS_REVIEW else ""),
+                           code="not_retryable")
+        # FAILED means the meter never took it, so the next attempt starts clean.
+        topup.status, topup.attempts, topup.next_attempt_at, topup.updated_at = TopUpStatus.QUEUED, 0, now, now
+        topup.sent_at = topup.counter_before = None
+        topup.delay_notified = False
+        await uow.topups.save(topup)
+        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await uow.audit.record(at=now, actor=actor.name, action="retry_topup", target=topup.id, reason=reason,
+                               details={"payment_id": topup.payment_id, "last_error": topup.last_error})
+        await uow.commit()
+    return topup
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    kind: str  # payment | topup
+    id: str
+    meter_id: str
+    amount: Decimal
+    reason: str
+    since: datetime
+
+
+async def list_reviews(*, uow: UnitOfWork) -> list[ReviewItem]:
+    async with uow:
+        payments = await uow.payments.in_review()
+        topups = await uow.topups.in_review()
+    items = [ReviewItem("payment", p.id, p.meter_id, Decimal(p.amount), p.review_reason or "", p.updated_at)
+             for p in payments]
+    items += [ReviewItem("topup", t.id, t.meter_id, t.amount, t.last_error or "", t.updated_at) for t in topups]
+    return sorted(items, key=lambda item: item.since)
+
+
+RESOLUTIONS = {"payment": ("credit", "dismiss"), "topup": ("applied", "retry", "dismiss")}
+
+
+async def resolve_review(ref: str, reason: str | None, *, action: str, actor: Actor, uow: UnitOfWork,
+                         clock: Clock) -> str:
+    """Close a review. Payment: `credit` (top it up) or `dismiss`. Top-up: `applied` (seen on the
+    meter), `retry` (the meter shows it did not land) or `dismiss` (mark failed)."""
+    reason, now = require_reason(reason), clock.now()
+    async with uow:
+        payment = await uow.payments.get_for_update(ref)
+        topup = None if payment else await uow.topups.get(ref, for_update=True)
+        kind = "payment" if payment else "topup" if topup else None
+        if kind is None:
+            raise NotFound(f"nothing in review with id {ref!r}", code="review_not_found")
+        if action not in RESOLUTIONS[kind]:
+            raise InvalidInput(f"a {kind} review is resolved with {' or '.join(RESOLUTIONS[kind])}", code="invalid_action")
+        item = payment or topup
+        if item.status.value != "needs_review" or item.resolved_at is not None:
+            raise Conflict(f"{kind} {ref} is not waiting for review", code="not_in_review")
+        item.resolved_at, item.resolved_by, item.resolution = now, actor.name, f"{action}: {reason}"
+        if payment:
+            await _resolve_payment(uow, payment, action, now)
+        else:
+            await _resolve_topup(uow, topup, action, actor, now)
+        await uow.audit.record(at=now, actor=actor.name, action=f"resolve_{kind}", target=ref, reason=reason,
+                               details={"action": action})
+        await uow.commit()
+    return action
+
+
+async def _resolve_payment(uow: UnitOfWork, payment, action: str, now) -> None:
+    await uow.payments.save(payment)
+    if action == "credit":
+        topup = topup_for_payment(payment, now=now)
+        await uow.topups.add(topup)
+        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+
+
+async def _resolve_topup(uow: UnitOfWork, topup: TopUp, action: str, actor: Actor, now) -> None:
+    if action == "applied":
+        topup.status, topup.applied_at, topup.applied_by = TopUpStatus.APPLIED, now, actor.name
+    elif action == "retry":
+        topup.status, topup.attempts, topup.next_attempt_at = TopUpStatus.QUEUED, 0, now
+        topup.sent_at = topup.counter_before = None
+        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+    else:
+        topup.status = TopUpStatus.FAILED
+    topup.updated_at = now
+    await uow.topups.save(topup)
+
+
+# --- meter commands -------------------------------------------------------------------------------
+
+async def read_balance(meter_number: str, *, uow: UnitOfWork, meters: MeterGateway,
+                       profiles: Mapping[str, MeterProfile], clock: Clock) -> tuple[Meter, MeterReading]:
+    async with uow:
+        meter = await meter_by_number(uow, meter_number)
+    profile, specs = _profile_and_specs(meter, profiles)
+    reading = read_meter(profile, specs, await meters.status(meter.device_id))
+    async with uow:
+        meter = await meter_by_number(uow, meter_number)
+        meter.last_balance, meter.last_energy = reading.money_balance, reading.energy_balance
+        meter.last_balance_at, meter.online = clock.now(), True
+        await uow.meters.save(meter)
+        await uow.commit()
+    return meter, reading
+
+
+async def meter_command(meter_number: str, operation: str, value: object, *, actor: Actor, reason: str | None,
+                        uow: UnitOfWork, meters: MeterGateway, profiles: Mapping[str, MeterProfile],
+                        clock: Clock) -> Meter:
+    """set_price (KES/kWh), prepayment_switch (bool) or clear: one command, audited."""
+    async with uow:
+        meter = await meter_by_number(uow, meter_number)
+    profile, specs = _profile_and_specs(meter, profiles)
+    code = getattr(profile, operation)
+    if not code or code not in specs:
+        raise InvalidInput(f"meter {meter.number} ({profile.name}) cannot {operation.replace('_', ' ')}",
+                           code="unsupported_operation")
+    price = parse_price(value) if operation == "set_price" else None
+    raw = to_raw(price, specs[code]) if price is not None else bool(value) if operation == "prepayment_switch" else True
+    await meters.send_commands(meter.device_id, [{"code": code, "value": raw}])
+    now = clock.now()
+    async with uow:
+        meter = await meter_by_number(uow, meter_number)
+        if price is not None:
+            meter.price_per_kwh = price
+            await uow.meters.save(meter)
+        await uow.audit.record(at=now, actor=actor.name, action=operation, target=meter.number,
+                               reason=reason, details={"code": code, "value": str(value)})
+        await uow.commit()
+    return meter
+
+

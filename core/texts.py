@@ -1,0 +1,166 @@
+"""What the purchase dialogue says, in English and Swahili.
+
+Plain ASCII on purpose: USSD handsets and telcos mangle anything else. Kept short: a USSD screen
+holds 160 characters including `CON `, the options and the navigation line (tests render every screen).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from core.money import format_kes
+
+LANGUAGES = ("en", "sw")
+DEFAULT_LANGUAGE = "en"
+NAIROBI = ZoneInfo("Africa/Nairobi")
+
+EN = {
+    "app": "LipaMeter",
+    "menu.buy": "Buy electricity",
+    "menu.balance": "Check balance",
+    "menu.payments": "My payments",
+    "menu.language": "Language",
+    "nav.back": "Back",
+    "nav.home": "Home",
+    "nav.more": "More",
+    "choose_meter": "Choose meter:",
+    "other_meter": "Other meter",
+    "enter_meter": "Enter meter number:",
+    "enter_amount": "Enter amount, KES {min}-{max}:",
+    "meter_line": "Meter {number} {name}",
+    "confirm": "Confirm payment:",
+    "amount_line": "Amount {amount}",
+    "phone_line": "Phone {phone}",
+    "pay_now": "Pay now",
+    "cancel": "Cancel",
+    "started": "You will get an M-Pesa prompt for {amount} on {phone} in a few seconds. "
+               "Enter your M-Pesa PIN to pay for meter {number}.",
+    "cancelled": "Cancelled. Nothing was charged.",
+    "pending": "An M-Pesa prompt is already waiting on your phone. Finish or cancel it, then dial again.",
+    "not_started": "Sorry, we could not start the payment. Nothing was charged. Please try again later.",
+    "balance": "Balance",
+    "balance_live": "{amount} now",
+    "balance_old": "{amount}, {age}",
+    "balance_unknown": "Balance not known yet.",
+    "no_meters": "No meter is linked to this phone. Ask your landlord to add you.",
+    "payments": "Last payments:",
+    "no_payments": "No payments yet.",
+    "choose_language": "Choose language:",
+    "language_saved": "Language saved.",
+    "err.choice": "Invalid choice.",
+    "err.amount": "Whole KES {min}-{max} only.",
+    "err.meter": "Meter {number} not found.",
+    "err.meter_format": "Use the number on the meter.",
+    "err.meter_off": "Meter {number} is not in service.",
+    "too_many": "Too many wrong entries. Please dial again. Goodbye.",
+    "expired": "This session has ended. Please dial again.",
+    "age.now": "just now",
+    "age.min": "{n} min ago",
+    "age.hours": "{n} h ago",
+    "age.days": "{n} days ago",
+    "status.requested": "Sending",
+    "status.pending": "Waiting",
+    "status.completed": "Paid",
+    "status.failed": "Failed",
+    "status.cancelled": "Cancelled",
+    "status.push_failed": "Not sent",
+    "status.needs_review": "Checking",
+}
+
+SW = {
+    "app": "LipaMeter",
+    "menu.buy": "Nunua umeme",
+    "menu.balance": "Angalia salio",
+    "menu.payments": "Malipo yangu",
+    "menu.language": "Lugha",
+    "nav.back": "Rudi",
+    "nav.home": "Mwanzo",
+    "nav.more": "Zaidi",
+    "choose_meter": "Chagua mita:",
+    "other_meter": "Mita nyingine",
+    "enter_meter": "Weka nambari ya mita:",
+    "enter_amount": "Weka kiasi, KES {min}-{max}:",
+    "meter_line": "Mita {number} {name}",
+    "confirm": "Thibitisha malipo:",
+    "amount_line": "Kiasi {amount}",
+    "phone_line": "Simu {phone}",
+    "pay_now": "Lipa sasa",
+    "cancel": "Ghairi",
+    "started": "Utapokea ombi la M-Pesa la {amount} kwa {phone} baada ya sekunde chache. "
+               "Weka PIN yako ya M-Pesa kulipia mita {number}.",
+    "cancelled": "Imeghairiwa. Hakuna pesa iliyotozwa.",
+    "pending": "Tayari kuna ombi la M-Pesa kwenye simu yako. Likamilishe au ulighairi, kisha piga tena.",
+    "not_started": "Samahani, malipo hayakuanza. Hakuna pesa iliyotozwa. Tafadhali jaribu tena baadaye.",
+    "balance": "Salio",
+    "balance_live": "{amount} sasa",
+    "balance_old": "{amount}, {age}",
+    "balance_unknown": "Salio halijulikani bado.",
+    "no_meters": "Hakuna mita iliyounganishwa na simu hii. Mwombe mwenye nyumba akuongeze.",
+    "payments": "Malipo ya mwisho:",
+    "no_payments": "Bado hakuna malipo.",
+    "choose_language": "Chagua lugha:",
+    "language_saved": "Lugha imehifadhiwa.",
+    "err.choice": "Chaguo si sahihi.",
+    "err.amount": "KES {min}-{max} bila senti.",
+    "err.meter": "Mita {number} haipatikani.",
+    "err.meter_format": "Tumia nambari iliyo kwenye mita.",
+    "err.meter_off": "Mita {number} haitumiki.",
+    "too_many": "Makosa mengi mno. Tafadhali piga tena. Kwaheri.",
+    "expired": "Kipindi hiki kimekwisha. Tafadhali piga tena.",
+    "age.now": "sasa hivi",
+    "age.min": "dakika {n} zilizopita",
+    "age.hours": "saa {n} zilizopita",
+    "age.days": "siku {n} zilizopita",
+    "status.requested": "Inatumwa",
+    "status.pending": "Inasubiri",
+    "status.completed": "Imelipwa",
+    "status.failed": "Imeshindwa",
+    "status.cancelled": "Imeghairiwa",
+    "status.push_failed": "Haikutumwa",
+    "status.needs_review": "Inakaguliwa",
+}
+
+TEXTS = {"en": EN, "sw": SW}
+LANGUAGE_NAMES = {"en": "English", "sw": "Kiswahili"}  # each in its own language, so anyone finds theirs
+
+# Before we know who is calling (odd phone number, unknown session), say it in both languages.
+BILINGUAL_EXPIRED = "Session ended. Please dial again.\nKipindi kimekwisha. Tafadhali piga tena."
+BILINGUAL_NOT_KENYAN = ("Sorry, LipaMeter works with Kenyan M-Pesa numbers only.\n"
+                        "Samahani, LipaMeter ni kwa nambari za M-Pesa za Kenya tu.")
+BILINGUAL_TROUBLE = "Sorry, something went wrong. Please try again.\nSamahani, kuna hitilafu. Jaribu tena."
+
+
+def text(language: str, key: str, **values: object) -> str:
+    table = TEXTS.get(language, EN)
+    return table[key].format(**values) if values else table[key]
+
+
+def kes(amount: Decimal | int) -> str:
+    return format_kes(amount)
+
+
+def thousands(value: int) -> str:
+    return f"{value:,}"
+
+
+def age(language: str, seconds: int) -> str:
+    """`5 min ago` / `dakika 5 zilizopita`: how old a last known meter reading is."""
+    if seconds < 60:
+        return text(language, "age.now")
+    if seconds < 3600:
+        return text(language, "age.min", n=seconds // 60)
+    if seconds < 2 * 86400:
+        return text(language, "age.hours", n=seconds // 3600)
+    return text(language, "age.days", n=seconds // 86400)
+
+
+def short_date(moment: datetime) -> str:
+    """`27/11`, in Nairobi time: the day a tenant remembers paying."""
+    return moment.astimezone(NAIROBI).strftime("%d/%m")
+
+
+def local_phone(phone: str) -> str:
+    """`254712345678` -> `0712345678`, the way Kenyans write their own number."""
+    return "0" + phone[3:] if phone.startswith("254") and len(phone) == 12 else phone

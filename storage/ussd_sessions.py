@@ -1,0 +1,88 @@
+"""USSD sessions (core.dialogue_types.SessionStore) and the recent-payments read the dialogue shows.
+
+Each call is its own short transaction: a hop reads its session, runs the dialogue (whose effects open
+their own units of work) and writes the session back only if no other hop got there first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.dialogue_types import PaymentLine, SessionRecord
+from storage.tables import payments, meters, ussd_sessions
+
+MAX_TEXT = 2000  # Africa's Talking's cumulative `text`; the endpoint refuses longer ones before this
+
+
+class SqlUssdSessionStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(ussd_sessions).where(ussd_sessions.c.session_id == session_id))).first()
+        if row is None:
+            return None
+        values = dict(row._mapping)
+        values["end_report"] = values.get("end_report") or {}
+        return SessionRecord(**values)
+
+    async def save(self, record: SessionRecord, *, expected_hops: int | None) -> bool:
+        """Insert a new session, or update one still at `expected_hops`. False: another hop won the race."""
+        row = {
+            "session_id": record.session_id, "phone": record.phone, "service_code": record.service_code,
+            "network_code": record.network_code, "state": record.state, "last_text": record.last_text[:MAX_TEXT],
+            "last_answer": record.last_answer, "hops": record.hops, "ended": record.ended,
+            "payment_id": record.payment_id, "created_at": record.created_at, "updated_at": record.updated_at,
+        }
+        async with self.engine.begin() as conn:
+            if expected_hops is None:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(ussd_sessions.insert().values(**row))
+                except IntegrityError:
+                    return False
+                return True
+            del row["created_at"]
+            result = await conn.execute(
+                ussd_sessions.update()
+                .where(ussd_sessions.c.session_id == record.session_id, ussd_sessions.c.hops == expected_hops)
+                .values(**row))
+            return result.rowcount == 1
+
+    async def record_end(self, session_id: str, *, status: str, report: dict, at: datetime) -> bool:
+        """Africa's Talking's end-of-session report, kept on the session for support; moves no money."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                ussd_sessions.update().where(ussd_sessions.c.session_id == session_id)
+                .values(end_status=status[:16], end_report=report, ended=True, updated_at=at))
+            return result.rowcount == 1
+
+    async def purge(self, *, before: datetime) -> int:
+        """Sessions last touched before `before` are of no use to anyone (a USSD session lasts minutes)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(ussd_sessions.delete().where(ussd_sessions.c.updated_at < before))
+            return result.rowcount
+
+
+class SqlPaymentHistory:
+    """A phone's latest payments, newest first (core.dialogue_service.PaymentHistory)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def recent(self, phone: str, limit: int) -> list[PaymentLine]:
+        query = (
+            sa.select(payments.c.created_at, payments.c.amount, payments.c.status, meters.c.number)
+            .join(meters, meters.c.id == payments.c.meter_id)
+            .where(payments.c.phone == phone)
+            .order_by(payments.c.created_at.desc(), payments.c.id.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        return [PaymentLine(at=r.created_at, meter_number=r.number, amount=r.amount, status=r.status) for r in rows]
