@@ -66,10 +66,10 @@ async def compose(event: dict, *, uow: UnitOfWork) -> Message | None:
     elif kind == "topup_applied":
         # A money meter is credited the KES paid; an energy meter is credited kWh.
         money = topup.units_added == topup.amount
-        text = (f"LipaMeter: {paid}{receipt} received. {meter_label} credited"
+        text = (f"LipaMeter: {paid}{receipt} received. Meter {meter.number} credited"
                 f"{_units_text(topup.units_added, money)}.{_balance_text(topup.balance_after, money)}")
     elif kind == "topup_delayed":
-        text = (f"LipaMeter: {paid}{receipt} received. {meter_label} is not responding, so the credit is delayed. "
+        text = (f"LipaMeter: {paid}{receipt} received. Meter {meter.number} is not responding, so the credit is delayed. "
                 "We keep trying and will SMS you when it is done.")
     elif kind in ("topup_failed", "topup_review"):
         text = (f"LipaMeter: {paid}{receipt} received, but we could not credit {meter_label} yet. "

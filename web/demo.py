@@ -11,8 +11,10 @@ from starlette.routing import Mount
 
 from core.admin_service import AddMeter, AddTenant, add_meter, add_tenant
 from core.errors import Conflict
+from core.meter_profiles import parse_specifications
 from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
+from sandbox.tuya import create_tuya_sandbox
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.uow import SqlUnitOfWork
@@ -25,6 +27,7 @@ DEMO_CALLBACK_TOKEN = "demo-callback-token-not-secret"
 DEMO_DARAJA = dict(consumer_key="demo-consumer-key", consumer_secret="demo-consumer-secret",
                    shortcode="174379", passkey="demo-passkey")
 DEMO_SMS = dict(username="sandbox", api_key="demo-at-key")
+DEMO_TUYA = dict(access_id="demo-tuya-access-id", access_secret="demo-tuya-access-secret")
 DEMO_METERS = [
     ("A101", "Flat A1, Kilimani Court", "sbx-a101", "seed", "25"),
     ("A102", "Flat A2, Kilimani Court", "sbx-a102", "seed", "25"),
@@ -44,24 +47,44 @@ def demo_settings(*, host: str, port: int, database_url: str | None) -> Settings
         daraja_consumer_key=DEMO_DARAJA["consumer_key"], daraja_consumer_secret=DEMO_DARAJA["consumer_secret"],
         daraja_shortcode=DEMO_DARAJA["shortcode"], daraja_passkey=DEMO_DARAJA["passkey"],
         at_username=DEMO_SMS["username"], at_api_key=DEMO_SMS["api_key"], at_api_base=f"{base}/sandbox/at",
+        tuya_endpoint=f"{base}/sandbox/tuya", tuya_access_id=DEMO_TUYA["access_id"],
+        tuya_access_secret=DEMO_TUYA["access_secret"],
         reconcile_after_s=60, sweep_every_s=10,
     )
 
 
-def sandbox_mounts(callback_delay_s: float = 3.0) -> list[Mount]:
+def demo_tuya():
+    """The Tuya cloud sandbox with one simulated meter per demo meter (balances in memory)."""
+    app = create_tuya_sandbox(**DEMO_TUYA)
+    for number, name, device, profile, price in DEMO_METERS:
+        balance = "150" if profile == "seed" else "12"  # KES on money meters, kWh on energy meters
+        app.state.tuya.add_device(device, profile, balance=balance, price=price, name=name, rate_kw="0.5")
+    return app
+
+
+def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0) -> list[Mount]:
     return [
         Mount("/sandbox/daraja", app=create_daraja_sandbox(callback_delay_s=callback_delay_s, **DEMO_DARAJA)),
         Mount("/sandbox/at", app=create_sms_sandbox(**DEMO_SMS)),
+        Mount("/sandbox/tuya", app=tuya_app),
     ]
 
 
-async def seed_demo_data(database_url: str) -> None:
+def _dp_specs(tuya_app, device: str) -> dict:
+    # The server is not up yet, so the demo reads the simulated device's specifications in-process;
+    # `lipameter meter add` reads them from the cloud over HTTP.
+    specs = parse_specifications(tuya_app.state.tuya.meter(device).specifications())
+    return {code: spec.to_dict() for code, spec in specs.items()}
+
+
+async def seed_demo_data(database_url: str, tuya_app) -> None:
     engine = create_engine(database_url)
     try:
         for number, name, device, profile, price in DEMO_METERS:
             try:
                 await add_meter(AddMeter(number=number, name=name, device_id=device, profile=profile,
-                                         price_per_kwh=price), uow=SqlUnitOfWork(engine))
+                                         price_per_kwh=price, dp_specs=_dp_specs(tuya_app, device)),
+                                uow=SqlUnitOfWork(engine))
             except Conflict:
                 pass  # already there from an earlier demo run
         for phone, name, numbers in DEMO_TENANTS:
@@ -75,9 +98,10 @@ def how_to(settings: Settings) -> str:
     return f"""
 LipaMeter demo is running at {base}  (Ctrl-C to stop)
   database: {settings.database_url}
-  M-Pesa, SMS: the built-in sandbox (no real money moves)
+  M-Pesa, Tuya meters, SMS: the built-in sandbox (no real money moves, no real meter is touched)
 
-Pay KES 100 for meter A101 from Wanjiku's phone (the sandbox "enters the PIN" and calls back in ~3 s):
+Pay KES 100 for meter A101 from Wanjiku's phone (the sandbox "enters the PIN" and calls back in ~3 s;
+the meter is credited a second later and the SMS receipt lands in the sandbox inbox):
 
   curl -s -X POST {base}/mpesa/payments \\
     -H 'Authorization: Bearer {DEMO_API_KEY}' -H 'Content-Type: application/json' \\
@@ -99,8 +123,12 @@ Make the next payment from a phone fail (cancelled, wrong_pin, insufficient_fund
   curl -s -X POST {base}/sandbox/daraja/sandbox/script -H 'Content-Type: application/json' \\
     -d '{{"phone": "254712345678", "outcome": "cancelled"}}'
 
-Also: {base}/sandbox/daraja/sandbox/transactions (what M-Pesa saw), {base}/sandbox/at/sandbox/sms/inbox (SMS sent),
-      {base}/openapi.json, {base}/metrics, `lipameter meter list`.
+SMS receipts sent:   {base}/sandbox/at/sandbox/sms/inbox
+Meters (live):       {base}/sandbox/tuya/sandbox/devices
+What M-Pesa saw:     {base}/sandbox/daraja/sandbox/transactions
+Take meter A101 offline (payments wait, then credit once it is back: fault "online"):
+  curl -s -X POST {base}/sandbox/tuya/sandbox/devices/sbx-a101/fault -H 'Content-Type: application/json' -d '{{"kind": "offline"}}'
+Also: {base}/openapi.json, {base}/metrics; `lipameter meter list`, `lipameter review list` (same DATABASE_URL).
 """
 
 
@@ -113,7 +141,8 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, database_url: str | N
     settings = demo_settings(host=host, port=port, database_url=database_url)
     configure_logging(settings.log_level)
     upgrade(settings.database_url)
-    asyncio.run(seed_demo_data(settings.database_url))
-    app = create_app(settings, extra_routes=sandbox_mounts())
+    tuya_app = demo_tuya()
+    asyncio.run(seed_demo_data(settings.database_url, tuya_app))
+    app = create_app(settings, extra_routes=sandbox_mounts(tuya_app))
     print(how_to(settings), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

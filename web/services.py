@@ -53,7 +53,8 @@ class Services:
         settings = self.settings
         policy = TopUpPolicy(max_attempts=settings.topup_max_attempts,
                              confirm_deadline_s=settings.topup_confirm_deadline_s,
-                             poll_interval_s=settings.topup_poll_interval_s)
+                             poll_interval_s=settings.topup_poll_interval_s, schedule_s=settings.topup_backoff,
+                             attempt_lease_s=settings.topup_attempt_lease_s)
         return TopUpEngine(uow=self.uow, meters=self.meter_gateway, profiles=self.profiles, clock=self.clock,
                            policy=policy)
 
@@ -138,6 +139,6 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
         handlers=handlers,
         clock=services.clock,
         config=WorkerConfig(worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
-                            sweep_every_s=settings.sweep_every_s),
+                            sweep_every_s=settings.sweep_every_s, lease_s=settings.job_lease_s),
         sweep=sweep,
     )

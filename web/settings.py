@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     topup_max_attempts: int = Field(12, ge=1)
     topup_confirm_deadline_s: float = Field(20, gt=0)
     topup_poll_interval_s: float = Field(1.0, gt=0)
+    topup_backoff_s: str = "10,30,120,600,1800"  # then hourly, up to TOPUP_MAX_ATTEMPTS
+    topup_attempt_lease_s: float = Field(180, gt=0)  # longer than any one attempt can take
+    job_lease_s: float = Field(120, gt=0)  # a job whose worker is silent this long is taken over
     reconcile_after_s: float = Field(120, gt=0)
     reconcile_give_up_s: float = Field(3600, gt=0)
     sweep_every_s: float = Field(30, gt=0)
@@ -94,6 +97,10 @@ class Settings(BaseSettings):
         return [name for name, value in required.items() if not value]
 
     @property
+    def topup_backoff(self) -> tuple[float, ...]:
+        return tuple(float(item) for item in _split(self.topup_backoff_s))
+
+    @property
     def sms_enabled(self) -> bool:
         return bool(self.at_username and self.at_api_key.get_secret_value())
 
@@ -107,6 +114,11 @@ class Settings(BaseSettings):
             problems.append("MIN_AMOUNT is above MAX_AMOUNT")
         if self.daraja_transaction_type not in ("CustomerPayBillOnline", "CustomerBuyGoodsOnline"):
             problems.append("DARAJA_TRANSACTION_TYPE must be CustomerPayBillOnline or CustomerBuyGoodsOnline")
+        try:
+            if not self.topup_backoff or min(self.topup_backoff) <= 0:
+                problems.append("TOPUP_BACKOFF_S must be positive seconds, comma-separated")
+        except ValueError:
+            problems.append("TOPUP_BACKOFF_S must be numbers of seconds, comma-separated")
         token = self.callback_token.get_secret_value()
         if token and len(token) < 16:
             problems.append("CALLBACK_TOKEN must be at least 16 characters (it is the callback's only secret)")
