@@ -147,3 +147,16 @@ def add_meters(database_url: str, stack: "Stack") -> None:
             gateway.close()
 
     asyncio.run(go())
+
+
+def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """The settings as environment variables, for a `lipameter` subprocess."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k.isupper() and not k.startswith(("DARAJA_", "TUYA_", "AT_"))}
+    for name, value in settings.model_dump().items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    env.update({k.upper(): str(v) for k, v in overrides.items()})
+    return env

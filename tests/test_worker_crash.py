@@ -1,0 +1,99 @@
+"""Workers die and multiply: a real worker process killed with SIGKILL between sending a charge and
+recording it, and two workers on one database, never credit a shilling twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from core.operator_service import Actor, manual_topup
+from tests.stack import Stack, settings_env
+from web.services import build_services, build_worker
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_worker(stack: Stack, **overrides) -> subprocess.Popen:
+    env = settings_env(stack.settings, job_lease_s=1, topup_attempt_lease_s=1, sweep_every_s=0.5, **overrides)
+    return subprocess.Popen([sys.executable, "-m", "web.cli", "worker"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_worker_killed_after_sending_credits_once(database_url):
+    stack = Stack(database_url, run_worker=False)
+    first = second = None
+    try:
+        answer = stack.pay(amount=400)
+        ref = answer.json()["paymentId"]
+        stack.wait_for(ref, lambda p: p["status"] == "COMPLETED")  # the app takes the callback; no worker yet
+        # The meter applies the charge, then the answer hangs: the worker is blocked right after sending.
+        stack.tuya.set_fault("dev-a101", "apply_lose_answer", n=1, seconds=60)
+        first = start_worker(stack, tuya_timeout_s=30)
+        wait_until(lambda: stack.tuya.total_credits("dev-a101") == 400, what="the charge to reach the meter")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        row = stack.sql("SELECT status, sent_at FROM topups")[0]
+        assert row.status == "sending" and row.sent_at is not None  # the intent was recorded first
+        stack.tuya.clear_faults("dev-a101")
+        second = start_worker(stack, tuya_timeout_s=2)
+        done = stack.wait_for(ref, lambda p: p["topUpStatus"] == "APPLIED", timeout=30)
+        assert stack.tuya.total_credits("dev-a101") == 400  # verified by the counter, not resent
+        assert (done["balanceBefore"], done["balanceAfter"]) == (100, 500)
+    finally:
+        for process in (first, second):
+            if process and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(10)
+        stack.stop()
+
+
+@pytest.mark.postgres
+async def test_two_workers_keep_one_top_up_in_flight_per_meter(pg_url):
+    from tests.conftest import _truncate_pg
+
+    await asyncio.to_thread(_truncate_pg, pg_url)
+    stack = await asyncio.to_thread(Stack, pg_url, run_worker=False, topup_backoff_s="0.2")
+    services = [build_services(stack.settings) for _ in range(2)]
+    stop = asyncio.Event()
+    try:
+        stack.tuya.set_fault("dev-a101", "slow", n=None, seconds=0.2)  # widen every window
+        for amount in (50, 60, 70, 80):
+            await manual_topup("A101", amount, "load test", actor=Actor("test"), uow=services[0].uow(),
+                               profiles=services[0].profiles, clock=services[0].clock)
+        workers = [build_worker(s, worker_id=f"w{i}") for i, s in enumerate(services)]
+        tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+        deadline = time.monotonic() + 60
+        while True:
+            async with services[0].engine.connect() as conn:
+                left = await conn.scalar(sa.text("SELECT count(*) FROM topups WHERE status <> 'applied'"))
+            if left == 0:
+                break
+            assert time.monotonic() < deadline, "top-ups did not all apply"
+            await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*tasks)
+        async with services[0].engine.connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT sent_at, applied_at FROM topups ORDER BY sent_at"))).all()
+        for earlier, later in zip(rows, rows[1:]):
+            assert earlier.applied_at <= later.sent_at  # never two charges in the air for one meter
+        assert stack.tuya.total_credits("dev-a101") == Decimal(260)
+    finally:
+        stop.set()
+        for s in services:
+            await s.aclose()
+        await asyncio.to_thread(stack.stop)
