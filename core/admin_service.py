@@ -50,19 +50,21 @@ def validate_meter(cmd: AddMeter) -> None:
     parse_price(cmd.price_per_kwh)
 
 
-async def add_meter(cmd: AddMeter, *, uow: UnitOfWork, clock=None) -> Meter:
+async def add_meter(cmd: AddMeter, *, uow: UnitOfWork, clock=None, actor: str = "system") -> Meter:
     validate_meter(cmd)
     meter = Meter(id=new_id(), number=cmd.number, name=cmd.name.strip(), device_id=cmd.device_id.strip(),
                   profile=cmd.profile, price_per_kwh=parse_price(cmd.price_per_kwh), dp_specs=cmd.dp_specs,
                   created_at=(clock or SystemClock()).now())
     async with uow:
         await uow.meters.add(meter)
+        await uow.audit.record(at=meter.created_at, actor=actor, action="add_meter", target=meter.number,
+                               reason=None, details={"device_id": meter.device_id, "profile": meter.profile})
         await uow.commit()
     return meter
 
 
 async def register_meter(cmd: AddMeter, *, uow: UnitOfWork, meters: MeterGateway,
-                         profiles: Mapping[str, MeterProfile], clock=None) -> Meter:
+                         profiles: Mapping[str, MeterProfile], clock=None, actor: str = "system") -> Meter:
     """Add a meter after reading its specifications from the cloud: a device that lacks the
     profile's DPs is refused with their names, and each DP's type, scale, step, min and max is kept."""
     validate_meter(cmd)
@@ -77,7 +79,7 @@ async def register_meter(cmd: AddMeter, *, uow: UnitOfWork, meters: MeterGateway
                            code="profile_mismatch")
     info = await meters.device_info(cmd.device_id.strip())
     meter = await add_meter(replace(cmd, dp_specs={code: spec.to_dict() for code, spec in specs.items()}),
-                            uow=uow, clock=clock)
+                            uow=uow, clock=clock, actor=actor)
     meter.online = bool(info.get("online"))
     async with uow:
         await uow.meters.save(meter)
@@ -98,7 +100,7 @@ class AddTenant:
     language: str = "en"
 
 
-async def add_tenant(cmd: AddTenant, *, uow: UnitOfWork, clock=None) -> Tenant:
+async def add_tenant(cmd: AddTenant, *, uow: UnitOfWork, clock=None, actor: str = "system") -> Tenant:
     """Adds the tenant, or links more meters to an existing one (same phone)."""
     phone = normalize_kenyan_mobile(cmd.phone)
     async with uow:
@@ -115,5 +117,7 @@ async def add_tenant(cmd: AddTenant, *, uow: UnitOfWork, clock=None) -> Tenant:
             await uow.tenants.add(tenant)
         for meter in meters:
             await uow.tenants.link(tenant.id, meter.id)
+        await uow.audit.record(at=(clock or SystemClock()).now(), actor=actor, action="add_tenant",
+                               target=tenant.id, reason=None, details={"meters": [m.number for m in meters]})
         await uow.commit()
     return tenant

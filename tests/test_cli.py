@@ -147,5 +147,5 @@ def test_operator_commands_credit_read_and_audit(sqlite_url, tuya):
 
     from tests.stack import run_sql
     actions = [tuple(r) for r in run_sql(sqlite_url, "SELECT actor, action, target FROM audit_log ORDER BY id")]
-    assert actions[0] == ("amina", "manual_topup", "C9")
-    assert [a for _, a, _ in actions] == ["manual_topup", "set_price", "prepayment_switch"]
+    assert actions[1] == ("amina", "manual_topup", "C9")
+    assert [a for _, a, _ in actions] == ["add_meter", "manual_topup", "set_price", "prepayment_switch"]

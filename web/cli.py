@@ -15,6 +15,12 @@ from web.cli_common import CliError, configure_logging, fail, load_settings
 log = logging.getLogger("lipameter.cli")
 
 
+def cli_actor(args) -> str:
+    import getpass
+
+    return getattr(args, "by", None) or getpass.getuser() or "cli"
+
+
 def cmd_migrate(args) -> None:
     from storage.migrate import upgrade
 
@@ -92,7 +98,8 @@ def cmd_meter_add(args) -> None:
     command = AddMeter(number=args.number, name=args.name, device_id=args.device_id, profile=args.profile,
                        price_per_kwh=args.price)
     meter = run_with_services(lambda s: register_meter(command, uow=s.uow(), meters=s.meter_gateway,
-                                                       profiles=s.profiles, clock=s.clock), need_tuya=True)
+                                                       profiles=s.profiles, clock=s.clock, actor=cli_actor(args)),
+                              need_tuya=True)
     dps = ", ".join(sorted(meter.dp_specs))
     print(f"added meter {meter.number} ({meter.name}), profile {meter.profile}, "
           f"{'online' if meter.online else 'offline'}; DPs: {dps}")
@@ -117,7 +124,8 @@ def cmd_tenant_add(args) -> None:
     from core.admin_service import AddTenant, add_tenant
 
     tenant = _run_admin(lambda uow: add_tenant(
-        AddTenant(phone=args.phone, name=args.name or "", meter_numbers=args.meter or []), uow=uow()))
+        AddTenant(phone=args.phone, name=args.name or "", meter_numbers=args.meter or []), uow=uow(),
+        actor=cli_actor(args)))
     print(f"tenant {tenant.phone} ready with meter(s): {', '.join(args.meter or []) or 'none'}")
     print(tenant.id)
 
