@@ -28,8 +28,9 @@ from gateways.tuya_errors import (TOKEN_CODES, HttpStatusError, TuyaError, TuyaO
                                   TuyaTransientError, error_from_exception, error_from_response)
 
 log = logging.getLogger("lipameter.tuya")
-_RENEW_MARGIN_MS = 120_000
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_RENEW_MARGIN_MS = 60_000
+_NEVER_MS = 2**62  # the client's view of every token's expiry: it must never use its refresh path
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also keeps paths from being steered
 _PRIVATE_FIELDS = {"local_key", "ip", "lat", "lon", "uid", "owner_id", "uuid"}  # never leave the gateway
 
 Specs = Mapping[str, DpSpec] | Iterable[DpSpec]
@@ -88,7 +89,7 @@ class TuyaMeterGateway:
                  deadline_s: float | None = None, lang: str = "en") -> None:
         self._endpoint, self._access_id, self._secret, self._lang = endpoint.rstrip("/"), access_id, access_secret, lang
         self.timeout_s = timeout_s
-        # One call may take a refresh, the request, a reconnect and a retry: four round trips.
+        # Backstop over the per-request timeout: one call may connect, send, reconnect and retry.
         self.deadline_s = deadline_s if deadline_s is not None else 4 * timeout_s + 1
         self._lock = threading.Lock()
         self._api: TuyaOpenAPI | None = None
@@ -112,10 +113,14 @@ class TuyaMeterGateway:
         work = functools.partial(self._locked_exchange, method, path, body, guard)
         try:
             result = await asyncio.wait_for(asyncio.to_thread(work), self.deadline_s)
+        except asyncio.CancelledError:
+            guard.cancel()  # a cancelled caller's command must not leave later from the thread
+            raise
         except (asyncio.TimeoutError, TimeoutError):
             sent = guard.cancel()
-            cls = TuyaOutcomeUnknown if sent else TuyaTransientError
-            error: TuyaError = cls("the Tuya cloud did not answer in time" + (" (the command may have been applied)" if sent else ""))
+            text = "the Tuya cloud did not answer in time"
+            error: TuyaError = (TuyaOutcomeUnknown(text + " (the command may have been applied)") if sent
+                                else TuyaTransientError(text))
             self._log_failure(method, path, started, error)
             raise error from None
         except TuyaError as exc:
@@ -161,6 +166,7 @@ class TuyaMeterGateway:
                 self._connect(api)
             token_before = api.token_info.access_token
             response = api.post(path, body) if method == "POST" else api.get(path)
+            _own_token_expiry(api)  # the client may have reconnected by itself on 1010
             if response.get("success"):
                 return response.get("result")
             code = response.get("code")
@@ -177,12 +183,13 @@ class TuyaMeterGateway:
         response = api.connect()
         if not response.get("success") or not api.is_connect():
             raise error_from_response(response)
+        _own_token_expiry(api)
         log.info("tuya connected")
 
     # --- device API --------------------------------------------------------------------------------
     @staticmethod
     def _path(device_id: str, suffix: str = "") -> str:
-        if not _DEVICE_ID.match(device_id or ""):
+        if not _DEVICE_ID.fullmatch(device_id or ""):
             raise InvalidInput(f"invalid Tuya device id {device_id!r}")
         return f"/v1.0/devices/{device_id}{suffix}"
 
@@ -282,10 +289,22 @@ class TuyaMeterGateway:
         await self._write(device_id, profile, specs, "prepayment_switch", bool(on))
 
 
+def _own_token_expiry(api: TuyaOpenAPI) -> None:
+    """Keep the token's real expiry ourselves and hide it from the client.
+
+    The client refreshes with GET /v1.0/token/{refresh_token}: the refresh token travels in the URL
+    path, where access logs (urllib3 at DEBUG, proxies) would show it. We take a fresh token with
+    grant_type=1 instead, shortly before expiry (and on 1010/1011).
+    """
+    info = api.token_info
+    if info is not None and info.expire_time != _NEVER_MS:
+        info.lipameter_expires_ms = info.expire_time
+        info.expire_time = _NEVER_MS
+
+
 def _expiring(api: TuyaOpenAPI) -> bool:
-    # Take a fresh token before the client would use its refresh token (60 s before expiry): the
-    # refresh token travels in the URL path, where access logs (urllib3 at DEBUG) would show it.
-    return api.token_info.expire_time - _RENEW_MARGIN_MS <= time.time() * 1000
+    expires = getattr(api.token_info, "lipameter_expires_ms", api.token_info.expire_time)
+    return expires - _RENEW_MARGIN_MS <= time.time() * 1000
 
 
 def _code(profile: MeterProfile, op: str) -> str:

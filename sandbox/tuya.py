@@ -19,7 +19,6 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,9 +26,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.tuya_meters import FAULT_KINDS, CommandError, Fault, SandboxMeter, make_meter
+from sandbox.tuya_meters import CommandError, MeterFleet, SandboxMeter
 
 REFRESH_TTL_S = 30 * 24 * 3600
+_THROTTLE_MESSAGES = {1110: "concurrent request over limit", 1111: "system is busy, please retry later",
+                      1199: "your requests are too frequent"}
 
 
 def _now_ms() -> int:
@@ -73,15 +74,15 @@ def compute_sign(secret: str, message: str) -> str:
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest().upper()
 
 
-class TuyaSandbox:
-    """All sandbox state; the Starlette app keeps it on `app.state.tuya`."""
+class TuyaSandbox(MeterFleet):
+    """All sandbox state (meters, faults and credits from MeterFleet; tokens and signatures here).
+    The Starlette app keeps it on `app.state.tuya`."""
 
     def __init__(self, *, access_id: str, access_secret: str, token_ttl_s: int = 7200,
                  time_window_s: float = 600.0) -> None:
+        super().__init__()
         self.access_id, self._secret = access_id, access_secret
         self.token_ttl_s, self.time_window_s = token_ttl_s, time_window_s
-        self.devices: dict[str, SandboxMeter] = {}
-        self.credit_log: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []  # (method, path) of every signed request
         self._tokens: dict[str, _Token] = {}
         self._refresh: dict[str, _Token] = {}
@@ -132,54 +133,6 @@ class TuyaSandbox:
         self.requests.append((request.method, _route_path(request)))
         if not token_api:
             self._check_token(access)
-
-    # --- devices, faults, credits ---
-    def add_device(self, device_id: str, profile: str = "seed", *, online: bool = True,
-                   balance: Decimal | int | str = 0, price: Decimal | int | str = "25",
-                   name: str | None = None, rate_kw: Decimal | int | str = 0) -> SandboxMeter:
-        meter = make_meter(device_id, profile, name=name, online=online, balance=Decimal(str(balance)),
-                           price=Decimal(str(price)), rate_kw=Decimal(str(rate_kw)))
-        self.devices[device_id] = meter
-        return meter
-
-    def meter(self, device_id: str) -> SandboxMeter:
-        if device_id not in self.devices:
-            raise KeyError(device_id)
-        return self.devices[device_id]
-
-    def set_fault(self, device_id: str, kind: str, **opts: Any) -> None:
-        """offline/online toggle the device; others: n (times, None = until cleared), seconds,
-        code (throttle: 1110/1111/1199), mode (apply_lose_answer: "sleep" or "drop")."""
-        meter = self.meter(device_id)
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}")
-        if kind in ("offline", "online"):
-            meter.online = kind == "online"
-            return
-        defaults = {"slow": 5.0, "apply_lose_answer": 30.0}
-        meter.faults[kind] = Fault(kind=kind, remaining=opts.get("n", 1), code=int(opts.get("code", 1110)),
-                                   seconds=float(opts.get("seconds", defaults.get(kind, 0.0))),
-                                   mode=str(opts.get("mode", "sleep")))
-
-    def clear_faults(self, device_id: str) -> None:
-        meter = self.meter(device_id)
-        meter.faults.clear()
-        meter.online = True
-
-    def consume(self, device_id: str, kwh: Decimal | int | str) -> Decimal:
-        meter = self.meter(device_id)
-        meter.tick()
-        return meter.consume(Decimal(str(kwh)))
-
-    def total_credits(self, device_id: str) -> Decimal:
-        """Sum of applied charges (KES for seed meters, kWh for tuya-standard ones)."""
-        return sum((r["value"] for r in self.credit_log if r["device_id"] == device_id), Decimal(0))
-
-    def describe(self, meter: SandboxMeter) -> dict[str, Any]:
-        meter.tick()
-        return {"device_id": meter.device_id, "name": meter.name, "profile": meter.profile,
-                "online": meter.online, "status": meter.status_values(),
-                "faults": sorted(meter.faults), "total_credits": str(self.total_credits(meter.device_id))}
 
 
 def _route_path(request: Request) -> str:
@@ -240,8 +193,7 @@ async def _device_request(request: Request) -> tuple[SandboxMeter, bytes] | Resp
     if meter.take_fault("server_error"):
         return error(500, "system error, please contact the admin", status_code=500)
     if throttle := meter.take_fault("throttle"):
-        return error(throttle.code, "your requests are too frequent" if throttle.code == 1199
-                     else "concurrent request over limit" if throttle.code == 1110 else "system is busy, please retry later")
+        return error(throttle.code, _THROTTLE_MESSAGES.get(throttle.code, "system is busy, please retry later"))
     return meter, body
 
 
@@ -288,7 +240,7 @@ async def commands(request: Request) -> Response:
     lose = meter.take_fault("apply_lose_answer")
     for code, value in checked:
         if (record := meter.apply(code, value)) is not None:
-            _sandbox(request).credit_log.append({"device_id": meter.device_id, "at": time.time(), **record})
+            _sandbox(request).record_credit(meter, record)
     if lose and lose.mode == "drop":
         return _DropConnection()
     if lose:

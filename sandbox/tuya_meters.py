@@ -266,3 +266,61 @@ def make_meter(device_id: str, profile: str, *, name: str | None, online: bool, 
     if profile == "tuya-standard":
         return StandardMeter(device_id=device_id, name=label, online=online, rate_kw=rate_kw, balance_kwh=balance)
     raise ValueError(f"unknown sandbox meter profile {profile!r}")
+
+
+class MeterFleet:
+    """The sandbox's meters, their faults and every credit applied to them."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, SandboxMeter] = {}
+        self.credit_log: list[dict[str, Any]] = []
+
+    def add_device(self, device_id: str, profile: str = "seed", *, online: bool = True,
+                   balance: Decimal | int | str = 0, price: Decimal | int | str = "25",
+                   name: str | None = None, rate_kw: Decimal | int | str = 0) -> SandboxMeter:
+        meter = make_meter(device_id, profile, name=name, online=online, balance=Decimal(str(balance)),
+                           price=Decimal(str(price)), rate_kw=Decimal(str(rate_kw)))
+        self.devices[device_id] = meter
+        return meter
+
+    def meter(self, device_id: str) -> SandboxMeter:
+        if device_id not in self.devices:
+            raise KeyError(device_id)
+        return self.devices[device_id]
+
+    def set_fault(self, device_id: str, kind: str, **opts: Any) -> None:
+        """offline/online toggle the device; others: n (times, None = until cleared), seconds,
+        code (throttle: 1110/1111/1199), mode (apply_lose_answer: "sleep" or "drop")."""
+        meter = self.meter(device_id)
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        if kind in ("offline", "online"):
+            meter.online = kind == "online"
+            return
+        defaults = {"slow": 5.0, "apply_lose_answer": 30.0}
+        meter.faults[kind] = Fault(kind=kind, remaining=opts.get("n", 1), code=int(opts.get("code", 1110)),
+                                   seconds=float(opts.get("seconds", defaults.get(kind, 0.0))),
+                                   mode=str(opts.get("mode", "sleep")))
+
+    def clear_faults(self, device_id: str) -> None:
+        meter = self.meter(device_id)
+        meter.faults.clear()
+        meter.online = True
+
+    def consume(self, device_id: str, kwh: Decimal | int | str) -> Decimal:
+        meter = self.meter(device_id)
+        meter.tick()
+        return meter.consume(Decimal(str(kwh)))
+
+    def total_credits(self, device_id: str) -> Decimal:
+        """Sum of applied charges (KES for seed meters, kWh for tuya-standard ones)."""
+        return sum((r["value"] for r in self.credit_log if r["device_id"] == device_id), Decimal(0))
+
+    def describe(self, meter: SandboxMeter) -> dict[str, Any]:
+        meter.tick()
+        return {"device_id": meter.device_id, "name": meter.name, "profile": meter.profile,
+                "online": meter.online, "status": meter.status_values(),
+                "faults": sorted(meter.faults), "total_credits": str(self.total_credits(meter.device_id))}
+
+    def record_credit(self, meter: SandboxMeter, record: dict[str, Any]) -> None:
+        self.credit_log.append({"device_id": meter.device_id, "at": time.time(), **record})

@@ -107,7 +107,8 @@ def test_energy_for_money_limits():
 
 def test_builtin_profiles():
     seed, std = BUILTIN_PROFILES["seed"], BUILTIN_PROFILES["tuya-standard"]
-    assert (seed.add_money, seed.read_purchase_total, seed.set_price) == ("charge_money", "electric_total", "goods_price")
+    assert (seed.add_money, seed.read_purchase_total, seed.set_price) == \
+        ("charge_money", "electric_total", "goods_price")
     assert seed.add_energy is None
     assert (std.add_energy, std.read_energy_balance, std.prepayment_switch, std.clear) == \
         ("charge_energy", "balance_energy", "switch_prepayment", "clear_energy")
