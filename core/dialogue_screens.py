@@ -140,9 +140,7 @@ BUILDERS: dict[str, Callable[[DialogueState, Caller], tuple[DialogueState, Scree
 def draw(state: DialogueState, caller: Caller, *, error: str | None = None,
          notice: str | None = None) -> tuple[DialogueState, Screen]:
     state, screen = BUILDERS[state.frame.screen](state, caller)
-    if notice:
-        screen = replace(screen, lines=(Line(notice),) + screen.lines)
-    return state, replace(screen, error=error) if error else screen
+    return state, replace(screen, error=error, notice=notice) if error or notice else screen
 
 
 def goodbye(language: str, name: str, **values: object) -> Screen:

@@ -97,7 +97,7 @@ async def _read_balance(effect: ReadBalance, caller: Caller, deps: DialogueDeps)
     async with deps.uow() as uow:
         meter = await uow.meters.get_by_number(effect.meter.number)
     # Balances are for the meter's own tenants only; the dialogue offers no other, this makes sure.
-    if meter is None or effect.meter not in caller.meters:
+    if meter is None or effect.meter.number not in {m.number for m in caller.meters}:
         return BalanceRead(BalanceInfo(meter=effect.meter, amount=None))
     live = None
     if deps.balance_reader is not None:

@@ -46,6 +46,7 @@ class Screen:
     options: tuple[Option, ...] = ()
     nav: tuple[Option, ...] = ()  # `0` back, `00` home; a bot may render them as buttons too
     error: str | None = None  # a short re-prompt message, shown above the title
+    notice: str | None = None  # a short confirmation ("Language saved."), shown above the title
     end: bool = False  # the conversation is over after this screen
     expects: str | None = None  # "meter_number" | "amount" when free text is the answer
 

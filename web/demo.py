@@ -115,7 +115,7 @@ Buy by USSD as Africa's Talking would post it (Wanjiku has meters A101 and A102;
 
   lipameter dial --url {base} --phone 0712345678
 
-  or by hand: curl -s {base}/ussd -d sessionId=demo-1 -d serviceCode='*384*1#' \
+  or by hand: curl -s {base}/ussd -d sessionId=demo-1 -d serviceCode='*384*1#' \\
     --data-urlencode phoneNumber=+254712345678 -d text=        (then text=1, text=1*1, text=1*1*100, text=1*1*100*1)
 
 Make the next payment from a phone fail (cancelled, wrong_pin, insufficient_funds, unreachable, lost_callback):

@@ -1,0 +1,233 @@
+"""USSD through the real app: uvicorn, the in-process worker, the Daraja sandbox over real HTTP, hops
+posted exactly as Africa's Talking posts them (cumulative `text`), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.stack import Stack
+from tests.ussd_helpers import AKINYI, OTIENO, STRANGER, WANJIKU, Phone, as_datetime, seed_ussd
+from ussd.hop import UssdConfig
+
+PUSH_DELAY_S = 0.6
+
+
+@pytest.fixture
+def stack(database_url):
+    stack = Stack(database_url)
+    seed_ussd(database_url)
+    stack.app.state.ussd_config = UssdConfig(push_delay_s=PUSH_DELAY_S)
+    yield stack
+    stack.stop()
+
+
+def count(stack: Stack, table: str, where: str = "1=1") -> int:
+    return stack.sql(f"SELECT count(*) AS n FROM {table} WHERE {where}")[0].n
+
+
+def todo_assert_sms_receipt(stack: Stack, payment_id: str, language: str) -> None:
+    """TODO(receipts): SMS receipts are being built in parallel. When `notify` jobs send them, assert here
+    that the payer got exactly one SMS, in `language`, naming the meter, the amount, the M-Pesa receipt
+    and the new balance (the Stack's Africa's Talking sandbox: `stack.sms`)."""
+
+
+def buy(phone: Phone, *replies: str) -> str:
+    phone.dial()
+    return phone.send(*replies)
+
+
+def test_ussd_purchase_pushes_after_the_session_and_completes(stack):
+    wanjiku, otieno = Phone(stack.url, WANJIKU), Phone(stack.url, OTIENO)
+    assert wanjiku.dial().startswith("CON LipaMeter\n1. Buy electricity")
+    assert wanjiku.send("1") == "CON Choose meter:\n1. A101 Flat A1\n2. A102 Flat A2, Kilimani Court\n" \
+                                "3. Other meter\n0. Back 00. Home"
+    assert wanjiku.send("1") == "CON Enter amount, KES 10-70,000:\nMeter A101 Flat A1\n0. Back 00. Home"
+    assert wanjiku.send("500") == ("CON Confirm payment:\nMeter A101 Flat A1\nAmount KES 500\nPhone 0712345678\n"
+                                   "1. Pay now\n2. Cancel\n0. Back 00. Home")
+    done = wanjiku.send("1")
+    assert done.startswith("END You will get an M-Pesa prompt for KES 500 on 0712345678")
+    # The session has ended and M-Pesa has not been asked yet: the prompt goes out from a job, later.
+    assert stack.daraja.transactions == []
+    payment = stack.sql("SELECT id, status, channel, idempotency_key, tenant_id FROM payments")[0]
+    assert (payment.status, payment.channel, payment.idempotency_key) == ("requested", "ussd", f"ussd:{wanjiku.session_id}")
+    assert payment.tenant_id is not None
+    job = stack.sql("SELECT run_after, created_at FROM jobs WHERE kind = 'push_stk'")[0]
+    assert (as_datetime(job.run_after) - as_datetime(job.created_at)).total_seconds() >= PUSH_DELAY_S - 0.05
+    assert wanjiku.retry() == done  # the gateway retried the confirm hop: same answer, no second payment
+
+    sw = buy(otieno, "1", "1", "250", "1")  # Otieno's menus are in Swahili; B201 is his only meter
+    assert sw.startswith("END Utapokea ombi la M-Pesa la KES 250 kwa 0722000111")
+
+    for ref, amount, phone in ((payment.id, 500, "254712345678"), (None, 250, "254722000111")):
+        ref = ref or stack.sql("SELECT id FROM payments WHERE phone = :p", p=phone)[0].id
+        paid = stack.wait_for(ref, lambda p: p["status"] != "PENDING" and p["status"] != "REQUESTED", timeout=15)
+        assert paid["status"] == "COMPLETED" and paid["amount"] == amount and paid["channel"] == "ussd"
+        assert paid["topUpStatus"] in ("QUEUED", "SENDING", "APPLIED")  # the top-up engine takes it from here
+        todo_assert_sms_receipt(stack, ref, "en" if phone.endswith("678") else "sw")
+    assert len(stack.daraja.transactions) == 2 and count(stack, "payments") == 2
+    assert {t.account_reference for t in stack.daraja.transactions} == {"A101", "B201"}
+    assert count(stack, "ussd_sessions", "payment_id IS NOT NULL") == 2
+    assert 'lipameter_payments_started_total{channel="ussd"} 2.0' in httpx.get(f"{stack.url}/metrics").text
+
+
+def test_pages_back_home_and_other_meters(stack):
+    akinyi = Phone(stack.url, AKINYI)
+    started = time.monotonic()
+    akinyi.dial()
+    first = akinyi.send("1")
+    assert first.splitlines()[1:] == ["1. M01 Block 01", "2. M02 Block 02", "3. M03 Block 03",
+                                      "4. M04 Block 04", "5. M05 Block 05", "6. Other meter",
+                                      "98. More", "0. Back 00. Home"]
+    assert "1. M06 " in akinyi.send("98") and "1. M11 " in akinyi.send("98")
+    last = akinyi.screens[-1]
+    assert "3. Other meter" in last and "98." not in last
+    assert akinyi.send("98").startswith("CON Invalid choice.\nChoose meter:\n1. M11")
+    assert "1. M06 " in akinyi.send("0")  # back: the previous page
+    assert akinyi.send("2").startswith("CON Enter amount") and "M07" in akinyi.screens[-1]
+    assert "1. M06 " in akinyi.send("0")
+    assert akinyi.send("00").startswith("CON LipaMeter\n1. Buy")
+    # Africa's Talking allows a hop a few seconds; we take a small fraction of that.
+    assert (time.monotonic() - started) / len(akinyi.screens) < 0.5
+    # Any meter by its number; typed lower case on a keypad is fine.
+    assert akinyi.send("1", "6") == "CON Enter meter number:\n0. Back 00. Home"
+    assert akinyi.send("NOPE").startswith("CON Meter NOPE not found.\nEnter meter number:")
+    assert akinyi.send("OFF1").startswith("CON Meter OFF1 is not in service.")
+    assert akinyi.send("a102").startswith("CON Enter amount, KES 10-70,000:\nMeter A102 Flat A2, Kilimani Court")
+    assert akinyi.send("5").startswith("CON Whole KES 10-70,000 only.\nEnter amount")
+    assert akinyi.send("500.5").startswith("CON Whole KES 10-70,000 only.")
+    assert "Amount KES 700" in akinyi.send("700.0")
+    assert akinyi.send("2") == "END Cancelled. Nothing was charged."
+    assert count(stack, "payments") == 0
+
+
+def test_swahili_menus_back_and_home(stack):
+    otieno = Phone(stack.url, OTIENO)
+    assert otieno.dial() == "CON LipaMeter\n1. Nunua umeme\n2. Angalia salio\n3. Malipo yangu\n4. Lugha"
+    assert otieno.send("1") == "CON Chagua mita:\n1. B201 Shop 1\n2. Mita nyingine\n0. Rudi 00. Mwanzo"
+    assert otieno.send("2") == "CON Weka nambari ya mita:\n0. Rudi 00. Mwanzo"
+    assert otieno.send("HAKUNA").startswith("CON Mita HAKUNA haipatikani.")
+    assert otieno.send("0").startswith("CON Chagua mita:")
+    assert otieno.send("1", "abc").startswith("CON KES 10-70,000 bila senti.\nWeka kiasi, KES 10-70,000:")
+    assert otieno.send("100").startswith("CON Thibitisha malipo:\nMita B201 Shop 1\nKiasi KES 100\nSimu 0722000111")
+    assert otieno.send("00").startswith("CON LipaMeter\n1. Nunua umeme")
+    assert otieno.send("2").startswith("CON Salio\nMita B201 Shop 1\n")  # his only meter: no list
+    assert otieno.send("00", "3") == "CON Malipo ya mwisho:\nBado hakuna malipo.\n0. Rudi 00. Mwanzo"
+    assert otieno.send("1").startswith("CON Chaguo si sahihi.\nMalipo ya mwisho:")
+    assert otieno.send("x").startswith("CON Chaguo si sahihi.")
+    assert otieno.send("*") == "END Makosa mengi mno. Tafadhali piga tena. Kwaheri."
+
+
+def test_balance_payments_and_language(stack):
+    paid = stack.pay(amount=250, phone="0712345678", meter="A101").json()["paymentId"]
+    stack.wait_for(paid, lambda p: p["status"] == "COMPLETED")
+    wanjiku = Phone(stack.url, WANJIKU)
+    wanjiku.dial()
+    assert wanjiku.send("2") == "CON Choose meter:\n1. A101 Flat A1\n2. A102 Flat A2, Kilimani Court\n0. Back 00. Home"
+    balance = wanjiku.send("1")
+    assert balance.startswith("CON Balance\nMeter A101 Flat A1\nKES ")
+    assert ", 3 h ago\n" in balance or " now\n" in balance  # the top-up engine may have read it since
+    assert wanjiku.send("1").startswith("CON Enter amount") and wanjiku.send("0") == balance
+    assert wanjiku.send("00", "3").startswith("CON Last payments:\n")
+    assert " KES 250 Paid A101\n" in wanjiku.screens[-1]
+    assert wanjiku.send("0", "4") == "CON Choose language:\n1. English\n2. Kiswahili\n0. Back 00. Home"
+    assert wanjiku.send("2") == ("CON Lugha imehifadhiwa.\nLipaMeter\n1. Nunua umeme\n2. Angalia salio\n"
+                                 "3. Malipo yangu\n4. Lugha")
+    assert stack.sql("SELECT language FROM tenants WHERE phone = '254712345678'")[0].language == "sw"
+    assert Phone(stack.url, WANJIKU).dial().startswith("CON LipaMeter\n1. Nunua umeme")  # remembered
+    # A stranger: no meters to list, buys by number, and becomes a tenant when choosing a language.
+    stranger = Phone(stack.url, STRANGER)
+    stranger.dial()
+    assert stranger.send("2").startswith("CON No meter is linked to this phone.")
+    assert stranger.send("0", "1") == "CON Enter meter number:\n0. Back 00. Home"
+    assert count(stack, "tenants", "phone = '254744000333'") == 0
+    stranger.send("00", "4", "2")
+    assert stack.sql("SELECT language FROM tenants WHERE phone = '254744000333'")[0].language == "sw"
+
+
+def test_bad_input_never_pays_and_never_fails(stack):
+    p = Phone(stack.url, WANJIKU)
+    p.dial()
+    assert p.send("0").startswith("CON Invalid choice.\nLipaMeter")  # nothing to go back to
+    assert p.send("abc").startswith("CON Invalid choice.")
+    assert p.send("#") == "END Too many wrong entries. Please dial again. Goodbye."
+    assert p.send("1") == "END This session has ended. Please dial again."
+    for entry in ("*", "1#", "9" * 500):
+        q = Phone(stack.url, WANJIKU)
+        q.dial()
+        assert q.send(entry).startswith("CON Invalid choice.\nLipaMeter")
+    # An empty first reply posts `text=` again, which is exactly a retry of the first hop: same screen.
+    q = Phone(stack.url, WANJIKU)
+    assert q.dial() == q.send("")
+    q = Phone(stack.url, WANJIKU)
+    q.dial()
+    assert q.send("1", "").startswith("CON Invalid choice.\nChoose meter:")
+    q = Phone(stack.url, WANJIKU)
+    q.dial()
+    assert q.post("1*1").startswith("CON Invalid choice.")  # two answers typed as one reply
+    assert q.send("1", "1", "999999999999999999999999").startswith("CON Whole KES 10-70,000 only.")
+    # A session we never saw, arriving mid-path, must not be guessed at (it could be a confirm).
+    assert Phone(stack.url, WANJIKU).post("1*1*500*1").startswith("END Session ended. Please dial again.\n")
+    for odd in ("0712345678", "254712345678", "+254 712 345 678", "254-712-345-678"):
+        assert Phone(stack.url, odd).dial().startswith("CON LipaMeter")
+    for odd in ("+15551234567", "", "abc", "+254201234567", "+2547123456789999"):
+        assert Phone(stack.url, odd).dial().startswith("END Sorry, LipaMeter works with Kenyan M-Pesa numbers only.")
+    hijack = Phone(stack.url, OTIENO, session_id=q.session_id)  # someone else's phone on that session
+    assert hijack.post(q.text + "*1").startswith("END ")
+    for body in (b"", b"text=1", b'{"sessionId": "x"}', b"sessionId=" + b"x" * 200 + b"&text=",
+                 b"sessionId=big&text=" + b"1" * 9000):
+        answer = httpx.post(f"{stack.url}/ussd", content=body,
+                            headers={"content-type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 200 and answer.text.startswith("END ") and len(answer.text) <= 160
+    assert httpx.get(f"{stack.url}/ussd").status_code == 405
+    assert count(stack, "payments") == 0 and count(stack, "jobs", "kind = 'push_stk'") == 0
+    assert stack.daraja.transactions == []
+
+
+def test_retried_and_racing_hops_pay_once(stack):
+    p = Phone(stack.url, WANJIKU)
+    first = p.dial()
+    assert p.retry() == first
+    assert p.send("1") == p.retry()
+    p.send("2", "300")
+    final_text = p.text + "*1"
+    with ThreadPoolExecutor(8) as pool:  # the confirm hop, retried eight times at once
+        answers = list(pool.map(lambda _: p.post(final_text), range(8)))
+    assert len(set(answers)) == 1 and answers[0].startswith("END You will get an M-Pesa prompt for KES 300")
+    assert count(stack, "payments") == 1 and count(stack, "jobs", "kind = 'push_stk'") == 1
+    assert stack.sql("SELECT hops FROM ussd_sessions")[0].hops == 5  # dial, 1, 2, 300, 1: retries not counted
+    payment = stack.sql("SELECT id FROM payments")[0].id
+    assert stack.wait_for(payment, lambda d: d["status"] == "COMPLETED", timeout=15)["amount"] == 300
+    assert len(stack.daraja.transactions) == 1
+    # A new session from the same phone can buy again once the first prompt is answered.
+    assert buy(Phone(stack.url, WANJIKU), "1", "1", "100", "1").startswith("END You will get an M-Pesa prompt")
+    # …but not while that one's prompt is still waiting.
+    assert buy(Phone(stack.url, WANJIKU), "1", "1", "100", "1").startswith("END An M-Pesa prompt is already waiting")
+    assert count(stack, "payments") == 2
+
+
+def test_end_of_session_reports_are_recorded(stack):
+    p = Phone(stack.url, WANJIKU)
+    p.dial()
+    p.send("3")
+    report = {"date": "2026-11-28 10:00:00", "sessionId": p.session_id, "serviceCode": "*384*1#",
+              "networkCode": "63902", "phoneNumber": WANJIKU, "status": "Incomplete", "cost": "KES 0.0000",
+              "durationInMillis": "11234", "hopsCount": "2", "input": "3", "lastAppResponse": "CON Last payments:",
+              "errorMessage": ""}
+    answer = httpx.post(f"{stack.url}/ussd/events", data=report)
+    assert answer.status_code == 200 and answer.text == "OK"
+    row = stack.sql("SELECT end_status, ended, end_report FROM ussd_sessions")[0]
+    assert row.end_status == "Incomplete" and row.ended
+    assert "254712345678" not in str(row.end_report) and "11234" in str(row.end_report)
+    assert p.send("0").startswith("END This session has ended")  # the gateway said so: nothing more happens
+    unknown = httpx.post(f"{stack.url}/ussd/events", data={**report, "sessionId": "never-seen", "status": "Failed",
+                                                           "errorMessage": "timeout"})
+    assert unknown.status_code == 200 and httpx.post(f"{stack.url}/ussd/events", content=b"junk").status_code == 200
+    metrics = httpx.get(f"{stack.url}/metrics").text
+    assert 'lipameter_ussd_sessions_ended_total{status="Incomplete"} 1.0' in metrics
+    assert 'lipameter_ussd_hops_total{outcome="con"}' in metrics
+    assert count(stack, "payments") == 0
+

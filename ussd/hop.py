@@ -1,0 +1,171 @@
+"""One USSD hop: Africa's Talking's form in, `CON`/`END` text out, the dialogue's state kept per sessionId.
+
+Africa's Talking posts the whole conversation so far in `text` (`1*2*500`), so only what follows the
+previous hop's text is new. A gateway retry repeats a hop's `text` exactly: we answer it with the stored
+answer and run nothing, so a retried confirm can never start a second payment (the payment's
+idempotency key, `ussd:<sessionId>`, covers a retry that races the original).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydantic import ValidationError
+
+from core import dialogue, texts
+from core.dialogue_service import DialogueDeps, PaymentHistory, drive, load_caller
+from core.dialogue_types import DialogueState, Screen, SessionRecord, SessionStore, Step
+from core.errors import InvalidInput
+from core.model import Meter
+from core.payment_service import PaymentLimits
+from core.payments import Channel
+from core.phone import mask_phone, normalize_kenyan_mobile
+from core.ports import Clock, MeterBalanceReader, UnitOfWork
+from ussd.render import to_text
+
+log = logging.getLogger("lipameter.ussd")
+
+MAX_SESSION_ID = 100
+MAX_FIELD = 40
+MAX_TEXT = 1000  # dozens of hops; a real session times out long before
+
+
+@dataclass(frozen=True)
+class UssdConfig:
+    push_delay_s: float = 5.0  # the STK prompt is sent this long after the confirm hop (session closed by then)
+    balance_timeout_s: float = 1.5  # Africa's Talking gives a hop a few seconds; the meter gets this much
+
+
+@dataclass(frozen=True)
+class Hop:
+    session_id: str
+    phone: str
+    text: str
+    service_code: str = ""
+    network_code: str = ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    outcome: str  # con | end | replay | expired | refused: for metrics and logs
+
+
+@dataclass
+class UssdDeps:
+    sessions: SessionStore
+    uow: Callable[[], UnitOfWork]
+    limits: PaymentLimits
+    clock: Clock
+    history: PaymentHistory
+    balance_reader: MeterBalanceReader | None = None
+    on_payment_started: Callable[[], None] | None = None
+    config: UssdConfig = field(default_factory=UssdConfig)
+
+    def dialogue(self) -> DialogueDeps:
+        reader = BoundedBalanceReader(self.balance_reader, self.config.balance_timeout_s) if self.balance_reader else None
+        return DialogueDeps(uow=self.uow, limits=self.limits, clock=self.clock, history=self.history,
+                            channel=Channel.USSD, balance_reader=reader, push_delay_s=self.config.push_delay_s,
+                            on_payment_started=self.on_payment_started)
+
+
+class BoundedBalanceReader:
+    """A live balance within a USSD hop's budget, or None (the dialogue then shows the last known value)."""
+
+    def __init__(self, reader: MeterBalanceReader, timeout_s: float) -> None:
+        self.reader, self.timeout_s = reader, timeout_s
+
+    async def read_balance(self, meter: Meter):
+        try:
+            return await asyncio.wait_for(self.reader.read_balance(meter), timeout=self.timeout_s)
+        except Exception as error:  # a timeout or a cloud error: the tenant still gets an answer
+            log.info("live balance of %s not read in time: %s", meter.number, type(error).__name__)
+            return None
+
+
+def ending(message: str) -> str:
+    return to_text(Screen(name="bye", title=message, end=True))
+
+
+def parse_hop(form: dict[str, list[str]]) -> Hop | None:
+    """Africa's Talking's fields; None when the request cannot be a USSD hop at all."""
+    def first(name: str) -> str:
+        values = form.get(name) or [""]
+        return values[0]
+
+    session_id = first("sessionId").strip()
+    if not session_id or len(session_id) > MAX_SESSION_ID or not session_id.isprintable():
+        return None
+    return Hop(session_id=session_id, phone=first("phoneNumber").strip()[:MAX_FIELD], text=first("text"),
+               service_code=first("serviceCode")[:MAX_FIELD], network_code=first("networkCode")[:16])
+
+
+def new_input(text: str, last_text: str) -> str:
+    """What the user typed this hop. Normally the last `*` segment; when the text extends the previous
+    hop's, everything after it (so a reply typed as `1*2` is one wrong entry, not a silent `2`)."""
+    if last_text == "":
+        return text
+    if text.startswith(last_text + "*"):
+        return text[len(last_text) + 1:]
+    return text.rsplit("*", 1)[-1]
+
+
+async def answer(hop: Hop, deps: UssdDeps) -> Answer:
+    record = await deps.sessions.get(hop.session_id)
+    if record is not None and record.last_text == hop.text:
+        return Answer(record.last_answer, "replay")
+    try:
+        phone = normalize_kenyan_mobile(hop.phone)
+    except InvalidInput:
+        return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
+    state = _resumable(record, hop, phone)
+    if len(hop.text) > MAX_TEXT or (record is None and hop.text != "") or (record is not None and state is None):
+        # A hop we cannot place (a session we never saw, or one already over): never guess, never pay.
+        return Answer(ending(_expired(record)), "expired")
+    caller = await load_caller(phone, uow=deps.uow(), limits=deps.limits, payment_key=f"ussd:{hop.session_id}")
+    if state is None:
+        step = dialogue.start(caller)
+    else:
+        step = dialogue.handle(state, new_input(hop.text, record.last_text), caller)
+    step = await drive(step, caller, deps.dialogue())
+    text = to_text(step.screen)
+    if await deps.sessions.save(_record(hop, phone, step, text, record, deps.clock),
+                                expected_hops=record.hops if record else None):
+        return Answer(text, "end" if step.screen.end else "con")
+    # The same hop twice at once (a gateway retry racing the original): answer as the winner did.
+    winner = await deps.sessions.get(hop.session_id)
+    if winner is not None and winner.last_text == hop.text:
+        return Answer(winner.last_answer, "replay")
+    log.warning("ussd session %s: a concurrent hop overtook this one", hop.session_id)
+    return Answer(text, "end" if step.screen.end else "con")
+
+
+def _resumable(record: SessionRecord | None, hop: Hop, phone: str) -> DialogueState | None:
+    if record is None or record.ended or record.phone != phone:
+        return None
+    try:
+        return DialogueState.model_validate(record.state)
+    except ValidationError:  # stored by an older release: start again rather than guess
+        log.warning("ussd session %s: unreadable state", hop.session_id)
+        return None
+
+
+def _expired(record: SessionRecord | None) -> str:
+    language = (record.state or {}).get("language") if record else None
+    return texts.text(language, "expired") if language in texts.LANGUAGES else texts.BILINGUAL_EXPIRED
+
+
+def _record(hop: Hop, phone: str, step: Step, text: str, previous: SessionRecord | None, clock: Clock) -> SessionRecord:
+    now = clock.now()
+    if step.screen.end:
+        log.info("ussd session %s from %s ended at %s", hop.session_id, mask_phone(phone), step.screen.name)
+    return SessionRecord(
+        session_id=hop.session_id, phone=phone, state=step.state.model_dump(mode="json"), last_text=hop.text,
+        last_answer=text, hops=(previous.hops if previous else 0) + 1, ended=step.screen.end,
+        created_at=previous.created_at if previous else now, updated_at=now,
+        service_code=hop.service_code or None, network_code=hop.network_code or None,
+        payment_id=step.state.payment_id,
+    )

@@ -1,0 +1,106 @@
+"""`POST /ussd` (Africa's Talking's USSD callback) and `POST /ussd/events` (its end-of-session report).
+
+Africa's Talking ends the session on any non-200 answer or an answer not starting `CON `/`END `, so
+every path answers 200 with text — bad input gets a re-prompt or a polite `END`, never a 5xx. Nothing
+here calls Daraja or Tuya: the STK push goes out from a job after the session has closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+from prometheus_client import CollectorRegistry, Counter
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from core import texts
+from core.phone import mask_phone
+from ussd.hop import Answer, UssdConfig, UssdDeps, answer, ending, parse_hop
+
+log = logging.getLogger("lipameter.ussd")
+
+MAX_BODY = 8 * 1024
+EVENT_FIELDS = ("date", "sessionId", "serviceCode", "networkCode", "phoneNumber", "status", "cost",
+                "durationInMillis", "hopsCount", "input", "lastAppResponse", "errorMessage")
+
+
+class UssdMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.hops = Counter("lipameter_ussd_hops_total", "USSD hops answered, by outcome", ["outcome"],
+                            registry=registry)
+        self.sessions = Counter("lipameter_ussd_sessions_ended_total",
+                                "Africa's Talking end-of-session reports, by status", ["status"], registry=registry)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    # parse_qs rather than request.form(): the first hop's `text` is empty and must stay a key.
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge()
+        chunks.append(chunk)
+    return parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
+
+
+def ussd_routes(build: Callable[[Any], UssdDeps], *, registry_of: Callable[[Any], CollectorRegistry | None]
+                = lambda services: None) -> list[Route]:
+    """Routes bound to `build(app.state.services)`, made once per app. `app.state.ussd_config`, when
+    set, overrides the USSD timings (the tests shorten the push delay with it)."""
+
+    def deps_of(request: Request) -> tuple[UssdDeps, UssdMetrics]:
+        state = request.app.state
+        services = state.services
+        cached = getattr(state, "ussd_deps", None)
+        if cached is None or cached[0] is not services:
+            cached = (services, build(services), UssdMetrics(registry_of(services)))
+            state.ussd_deps = cached
+        config: UssdConfig | None = getattr(state, "ussd_config", None)
+        return (cached[1] if config is None else replace(cached[1], config=config)), cached[2]
+
+    async def ussd(request: Request) -> Response:
+        return await answer_hop(request, *deps_of(request))
+
+    async def events(request: Request) -> Response:
+        return await record_event(request, *deps_of(request))
+
+    return [Route("/ussd", ussd, methods=["POST"]), Route("/ussd/events", events, methods=["POST"])]
+
+
+async def answer_hop(request: Request, deps: UssdDeps, metrics: UssdMetrics) -> Response:
+    try:
+        hop = parse_hop(await _form(request))
+        result = await answer(hop, deps) if hop else Answer(ending(texts.BILINGUAL_EXPIRED), "refused")
+    except _TooLarge:
+        result = Answer(ending(texts.BILINGUAL_EXPIRED), "refused")
+    except Exception:  # the tenant gets a polite END; we get the traceback
+        log.exception("ussd hop failed")
+        result = Answer(ending(texts.BILINGUAL_TROUBLE), "error")
+    metrics.hops.labels(outcome=result.outcome).inc()
+    return PlainTextResponse(result.text)
+
+
+async def record_event(request: Request, deps: UssdDeps, metrics: UssdMetrics) -> Response:
+    """Logs, a metric and the session row's end status. Never touches a payment."""
+    try:
+        form = await _form(request)
+    except _TooLarge:
+        return PlainTextResponse("request body too large", status_code=413)
+    report = {name: (form.get(name) or [""])[0][:200] for name in EVENT_FIELDS if name in form}
+    status, session_id = report.get("status") or "unknown", report.get("sessionId", "")[:100]
+    metrics.sessions.labels(status=status if status in ("Success", "Incomplete", "Failed") else "other").inc()
+    report["phoneNumber"] = mask_phone(report.get("phoneNumber", ""))  # kept for support, never in full
+    known = bool(session_id) and await deps.sessions.record_end(session_id, status=status, report=report,
+                                                                at=deps.clock.now())
+    log.info("ussd session %s ended: %s (%s hops)%s%s", session_id, status, report.get("hopsCount", "?"),
+             f", error: {report['errorMessage']}" if report.get("errorMessage") else "",
+             "" if known else " [unknown session]")
+    return PlainTextResponse("OK")
