@@ -12,20 +12,11 @@ from decimal import Decimal
 
 from core.errors import UpstreamError
 from core.money import format_kes
+from core.notify_texts import text
 from core.phone import mask_phone
 from core.ports import Clock, SmsSender, UnitOfWork
 
 log = logging.getLogger("lipameter.notify")
-
-FAILURE_REASONS = {
-    "1032": "you cancelled the M-Pesa prompt",
-    "1037": "your phone could not be reached",
-    "2001": "the M-Pesa PIN was wrong",
-    "1": "your M-Pesa balance was not enough",
-    "1019": "the prompt expired",
-    "1036": "the prompt timed out",
-}
-
 
 @dataclass(frozen=True)
 class Message:
@@ -35,16 +26,18 @@ class Message:
     topup_id: str | None
 
 
-def _balance_text(balance: Decimal | None, profile_money: bool) -> str:
+def _balance_text(language: str, balance: Decimal | None, money: bool) -> str:
     if balance is None:
         return ""
-    return f" New balance {format_kes(balance)}." if profile_money else f" New balance {balance.normalize():f} kWh."
+    if money:
+        return text(language, "balance_money").format(value=format_kes(balance))
+    return text(language, "balance_energy").format(value=f"{balance.normalize():f}")
 
 
-def _units_text(units: Decimal | None, money: bool) -> str:
-    if units is None:
+def _units_text(language: str, units: Decimal | None, money: bool) -> str:
+    if units is None or money:
         return ""
-    return "" if money else f" ({units.normalize():f} kWh)"
+    return text(language, "units_energy").format(value=f"{units.normalize():f}")
 
 
 async def compose(event: dict, *, uow: UnitOfWork) -> Message | None:
@@ -56,27 +49,23 @@ async def compose(event: dict, *, uow: UnitOfWork) -> Message | None:
         if payment is None:
             return None
         meter = await uow.meters.get(payment.meter_id)
-    meter_label = f"meter {meter.number}"
-    receipt = f" (M-Pesa {payment.mpesa_receipt})" if payment.mpesa_receipt else ""
-    paid = format_kes(payment.amount)
-    kind = event["event"]
+        tenant = await uow.tenants.get_by_phone(payment.phone)
+    lang = (tenant.language if tenant else None) or "en"
+    kind = "topup_failed" if event["event"] == "topup_review" else event["event"]
+    if kind not in ("payment_failed", "topup_applied", "topup_delayed", "topup_failed"):
+        return None
+    fields = dict(paid=format_kes(payment.amount), meter=meter.number,
+                  receipt=f" (M-Pesa {payment.mpesa_receipt})" if payment.mpesa_receipt else "")
     if kind == "payment_failed":
-        why = FAILURE_REASONS.get(payment.result_code or "", (payment.result_desc or "M-Pesa declined it").rstrip("."))
-        text = f"LipaMeter: your payment of {paid} for {meter_label} did not go through: {why}. No money was taken. Please try again."
-    elif kind == "topup_applied":
+        reasons = text(lang, "why")
+        fields["why"] = reasons.get(payment.result_code or "", reasons[""])
+    if kind == "topup_applied":
         # A money meter is credited the KES paid; an energy meter is credited kWh.
         money = topup.units_added == topup.amount
-        text = (f"LipaMeter: {paid}{receipt} received. Meter {meter.number} credited"
-                f"{_units_text(topup.units_added, money)}.{_balance_text(topup.balance_after, money)}")
-    elif kind == "topup_delayed":
-        text = (f"LipaMeter: {paid}{receipt} received. Meter {meter.number} is not responding, so the credit is delayed. "
-                "We keep trying and will SMS you when it is done.")
-    elif kind in ("topup_failed", "topup_review"):
-        text = (f"LipaMeter: {paid}{receipt} received, but we could not credit {meter_label} yet. "
-                "Your landlord has been alerted and will credit it. Keep this SMS as proof.")
-    else:
-        return None
-    return Message(payment.phone, text, payment.id, topup.id if topup else None)
+        fields.update(units=_units_text(lang, topup.units_added, money),
+                      balance=_balance_text(lang, topup.balance_after, money))
+    body = text(lang, kind).format(**fields)
+    return Message(payment.phone, body, payment.id, topup.id if topup else None)
 
 
 async def notify(event: dict, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock) -> str:

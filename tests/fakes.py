@@ -74,6 +74,9 @@ class FakeTenants(_Repo):
     async def link(self, tenant_id, meter_id):
         self.data.links.add((tenant_id, meter_id))
 
+    async def save(self, tenant):
+        self.data.tenants[tenant.id] = copy.deepcopy(tenant)
+
     async def meters_of(self, tenant_id):
         return [copy.deepcopy(self.data.meters[m]) for t, m in sorted(self.data.links) if t == tenant_id]
 

@@ -29,10 +29,19 @@ def count(stack: Stack, table: str, where: str = "1=1") -> int:
     return stack.sql(f"SELECT count(*) AS n FROM {table} WHERE {where}")[0].n
 
 
-def todo_assert_sms_receipt(stack: Stack, payment_id: str, language: str) -> None:
-    """TODO(receipts): SMS receipts are being built in parallel. When `notify` jobs send them, assert here
-    that the payer got exactly one SMS, in `language`, naming the meter, the amount, the M-Pesa receipt
-    and the new balance (the Stack's Africa's Talking sandbox: `stack.sms`)."""
+def assert_sms_receipt(stack: Stack, payment_id: str, language: str) -> None:
+    """The payer gets exactly one SMS, in their language, naming the meter, the amount, the M-Pesa
+    receipt and the new balance."""
+    paid = stack.wait_for(payment_id, lambda p: p["topUpStatus"] == "APPLIED", timeout=15)
+    phone = "+" + paid["phoneNumber"]
+    deadline = time.monotonic() + 10
+    while not stack.sms.messages(to=phone):
+        assert time.monotonic() < deadline, "no SMS receipt"
+        time.sleep(0.05)
+    [sms] = stack.sms.messages(to=phone)
+    assert paid["mpesaReceiptNumber"] in sms.message and paid["meterNumber"] in sms.message
+    assert f"KES {paid['amount']:,}" in sms.message
+    assert ("imepokelewa" in sms.message) == (language == "sw")
 
 
 def buy(phone: Phone, *replies: str) -> str:
@@ -67,7 +76,7 @@ def test_ussd_purchase_pushes_after_the_session_and_completes(stack):
         paid = stack.wait_for(ref, lambda p: p["status"] != "PENDING" and p["status"] != "REQUESTED", timeout=15)
         assert paid["status"] == "COMPLETED" and paid["amount"] == amount and paid["channel"] == "ussd"
         assert paid["topUpStatus"] in ("QUEUED", "SENDING", "APPLIED")  # the top-up engine takes it from here
-        todo_assert_sms_receipt(stack, ref, "en" if phone.endswith("678") else "sw")
+        assert_sms_receipt(stack, ref, "en" if phone.endswith("678") else "sw")
     assert len(stack.daraja.transactions) == 2 and count(stack, "payments") == 2
     assert {t.account_reference for t in stack.daraja.transactions} == {"A101", "B201"}
     assert count(stack, "ussd_sessions", "payment_id IS NOT NULL") == 2

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Mapping
 
 import httpx
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.clock import SystemClock
 from core.meter_profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
 from core.notify_service import notify
+from core.operator_service import read_balance
 from core.payment_service import PaymentLimits, push_payment
 from core.ports import Clock, MeterGateway, PaymentGateway, SmsSender
 from core.reconcile import reconcile_payments, verify_payment
@@ -49,6 +51,10 @@ class Services:
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
 
+    @property
+    def meter_balance_reader(self) -> "LiveBalanceReader | None":
+        return LiveBalanceReader(self) if self.meter_gateway is not None else None
+
     def topup_engine(self) -> TopUpEngine:
         settings = self.settings
         policy = TopUpPolicy(max_attempts=settings.topup_max_attempts,
@@ -64,6 +70,19 @@ class Services:
         if isinstance(self.meter_gateway, TuyaMeterGateway):
             self.meter_gateway.close()
         await self.engine.dispose()
+
+
+@dataclass
+class LiveBalanceReader:
+    """core.ports.MeterBalanceReader over the Tuya gateway; a read also refreshes the last known value."""
+
+    services: Services
+
+    async def read_balance(self, meter) -> Decimal | None:
+        s = self.services
+        _, reading = await read_balance(meter.number, uow=s.uow(), meters=s.meter_gateway, profiles=s.profiles,
+                                        clock=s.clock)
+        return reading.money_balance
 
 
 def build_meter_gateway(settings: Settings) -> TuyaMeterGateway | None:
