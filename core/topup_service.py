@@ -65,6 +65,10 @@ class TopUpEngine:
             return await self._finish(topup, TopUpStatus.FAILED, error=error.message)
         try:
             return await self._attempt(topup, meter, plan, profile, specs)
+        except InvalidInput as error:
+            # The meter answered something we cannot use (a DP missing from its status, say).
+            final = TopUpStatus.FAILED if topup.sent_at is None else TopUpStatus.NEEDS_REVIEW
+            return await self._finish(topup, final, error=error.message)
         except UpstreamError as error:
             if not error.transient:
                 # A refusal: the cloud did not apply the command (2008, 1101, 1106, 1004 ...).
