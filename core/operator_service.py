@@ -10,7 +10,8 @@ from typing import Mapping
 
 from core.admin_service import parse_price
 from core.errors import Conflict, InvalidInput, NotFound
-from core.meter_profiles import DpSpec, MeterProfile, MeterReading, plan_charge, read_meter, to_raw
+from core.meter_profiles import DpSpec, MeterProfile, to_raw
+from core.meter_charge import MeterReading, plan_charge, read_meter
 from core.model import Meter, new_id
 from core.ports import Clock, MeterGateway, UnitOfWork
 from core.topups import TopUp, TopUpStatus, topup_for_payment

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Awaitable, Callable, Mapping
 
 from core.errors import Conflict, InvalidInput, UpstreamError
-from core.meter_profiles import ChargePlan, DpSpec, MeterProfile, Verdict, plan_charge, read_meter
+from core.meter_profiles import DpSpec, MeterProfile
+from core.meter_charge import ChargePlan, Verdict, plan_charge, read_meter
 from core.model import Meter
 from core.ports import Clock, MeterGateway, UnitOfWork
 from core.topups import TopUp, TopUpStatus

@@ -22,8 +22,8 @@ import requests
 from tuya_connector import TuyaOpenAPI
 
 from core.errors import InvalidInput
-from core.meter_profiles import (ChargePlan, DpSpec, MeterProfile, MeterReading, as_spec_map, from_raw,
-                                 parse_specifications, read_meter, to_decimal, to_raw)
+from core.meter_profiles import DpSpec, MeterProfile, as_spec_map, from_raw, parse_specifications, to_decimal, to_raw
+from core.meter_charge import ChargePlan, MeterReading, read_meter
 from gateways.tuya_errors import (TOKEN_CODES, HttpStatusError, TuyaError, TuyaOutcomeUnknown,
                                   TuyaTransientError, error_from_exception, error_from_response)
 

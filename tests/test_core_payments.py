@@ -1,7 +1,5 @@
 """Unit tests of the payment use cases on fakes (no database, no network)."""
 
-import json
-from decimal import Decimal
 
 import pytest
 

@@ -3,7 +3,6 @@ ways, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx

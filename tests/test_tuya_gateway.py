@@ -11,7 +11,8 @@ from decimal import Decimal as D
 import pytest
 
 from core.errors import InvalidInput, UpstreamError
-from core.meter_profiles import BUILTIN_PROFILES, Verdict, missing_codes, plan_charge
+from core.meter_profiles import BUILTIN_PROFILES, missing_codes
+from core.meter_charge import Verdict, plan_charge
 from gateways.tuya import TuyaMeterGateway
 from gateways.tuya_errors import TuyaOutcomeUnknown, TuyaPermanentError, TuyaTransientError
 from sandbox.tuya import create_tuya_sandbox
