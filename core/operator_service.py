@@ -188,7 +188,8 @@ async def read_balance(meter_number: str, *, uow: UnitOfWork, meters: MeterGatew
     async with uow:
         meter = await meter_by_number(uow, meter_number)
         meter.last_balance, meter.last_energy = reading.money_balance, reading.energy_balance
-        meter.last_balance_at, meter.online = clock.now(), True
+        # Not `online`: the Tuya cloud answers status for an offline device too (its last report).
+        meter.last_balance_at = clock.now()
         await uow.meters.save(meter)
         await uow.commit()
     return meter, reading
