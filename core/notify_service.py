@@ -2,6 +2,8 @@
 
 Every message is recorded (`notifications`) whatever the channel, so an operator can see what a
 tenant was told. With no SMS gateway configured the message is recorded as `skipped` and logged.
+Payments started in Telegram are answered in the tenant's linked chat; when Telegram cannot deliver
+(the user blocked the bot, the chat is gone) the same message goes by SMS, and both attempts are recorded.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from core.errors import UpstreamError
 from core.money import format_kes
 from core.notify_texts import text
 from core.phone import mask_phone
-from core.ports import Clock, SmsSender, UnitOfWork
+from core.payments import Channel
+from core.ports import Blocked, Clock, SmsSender, TelegramSender, UnitOfWork
 
 log = logging.getLogger("lipameter.notify")
 
@@ -24,6 +27,7 @@ class Message:
     text: str
     payment_id: str | None
     topup_id: str | None
+    chat_id: int | None = None  # the payer's linked Telegram chat, for payments started in Telegram
 
 
 def _balance_text(language: str, balance: Decimal | None, money: bool) -> str:
@@ -65,13 +69,18 @@ async def compose(event: dict, *, uow: UnitOfWork) -> Message | None:
         fields.update(units=_units_text(lang, topup.units_added, money),
                       balance=_balance_text(lang, topup.balance_after, money))
     body = text(lang, kind).format(**fields)
-    return Message(payment.phone, body, payment.id, topup.id if topup else None)
+    chat_id = tenant.telegram_chat_id if tenant is not None and payment.channel == Channel.TELEGRAM else None
+    return Message(payment.phone, body, payment.id, topup.id if topup else None, chat_id)
 
 
-async def notify(event: dict, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock) -> str:
+async def notify(event: dict, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
+                 telegram: TelegramSender | None = None) -> str:
     message = await compose(event, uow=uow)
     if message is None:
         return "nobody"
+    if message.chat_id is not None and telegram is not None and await _by_telegram(
+            event, message, uow=uow, telegram=telegram, clock=clock):
+        return "sent"
     status, error, channel = "sent", None, "sms"
     if sms is None:
         status, channel = "skipped", "log"
@@ -84,9 +93,32 @@ async def notify(event: dict, *, uow: UnitOfWork, sms: SmsSender | None, clock: 
                 raise  # the job retries with backoff
             status, error = "failed", failure.message
             log.warning("SMS to %s refused: %s", mask_phone(message.phone), failure.message)
+    await _record(event, message, channel=channel, status=status, error=error, uow=uow, clock=clock)
+    return status
+
+
+async def _by_telegram(event: dict, message: Message, *, uow: UnitOfWork, telegram: TelegramSender,
+                       clock: Clock) -> bool:
+    """True when Telegram took the message. False when it refused for good (the user blocked the bot,
+    the chat is gone): the caller sends an SMS instead. A transient failure raises, so the job retries."""
+    try:
+        await telegram.send(message.chat_id, message.text)
+    except UpstreamError as failure:
+        if failure.transient:
+            raise
+        log.info("Telegram %s the message to %s (%s); sending it by SMS",
+                 "blocked" if isinstance(failure, Blocked) else "refused", mask_phone(message.phone), failure.message)
+        await _record(event, message, channel="telegram", status="failed", error=failure.message[:255], uow=uow,
+                      clock=clock)
+        return False
+    await _record(event, message, channel="telegram", status="sent", error=None, uow=uow, clock=clock)
+    return True
+
+
+async def _record(event: dict, message: Message, *, channel: str, status: str, error: str | None, uow: UnitOfWork,
+                  clock: Clock) -> None:
     async with uow:
         await uow.notifications.add(at=clock.now(), channel=channel, event=event["event"],
                                     recipient=mask_phone(message.phone), payment_id=message.payment_id,
                                     topup_id=message.topup_id, message=message.text, status=status, error=error)
         await uow.commit()
-    return status

@@ -54,6 +54,7 @@ class Clock(Protocol):
 from core.model import Job, Meter, Tenant  # noqa: E402
 from core.payments import Payment  # noqa: E402
 from core.topups import TopUp  # noqa: E402
+from core.errors import UpstreamError  # noqa: E402
 
 
 class MeterRepository(Protocol):
@@ -160,3 +161,17 @@ class MeterBalanceReader(Protocol):
     now; callers bound the wait themselves (USSD gives it about 1.5 s) and fall back to the last known value."""
 
     async def read_balance(self, meter: Meter) -> Decimal | None: ...
+
+
+class Blocked(UpstreamError):
+    """Telegram will not deliver to this chat: the user blocked the bot (403 "Forbidden: bot was blocked
+    by the user"), deleted their account, or the chat is gone. Retrying cannot help; use SMS instead."""
+
+    code = "telegram_blocked"
+
+
+class TelegramSender(Protocol):
+    """Sends a plain-text message to a Telegram chat. Raises Blocked when the chat cannot be reached,
+    UpstreamError otherwise (transient: try again later; not transient: Telegram refused the message)."""
+
+    async def send(self, chat_id: int, text: str) -> object: ...

@@ -80,6 +80,12 @@ class SqlTenantRepository(_Repository):
                  .where(meter_access.c.tenant_id == tenant_id).order_by(meters.c.number))
         return [from_row(Meter, row) for row in await self.conn.execute(query)]
 
+    async def unlink(self, tenant_id: str, meter_id: str) -> bool:
+        """The tenant no longer sees the meter in menus; True when a link was removed."""
+        result = await self.conn.execute(meter_access.delete().where(
+            meter_access.c.tenant_id == tenant_id, meter_access.c.meter_id == meter_id))
+        return result.rowcount > 0
+
 
 def _payment(row) -> Payment | None:
     return from_row(Payment, row, status=PaymentStatus, channel=Channel)

@@ -214,3 +214,43 @@ ussd_sessions = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
 )
+
+# Dashboard users (issue 6). Passwords are scrypt hashes (core/admin_auth.py); never the password.
+admin_users = sa.Table(
+    "admin_users", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(80), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # admin | viewer
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_login_at", UTCDateTime(), nullable=True),
+)
+
+# Every login attempt, so that the throttle holds across replicas (counted per username and address).
+login_attempts = sa.Table(
+    "login_attempts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("username", sa.String(80), nullable=False),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("success", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_login_attempts_username_at", "username", "at"),
+    sa.Index("ix_login_attempts_address_at", "address", "at"),
+)
+
+# One row per Telegram private chat (issue 5): the purchase dialogue's state between messages and the
+# message whose inline keyboard is live, so that any replica (or a restarted one) continues the
+# conversation. `version` goes up with every screen sent; buttons carry it, so a press on an older
+# message is recognised as stale and never acted on.
+telegram_chats = sa.Table(
+    "telegram_chats", metadata,
+    sa.Column("chat_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.JSON, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_message_id", sa.BigInteger, nullable=True),
+    sa.Column("payment_id", sa.String(36), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
+)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
+from sandbox.telegram import create_telegram_sandbox
 from sandbox.tuya import create_tuya_sandbox
 from storage.db import create_engine
 from tests.servers import ServerThread, reserve_port
@@ -25,11 +26,12 @@ CALLBACK_TOKEN = "test-callback-token-0123456789"
 DARAJA = dict(consumer_key="ck-test", consumer_secret="cs-test", shortcode="174379", passkey="pk-test")
 TUYA = dict(access_id="tuya-test-id", access_secret="tuya-test-secret")
 SMS = dict(username="sandbox", api_key="at-test-key")
+TELEGRAM = dict(token="7000000001:sandbox-test-token", secret="test-webhook-secret_0123")
 
 
 class Stack:
     def __init__(self, database_url: str, *, callback_delay_s: float = 0.1, run_worker: bool = True,
-                 seed: bool = True, **overrides: Any) -> None:
+                 seed: bool = True, telegram: bool = False, **overrides: Any) -> None:
         self.database_url = database_url
         self.daraja_app = create_daraja_sandbox(callback_delay_s=callback_delay_s, **DARAJA)
         self.daraja = self.daraja_app.state.daraja
@@ -52,19 +54,44 @@ class Stack:
             tuya_timeout_s=2, topup_confirm_deadline_s=3, topup_poll_interval_s=0.1,
             at_username=SMS["username"], at_api_key=SMS["api_key"], at_api_base=self._sms_server.url,
         )
+        self.telegram, self._telegram_server = None, None  # the Bot API sandbox, when asked for
+        if telegram:
+            telegram_app = create_telegram_sandbox(token=TELEGRAM["token"])
+            self.telegram, self._telegram_server = telegram_app.state.telegram, ServerThread(telegram_app).start()
+            settings.update(telegram_bot_token=TELEGRAM["token"], telegram_webhook_secret=TELEGRAM["secret"],
+                            telegram_api_base=self._telegram_server.url)
         settings.update(overrides)
         self.settings = Settings(_env_file=None, **settings)
         self.app = create_app(self.settings, run_worker=run_worker)
         self._app_server = ServerThread(self.app, port=port).start()
+        self.port = port
+        self._wait_for_bot()
         self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=20)
 
     @property
     def callback_url(self) -> str:
         return f"{self.url}/mpesa/callback/{CALLBACK_TOKEN}"
 
+    def restart_app(self) -> None:
+        """A new app process on the same database and port (the sandboxes keep running)."""
+        self._app_server.stop()
+        self.app = create_app(self.settings, run_worker=True)
+        self._app_server = ServerThread(self.app, port=self.port).start()
+        self._wait_for_bot()
+
+    def _wait_for_bot(self, timeout: float = 10) -> None:
+        """The bot starts in the background (getMe, setWebhook); updates wait until it is up."""
+        deadline = time.monotonic() + timeout
+        while self.telegram is not None and not getattr(getattr(self.app.state, "telegram", None), "ready", False):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Telegram bot did not start")
+            time.sleep(0.01)
+
     def stop(self) -> None:
         self.client.close()
         self._app_server.stop()
+        if self._telegram_server is not None:
+            self._telegram_server.stop()
         self.daraja.reset()
         self._daraja_server.stop()
         self._tuya_server.stop()

@@ -14,10 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from bot.webhook import routes as telegram_routes
 from ussd.hop import UssdDeps
 from ussd.routes import ussd_routes
 from web import mpesa_api
 from web.openapi import openapi_document
+from web.admin.routes import admin_routes
 from web.services import Services, build_services, build_worker
 from web.settings import Settings
 
@@ -59,6 +61,40 @@ def ussd_deps(services: Services) -> UssdDeps:
     )
 
 
+def telegram_deps(services: Services):
+    """The Telegram bot's collaborators, chosen here like USSD's (bot/ depends on core only)."""
+    from bot.ports import BotDeps
+    from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore
+    from storage.ussd_sessions import SqlPaymentHistory
+
+    return BotDeps(
+        chats=SqlTelegramChatStore(services.engine), accounts=SqlTelegramAccounts(services.engine),
+        uow=services.uow, limits=services.limits, clock=services.clock, history=SqlPaymentHistory(services.engine),
+        balance_reader=getattr(services, "meter_balance_reader", None),
+        on_payment_started=lambda: services.metrics.payments_started.labels(channel="telegram").inc(),
+    )
+
+
+async def start_telegram(settings: Settings, services: Services):
+    """The bot, when TELEGRAM_BOT_TOKEN is set, fed by POST /telegram/webhook. The webhook is registered
+    at TELEGRAM_WEBHOOK_URL, else PUBLIC_BASE_URL + /telegram/webhook."""
+    token = settings.telegram_bot_token.get_secret_value()
+    if not token:
+        return None
+    from bot.conversation import Conversation
+    from bot.runtime import TelegramBot, build_application
+
+    secret = settings.telegram_webhook_secret.get_secret_value()
+    if not secret:
+        log.error("TELEGRAM_WEBHOOK_SECRET is not set: the Telegram webhook refuses every update")
+    base = settings.public_base_url.rstrip("/")
+    application = build_application(token, Conversation(telegram_deps(services)), api_base=settings.telegram_api_base)
+    bot = TelegramBot(application, secret=secret,
+                      webhook_url=settings.telegram_webhook_url or (f"{base}/telegram/webhook" if base else ""))
+    await bot.start()
+    return bot
+
+
 def create_app(
     settings: Settings,
     *,
@@ -75,9 +111,13 @@ def create_app(
         worker_task = None
         if run_worker:
             worker_task = asyncio.create_task(build_worker(app.state.services).run(stop), name="worker")
+        app.state.telegram = None
         try:
+            app.state.telegram = await start_telegram(settings, app.state.services)
             yield
         finally:
+            if app.state.telegram is not None:
+                await app.state.telegram.stop()
             stop.set()
             if worker_task is not None:
                 await worker_task
@@ -90,6 +130,8 @@ def create_app(
         Route("/openapi.json", openapi),
         *mpesa_api.routes,
         *ussd_routes(ussd_deps, registry_of=lambda services: services.metrics.registry),
+        *admin_routes(settings),  # /admin (the dashboard) and /static
+        *telegram_routes,  # POST /telegram/webhook
         *(extra_routes or []),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Callable, NoReturn
+from typing import Callable
 
 from core.errors import DomainError
 from web.cli_common import CliError, configure_logging, fail, load_settings
@@ -39,9 +39,60 @@ def cmd_serve(args) -> None:
     if missing:
         fail("cannot serve: missing " + ", ".join(missing) + " (set them in the environment or .env; "
              "`lipameter demo` runs with the sandbox instead)")
+    _check_telegram_secret(settings)
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings, run_worker=not args.no_worker), host=args.host, port=args.port,
                 log_level=settings.log_level.lower(), proxy_headers=False)
+
+
+def _check_telegram_secret(settings) -> None:
+    import re
+
+    # Without it anyone could post updates to the webhook as any Telegram user; Telegram's own rule.
+    secret = settings.telegram_webhook_secret.get_secret_value()
+    if settings.telegram_bot_token.get_secret_value() and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+        fail("TELEGRAM_WEBHOOK_SECRET must be set with TELEGRAM_BOT_TOKEN: 1-256 characters of A-Z a-z 0-9 _ -")
+
+
+def cmd_bot(args) -> None:
+    """`lipameter bot --polling`: the bot without a public URL (getUpdates), with the worker unless --no-worker."""
+    from telegram.error import InvalidToken, TelegramError
+
+    from bot.conversation import Conversation
+    from bot.runtime import build_application, poll
+    from web.app import telegram_deps
+    from web.services import build_services, build_worker
+
+    if not args.polling:
+        fail("`lipameter serve` runs the bot through its webhook; `lipameter bot --polling` is for a machine "
+             "Telegram cannot reach")
+    settings = load_settings()
+    token = settings.telegram_bot_token.get_secret_value()
+    if not token:
+        fail("cannot run the bot: missing TELEGRAM_BOT_TOKEN")
+    configure_logging(settings.log_level)
+
+    async def run() -> None:
+        import signal
+
+        services, stop = build_services(settings), asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        application = build_application(token, Conversation(telegram_deps(services)),
+                                        api_base=settings.telegram_api_base, polling=True)
+        jobs = [poll(application, stop)] + ([] if args.no_worker else [build_worker(services).run(stop)])
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            stop.set()
+            await services.aclose()
+
+    try:
+        asyncio.run(run())
+    except InvalidToken:  # its message quotes the token: never shown
+        fail("Telegram rejected TELEGRAM_BOT_TOKEN", exit_code=1)
+    except TelegramError as error:
+        fail(f"could not start the bot: Telegram answered {type(error).__name__}", exit_code=1)
 
 
 def cmd_worker(args) -> None:
@@ -144,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("worker", help="run the job worker and the reconcile sweep").set_defaults(func=cmd_worker)
 
+    bot = sub.add_parser("bot", help="run the Telegram bot by polling (no public URL needed), with the worker")
+    bot.add_argument("--polling", action="store_true", help="fetch updates with getUpdates instead of the webhook")
+    bot.add_argument("--no-worker", action="store_true", help="run jobs in a separate `lipameter worker`")
+    bot.set_defaults(func=cmd_bot)
+
     demo = sub.add_parser("demo", help="everything on one machine: SQLite, the sandbox, demo meters")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
@@ -171,12 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_ops.add_parsers(sub, meter)
     dial.add_parser(sub)
+    from web.admin import cli as admin_cli
+
+    admin_cli.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("serve", "worker", "demo"):
+    if args.command not in ("serve", "worker", "demo", "bot"):
         # One-shot commands answer in one line; the services' own warnings would only repeat it.
         logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:

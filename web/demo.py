@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 
 from starlette.routing import Mount
 
@@ -14,10 +15,12 @@ from core.errors import Conflict
 from core.meter_profiles import parse_specifications
 from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
+from sandbox.telegram import create_telegram_sandbox
 from sandbox.tuya import create_tuya_sandbox
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.uow import SqlUnitOfWork
+from web.admin.demo_admin import DEMO_ADMIN, ensure_demo_admin
 from web.settings import Settings
 
 log = logging.getLogger("lipameter.demo")
@@ -28,6 +31,7 @@ DEMO_DARAJA = dict(consumer_key="demo-consumer-key", consumer_secret="demo-consu
                    shortcode="174379", passkey="demo-passkey")
 DEMO_SMS = dict(username="sandbox", api_key="demo-at-key")
 DEMO_TUYA = dict(access_id="demo-tuya-access-id", access_secret="demo-tuya-access-secret")
+DEMO_TELEGRAM = dict(token="7000000001:demo-bot-token", secret="demo-webhook-secret")
 DEMO_METERS = [
     ("A101", "Flat A1, Kilimani Court", "sbx-a101", "seed", "25"),
     ("A102", "Flat A2, Kilimani Court", "sbx-a102", "seed", "25"),
@@ -49,7 +53,11 @@ def demo_settings(*, host: str, port: int, database_url: str | None) -> Settings
         at_username=DEMO_SMS["username"], at_api_key=DEMO_SMS["api_key"], at_api_base=f"{base}/sandbox/at",
         tuya_endpoint=f"{base}/sandbox/tuya", tuya_access_id=DEMO_TUYA["access_id"],
         tuya_access_secret=DEMO_TUYA["access_secret"],
+        telegram_bot_token=DEMO_TELEGRAM["token"], telegram_webhook_secret=DEMO_TELEGRAM["secret"],
+        telegram_api_base=f"{base}/sandbox/telegram",
         reconcile_after_s=60, sweep_every_s=10,
+        # Signs dashboard sessions; a fresh one per demo run (logins do not outlive the process).
+        secret_key=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
     )
 
 
@@ -67,6 +75,7 @@ def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0) -> list[Mount]:
         Mount("/sandbox/daraja", app=create_daraja_sandbox(callback_delay_s=callback_delay_s, **DEMO_DARAJA)),
         Mount("/sandbox/at", app=create_sms_sandbox(**DEMO_SMS)),
         Mount("/sandbox/tuya", app=tuya_app),
+        Mount("/sandbox/telegram", app=create_telegram_sandbox(token=DEMO_TELEGRAM["token"])),
     ]
 
 
@@ -89,6 +98,7 @@ async def seed_demo_data(database_url: str, tuya_app) -> None:
                 pass  # already there from an earlier demo run
         for phone, name, numbers in DEMO_TENANTS:
             await add_tenant(AddTenant(phone=phone, name=name, meter_numbers=numbers), uow=SqlUnitOfWork(engine))
+        await ensure_demo_admin(engine)
     finally:
         await engine.dispose()
 
@@ -123,11 +133,16 @@ Make the next payment from a phone fail (cancelled, wrong_pin, insufficient_fund
   curl -s -X POST {base}/sandbox/daraja/sandbox/script -H 'Content-Type: application/json' \\
     -d '{{"phone": "254712345678", "outcome": "cancelled"}}'
 
+Chat with the Telegram bot (share the phone number 254712345678 to be Wanjiku; receipts come back there):
+
+  {base}/sandbox/telegram/sandbox/chat
+
 SMS receipts sent:   {base}/sandbox/at/sandbox/sms/inbox
 Meters (live):       {base}/sandbox/tuya/sandbox/devices
 What M-Pesa saw:     {base}/sandbox/daraja/sandbox/transactions
 Take meter A101 offline (payments wait, then credit once it is back: fault "online"):
   curl -s -X POST {base}/sandbox/tuya/sandbox/devices/sbx-a101/fault -H 'Content-Type: application/json' -d '{{"kind": "offline"}}'
+Admin dashboard:     {base}/admin  (log in as {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}; add logins with `lipameter admin create`)
 Also: {base}/openapi.json, {base}/metrics; `lipameter meter list`, `lipameter review list` (same DATABASE_URL).
 """
 

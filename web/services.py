@@ -17,12 +17,13 @@ from core.meter_profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
 from core.notify_service import notify
 from core.operator_service import read_balance
 from core.payment_service import PaymentLimits, push_payment
-from core.ports import Clock, MeterGateway, PaymentGateway, SmsSender
+from core.ports import Clock, MeterGateway, PaymentGateway, SmsSender, TelegramSender
 from core.reconcile import reconcile_payments, verify_payment
 from core.topup_service import TopUpEngine, TopUpPolicy, requeue_stale_topups
 from core.worker import Worker, WorkerConfig
 from gateways.daraja import DarajaGateway
 from gateways.sms import AfricasTalkingSms
+from gateways.telegram import TelegramBotApi
 from gateways.tuya import TuyaMeterGateway
 from storage.db import create_engine
 from storage.uow import SqlUnitOfWork
@@ -43,6 +44,7 @@ class Services:
     clock: Clock = field(default_factory=SystemClock)
     metrics: Metrics = field(default_factory=Metrics)
     http: httpx.AsyncClient | None = None
+    telegram: TelegramSender | None = None  # receipts for payments started in Telegram
 
     @property
     def limits(self) -> PaymentLimits:
@@ -121,8 +123,13 @@ def build_services(settings: Settings) -> Services:
     meter_gateway = build_meter_gateway(settings)
     if meter_gateway is None:
         log.warning("Tuya is not configured (TUYA_*): completed payments wait in the top-up queue")
+    telegram = None
+    if settings.telegram_bot_token.get_secret_value():
+        telegram = TelegramBotApi(settings.telegram_bot_token.get_secret_value(),
+                                  api_base=settings.telegram_api_base, client=http)
     return Services(settings=settings, engine=create_engine(settings.database_url), payment_gateway=daraja,
-                    meter_gateway=meter_gateway, sms=sms, profiles=build_profiles(settings), http=http)
+                    meter_gateway=meter_gateway, sms=sms, profiles=build_profiles(settings), http=http,
+                    telegram=telegram)
 
 
 def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
@@ -137,7 +144,7 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
                              clock=services.clock)
 
     async def send_notification(payload: dict) -> None:
-        await notify(payload, uow=services.uow(), sms=services.sms, clock=services.clock)
+        await notify(payload, uow=services.uow(), sms=services.sms, clock=services.clock, telegram=services.telegram)
 
     async def sweep() -> None:
         await reconcile_payments(uow=services.uow(), gateway=services.payment_gateway, clock=services.clock,

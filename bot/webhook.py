@@ -1,0 +1,54 @@
+"""`POST /telegram/webhook`: Telegram's updates in. The secret header is compared in constant time
+(403 otherwise); a good update is queued and answered 200 at once, before any work, because Telegram
+waits for our answer before it sends the chat's next update and retries what we do not acknowledge."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+log = logging.getLogger("lipameter.bot")
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+MAX_BODY = 256 * 1024  # updates are a few KB; anything this large is not from Telegram
+
+
+async def _body(request: Request) -> bytes | None:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def telegram_webhook(request: Request) -> Response:
+    bot = getattr(request.app.state, "telegram", None)
+    if bot is None:
+        return PlainTextResponse("the Telegram bot is not configured", status_code=404)
+    given = request.headers.get(SECRET_HEADER, "")
+    # No configured secret refuses everything: an open webhook would let anyone speak as any user.
+    if not bot.secret or not hmac.compare_digest(given.encode(), bot.secret.encode()):
+        return PlainTextResponse("forbidden", status_code=403)
+    body = await _body(request)
+    if body is None:
+        return PlainTextResponse("request body too large", status_code=413)
+    if not bot.ready:
+        return PlainTextResponse("the bot is starting", status_code=503)  # Telegram retries later
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not bot.feed(data):
+        # Acknowledged anyway: Telegram would only send the same malformed update again.
+        log.warning("telegram webhook: ignored a malformed update (%d bytes)", len(body))
+    return Response(status_code=200)
+
+
+routes = [Route("/telegram/webhook", telegram_webhook, methods=["POST"])]

@@ -1,0 +1,161 @@
+"""Dashboard users: password hashing, roles, the login throttle, and the two use cases (create a user,
+log in). Pure rules plus small ports; the stores live in storage/admin_users.py."""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from core.errors import Conflict, DomainError, InvalidInput
+
+# scrypt is memory-hard: n=2**14, r=8 needs 16 MiB per guess, so GPUs gain little. ~50 ms on a server.
+SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
+MIN_PASSWORD_LEN, MAX_PASSWORD_LEN = 10, 256
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,39}$")
+
+# Throttle: failures counted over a window, since that key's last success.
+THROTTLE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_USERNAME = 5
+MAX_FAILURES_PER_ADDRESS = 20
+
+
+class Role(str, enum.Enum):
+    ADMIN = "admin"  # everything
+    VIEWER = "viewer"  # read only
+
+    def may(self, needed: "Role") -> bool:
+        return self is Role.ADMIN or needed is Role.VIEWER
+
+
+@dataclass
+class AdminUser:
+    id: int | None
+    username: str
+    password_hash: str
+    role: Role
+    active: bool = True
+    created_at: datetime | None = None
+    last_login_at: datetime | None = None
+
+
+class BadCredentials(DomainError):
+    code = "bad_credentials"
+
+
+class Throttled(DomainError):
+    code = "throttled"
+
+
+# --- passwords ------------------------------------------------------------------------------------
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                            dklen=SCRYPT_DKLEN)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Constant-time compare; the parameters come from the stored hash so they can be raised later."""
+    try:
+        scheme, n, r, p, salt, digest = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r),
+                                p=int(p), dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+# Checked when the username is unknown, so that a miss costs as long as a wrong password.
+_DUMMY_HASH = hash_password("not a password", salt=b"\0" * 16)
+
+
+def normalize_username(username: str | None) -> str:
+    return (username or "").strip().lower()
+
+
+def validate_new_user(username: str, password: str, role: str) -> tuple[str, Role]:
+    name = normalize_username(username)
+    if not USERNAME.match(name):
+        raise InvalidInput("username must be 2-40 characters: letters, digits, dot, dash, underscore or @",
+                           code="invalid_username")
+    if not MIN_PASSWORD_LEN <= len(password or "") <= MAX_PASSWORD_LEN:
+        raise InvalidInput(f"password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters",
+                           code="invalid_password")
+    try:
+        return name, Role(role)
+    except ValueError:
+        raise InvalidInput("role must be admin or viewer", code="invalid_role") from None
+
+
+# --- throttle -------------------------------------------------------------------------------------
+
+def throttle_message(username_failures: int, address_failures: int) -> str | None:
+    """Why a login is refused before its password is even checked, or None."""
+    if username_failures >= MAX_FAILURES_PER_USERNAME or address_failures >= MAX_FAILURES_PER_ADDRESS:
+        minutes = int(THROTTLE_WINDOW.total_seconds() // 60)
+        return f"too many failed logins; wait {minutes} minutes and try again"
+    return None
+
+
+# --- ports and use cases --------------------------------------------------------------------------
+
+class AdminUserStore(Protocol):
+    async def add(self, user: AdminUser, *, actor: str) -> AdminUser: ...  # Conflict when the name is taken
+    async def get(self, username: str) -> AdminUser | None: ...
+    async def touch_login(self, username: str, at: datetime) -> None: ...
+
+
+class LoginAttempts(Protocol):
+    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> None: ...
+    async def failures(self, *, since: datetime, username: str | None = None, address: str | None = None) -> int: ...
+
+
+async def create_admin_user(username: str, password: str, role: str = "admin", *, users: AdminUserStore,
+                            now: datetime, actor: str) -> AdminUser:
+    name, parsed_role = validate_new_user(username, password, role)
+    if await users.get(name) is not None:
+        raise Conflict(f"dashboard user {name!r} exists", code="admin_exists")
+    user = AdminUser(id=None, username=name, password_hash=hash_password(password), role=parsed_role,
+                     created_at=now)
+    return await users.add(user, actor=actor)
+
+
+async def _verify_inline(password: str, encoded: str) -> bool:
+    return verify_password(password, encoded)
+
+
+async def authenticate(username: str, password: str, *, address: str, users: AdminUserStore,
+                       attempts: LoginAttempts, now: datetime, verify=_verify_inline) -> AdminUser:
+    """Check throttle, then the password. `verify` is injectable so a caller can run scrypt off its
+    event loop. Raises Throttled or BadCredentials; every attempt is recorded."""
+    name = normalize_username(username)[:80]
+    since = now - THROTTLE_WINDOW
+    refused = throttle_message(await attempts.failures(since=since, username=name),
+                               await attempts.failures(since=since, address=address))
+    if refused:
+        # Counted as a failure too: a guesser who keeps trying stays locked out; a person who waits gets in.
+        await attempts.record(at=now, username=name, address=address, success=False)
+        raise Throttled(refused)
+    user = await users.get(name) if name else None
+    ok = await verify(password or "", user.password_hash if user else _DUMMY_HASH)
+    if not (ok and user and user.active):
+        await attempts.record(at=now, username=name, address=address, success=False)
+        raise BadCredentials("wrong username or password")
+    await attempts.record(at=now, username=name, address=address, success=True)
+    await users.touch_login(name, now)
+    return user

@@ -1,0 +1,89 @@
+"""Dashboard users and login attempts behind core.admin_auth's ports. Each call is its own short
+transaction: a login must not hold a lock while scrypt runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.admin_auth import AdminUser, Role
+from core.errors import Conflict
+from storage.tables import admin_users, audit_log, login_attempts
+
+
+def _user(row) -> AdminUser | None:
+    if row is None:
+        return None
+    values = dict(row._mapping)
+    values["role"] = Role(values["role"])
+    return AdminUser(**values)
+
+
+class SqlAdminUsers:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def add(self, user: AdminUser, *, actor: str) -> AdminUser:
+        """Adds the user and audits who created it, in one transaction."""
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(admin_users.insert().values(
+                    username=user.username, password_hash=user.password_hash, role=user.role.value,
+                    active=user.active, created_at=user.created_at))
+                await conn.execute(audit_log.insert().values(
+                    at=user.created_at, actor=actor, action="create_admin_user", target=user.username,
+                    reason=None, details={"role": user.role.value}))
+        except IntegrityError:
+            raise Conflict(f"dashboard user {user.username!r} exists", code="admin_exists") from None
+        user.id = result.inserted_primary_key[0]
+        return user
+
+    async def get(self, username: str) -> AdminUser | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(admin_users).where(admin_users.c.username == username))).first()
+        return _user(row)
+
+    async def touch_login(self, username: str, at: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(admin_users.update().where(admin_users.c.username == username)
+                               .values(last_login_at=at))
+
+    async def set_password(self, username: str, password_hash: str) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(admin_users.update().where(admin_users.c.username == username)
+                                        .values(password_hash=password_hash, active=True))
+        return result.rowcount > 0
+
+    async def list(self) -> list[AdminUser]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(admin_users).order_by(admin_users.c.username))
+            return [_user(row) for row in rows]
+
+
+class SqlLoginAttempts:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(login_attempts.insert().values(at=at, username=username[:80],
+                                                              address=address[:64], success=success))
+
+    async def failures(self, *, since: datetime, username: str | None = None, address: str | None = None) -> int:
+        """Failures for one key within the window and after that key's last success."""
+        column = login_attempts.c.username if username is not None else login_attempts.c.address
+        key = username if username is not None else address
+        last_success = (sa.select(sa.func.max(login_attempts.c.at))
+                        .where(column == key, login_attempts.c.success.is_(True)).scalar_subquery())
+        query = (sa.select(sa.func.count()).select_from(login_attempts)
+                 .where(column == key, login_attempts.c.success.is_(False), login_attempts.c.at >= since,
+                        sa.or_(last_success.is_(None), login_attempts.c.at > last_success)))
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    async def prune(self, *, before: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(login_attempts.delete().where(login_attempts.c.at < before))

@@ -1,0 +1,79 @@
+"""Log in and log out. Throttled per username and per client address (the attempts are in the
+database, so every replica counts the same); scrypt runs off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from core.admin_auth import BadCredentials, Throttled, authenticate, verify_password
+from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
+from web.admin import csrf
+from web.admin.forms import FormError, read_form
+from web.admin.site import SECURITY_HEADERS, AdminSite, Ctx
+from web.http import client_address
+
+KEEP_ATTEMPTS = timedelta(days=7)
+
+
+def safe_next(target: str | None) -> str:
+    """Only our own pages: an open redirect after login would lend our name to a phishing link."""
+    if target and target.startswith("/admin") and "//" not in target and "\\" not in target:
+        return target
+    return "/admin"
+
+
+def _login_page(site: AdminSite, session: dict, *, status: int = 200, error: str | None = None,
+                username: str = "", next_url: str = "/admin") -> Response:
+    flash = session.pop("f", None)
+    response = site.html("admin/login.html", status, title="Log in", user=None, csrf=session["c"], error=error,
+                         flash=flash, username=username, next_url=next_url)
+    site.sessions.write(response, session)
+    return response
+
+
+async def login(site: AdminSite, request: Request) -> Response:
+    if site.sessions is None:
+        return site.html("admin/error.html", 503, title="Dashboard off", message=site.disabled_reason, user=None)
+    session = site.sessions.read(request)
+    if request.method == "GET":
+        return _login_page(site, session, next_url=safe_next(request.query_params.get("next")))
+    try:
+        form = await read_form(request)
+    except FormError as error:
+        return _login_page(site, session, status=error.status, error=error.message)
+    username, next_url = (form.get("username") or "").strip()[:80], safe_next(form.get("next"))
+    if not csrf.valid(session.get("c"), form.get(csrf.FIELD)):
+        return _login_page(site, site.sessions.fresh(), status=403, username=username, next_url=next_url,
+                           error="The login form had expired. Please try again.")
+    return await _check_password(request, site, username, form.get("password") or "", next_url)
+
+
+async def _check_password(request: Request, site: AdminSite, username: str, password: str, next_url: str) -> Response:
+    services = request.app.state.services
+    now = services.clock.now()
+    address = client_address(request, services.settings.trusted_proxy_list) or "unknown"
+    attempts = SqlLoginAttempts(services.engine)
+    try:
+        user = await authenticate(username, password, address=address, users=SqlAdminUsers(services.engine),
+                                  attempts=attempts, now=now,
+                                  verify=lambda p, h: asyncio.to_thread(verify_password, p, h))
+    except Throttled as error:
+        return _login_page(site, site.sessions.fresh(), status=429, error=error.message, username=username,
+                           next_url=next_url)
+    except BadCredentials as error:
+        return _login_page(site, site.sessions.fresh(), status=401, error=error.message, username=username,
+                           next_url=next_url)
+    await attempts.prune(before=now - KEEP_ATTEMPTS)
+    response = RedirectResponse(next_url, status_code=303, headers=SECURITY_HEADERS)
+    site.sessions.write(response, site.sessions.fresh(user.username))  # a new session: fixation is moot
+    return response
+
+
+async def logout(ctx: Ctx) -> Response:
+    response = RedirectResponse("/admin/login", status_code=303, headers=SECURITY_HEADERS)
+    ctx.site.sessions.write(response, {**ctx.site.sessions.fresh(), "f": "You are logged out."})
+    return response

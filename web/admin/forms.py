@@ -1,0 +1,71 @@
+"""Reading and checking dashboard forms and query strings. Bad input becomes a FormError whose
+message is shown on the page; nothing is acted on."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
+
+from starlette.requests import Request
+
+NAIROBI = ZoneInfo("Africa/Nairobi")
+MAX_FORM_BYTES = 16 * 1024
+
+
+class FormError(Exception):
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """URL-encoded form, capped; the last value wins for a repeated field."""
+    if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
+        raise FormError("send the form from the dashboard page", status=415)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise FormError("form too large", status=413)
+        chunks.append(chunk)
+    fields = parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {name: values[-1] for name, values in fields.items()}
+
+
+def text(form: dict[str, str], name: str, *, limit: int = 200) -> str:
+    return (form.get(name) or "").strip()[:limit]
+
+
+def required(form: dict[str, str], name: str, label: str, *, limit: int = 200) -> str:
+    value = text(form, name, limit=limit)
+    if not value:
+        raise FormError(f"{label} is required")
+    return value
+
+
+def parse_day(value: str | None, label: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise FormError(f"{label} must be a date like 2026-11-28", status=400) from None
+
+
+def day_range(query: dict[str, str]) -> tuple[date | None, date | None, datetime | None, datetime | None]:
+    """`from`/`to` are whole days in Nairobi, both included; returned also as UTC [start, end)."""
+    first, last = parse_day(query.get("from"), "from"), parse_day(query.get("to"), "to")
+    if first and last and last < first:
+        raise FormError("the 'to' date is before the 'from' date", status=400)
+    start = datetime.combine(first, time(), NAIROBI) if first else None
+    end = datetime.combine(last + timedelta(days=1), time(), NAIROBI) if last else None
+    return first, last, start, end
+
+
+def nairobi_today(now: datetime) -> date:
+    return now.astimezone(NAIROBI).date()
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), NAIROBI)

@@ -1,0 +1,129 @@
+"""Meters: the list with live balances, one meter's page, and what an admin does to a meter — add it,
+credit it by hand, set its price, switch prepayment, clear its energy. Every action goes through
+core's services, which audit it with the logged-in user's name."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from core.admin_service import AddMeter, parse_price, register_meter
+from core.errors import DomainError
+from core.operator_service import manual_topup, meter_command
+from storage.dashboard import meter_detail, meters_with_last_topup
+from web.admin.forms import FormError, text
+from web.admin.live import read_live
+from web.admin.site import Ctx, not_found
+from web.http import domain_status
+
+ADD_FIELDS = ("number", "name", "device_id", "profile", "price")
+
+
+async def meters_page(ctx: Ctx, *, status: int = 200, error: str | None = None, values: dict | None = None) -> Response:
+    meters = await meters_with_last_topup(ctx.services.engine)
+    readings = await read_live(ctx.services, meters)
+    return ctx.render("admin/meters.html", status, title="Meters", meters=meters, readings=readings, error=error,
+                      values=values or {"profile": "seed"}, profiles=sorted(ctx.services.profiles))
+
+
+async def add_meter(ctx: Ctx) -> Response:
+    values = {name: text(ctx.form, name, limit=64) for name in ADD_FIELDS}
+    if ctx.services.meter_gateway is None:
+        return await meters_page(ctx, status=503, values=values,
+                                 error="Tuya is not configured here, so the meter's specifications cannot be checked.")
+    command = AddMeter(number=values["number"], name=values["name"], device_id=values["device_id"],
+                       profile=values["profile"] or "seed", price_per_kwh=values["price"] or None)
+    try:
+        meter = await register_meter(command, uow=ctx.services.uow(), meters=ctx.services.meter_gateway,
+                                     profiles=ctx.services.profiles, clock=ctx.services.clock, actor=ctx.user.username)
+    except DomainError as error:
+        return await meters_page(ctx, status=domain_status(error), error=error.message, values=values)
+    return ctx.redirect(f"/admin/meters/{meter.number}", f"Meter {meter.number} added; its specifications fit "
+                                                          f"profile {meter.profile}.")
+
+
+async def _meter_or_404(ctx: Ctx) -> dict:
+    meter = await meter_detail(ctx.services.engine, ctx.request.path_params["number"])
+    if meter is None:
+        raise not_found("meter with that number")
+    return meter
+
+
+async def meter_page(ctx: Ctx, *, status: int = 200, error: str | None = None, values: dict | None = None) -> Response:
+    meter = await _meter_or_404(ctx)
+    reading = (await read_live(ctx.services, [meter]))[meter["number"]]
+    return ctx.render("admin/meter.html", status, title=f"Meter {meter['number']}", meter=meter, reading=reading,
+                      error=error, values=values or {})
+
+
+async def _act(ctx: Ctx, action, done: str, values: dict | None = None) -> Response:
+    """Run one meter action; on a refusal show the meter page again with the reason, nothing changed."""
+    await _meter_or_404(ctx)
+    try:
+        await action()
+    except FormError as error:
+        return await meter_page(ctx, status=error.status, error=error.message, values=values)
+    except DomainError as error:
+        return await meter_page(ctx, status=domain_status(error), error=error.message, values=values)
+    return ctx.redirect(f"/admin/meters/{ctx.request.path_params['number']}", done)
+
+
+async def topup(ctx: Ctx) -> Response:
+    number, services = ctx.request.path_params["number"], ctx.services
+    values = {"amount": text(ctx.form, "amount", limit=20), "reason": text(ctx.form, "reason", limit=500)}
+
+    async def action():
+        if not values["amount"]:
+            raise FormError("enter the amount in KES")
+        await manual_topup(number, values["amount"], values["reason"], actor=ctx.actor, uow=services.uow(),
+                           profiles=services.profiles, clock=services.clock)
+
+    return await _act(ctx, action, f"Manual top-up of KES {values['amount']} queued for meter {number}; "
+                                   "it shows as applied once the meter confirms it.", values)
+
+
+def _command(ctx: Ctx, operation: str, value: object):
+    services = ctx.services
+
+    async def action():
+        if services.meter_gateway is None:
+            raise FormError("Tuya is not configured here: meter commands cannot be sent", status=503)
+        await meter_command(ctx.request.path_params["number"], operation, value, actor=ctx.actor,
+                            reason=text(ctx.form, "reason", limit=500) or None, uow=services.uow(),
+                            meters=services.meter_gateway, profiles=services.profiles, clock=services.clock)
+
+    return action
+
+
+async def set_price(ctx: Ctx) -> Response:
+    price = text(ctx.form, "price", limit=20)
+
+    async def action():
+        if parse_price(price) is None:
+            raise FormError("enter the price in KES per kWh")
+        await _command(ctx, "set_price", price)()
+
+    return await _act(ctx, action, f"Price set to KES {price} per kWh.", {"price": price})
+
+
+async def prepayment(ctx: Ctx) -> Response:
+    state = text(ctx.form, "state")
+
+    async def action():
+        if state not in ("on", "off"):
+            raise FormError("prepayment is switched on or off")
+        await _command(ctx, "prepayment_switch", state == "on")()
+
+    return await _act(ctx, action, f"Prepayment switched {state}.")
+
+
+async def clear_confirm(ctx: Ctx) -> Response:
+    meter = await _meter_or_404(ctx)
+    return ctx.render("admin/meter_clear.html", title=f"Clear meter {meter['number']}", meter=meter)
+
+
+async def clear(ctx: Ctx) -> Response:
+    if ctx.form.get("confirm") != "yes":
+        meter = await _meter_or_404(ctx)
+        return ctx.render("admin/meter_clear.html", 422, title=f"Clear meter {meter['number']}", meter=meter,
+                          error="Tick the box to confirm that the energy balance should be erased.")
+    return await _act(ctx, _command(ctx, "clear", True), "Energy balance cleared.")

@@ -1,0 +1,143 @@
+"""Payments and top-ups: filtered lists, a payment's whole story (raw callbacks, the commands sent to
+the meter and their answers), and the two fixes — retry a failed top-up, resolve a review."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from core.errors import DomainError, InvalidInput
+from core.operator_service import RESOLUTIONS, resolve_review, retry_topup
+from core.phone import normalize_kenyan_mobile
+from storage.dashboard import (
+    PAYMENT_FILTERS, TOPUP_FILTERS, PaymentFilter, list_payments, list_topups, payment_detail, topup_detail,
+)
+from web.admin.csv_export import csv_response
+from web.admin.forms import FormError, day_range, text
+from web.admin.site import Ctx, not_found
+from web.http import domain_status
+
+IN_FLIGHT = ("queued", "sending")
+
+
+def units_of(profiles, name: str | None) -> dict[str, str]:
+    """What a top-up's numbers count on this meter: money meters keep KES, energy meters kWh."""
+    profile = profiles.get(name or "")
+    if profile is None:
+        return {"balance": "", "added": "", "counter": ""}
+    counts_money = profile.read_purchase_total and profile.purchase_total_unit == "money"
+    return {"balance": "KES" if profile.read_money_balance else "kWh", "added": "KES" if profile.add_money else "kWh",
+            "counter": "KES" if counts_money else "kWh"}
+
+
+def payment_filter(query: dict[str, str]) -> tuple[PaymentFilter, dict]:
+    status, topup = query.get("status", ""), query.get("topup", "")
+    if status and status not in PAYMENT_FILTERS:
+        raise FormError(f"unknown payment status {status[:20]!r}", status=400)
+    if topup and topup not in TOPUP_FILTERS and topup != "none":
+        raise FormError(f"unknown top-up status {topup[:20]!r}", status=400)
+    first, last, start, end = day_range(query)
+    phone = "".join(ch for ch in query.get("phone", "") if ch.isdigit())[:15]
+    try:
+        phone = normalize_kenyan_mobile(phone) if len(phone) >= 10 else phone
+    except InvalidInput:
+        pass  # a fragment of a number is a fine filter too
+    shown = {"status": status, "topup": topup, "meter": query.get("meter", "")[:12],
+             "phone": query.get("phone", "")[:20],
+             "from": first.isoformat() if first else "", "to": last.isoformat() if last else ""}
+    return PaymentFilter(status=status, topup=topup, meter=shown["meter"], phone=phone, start=start, end=end), shown
+
+
+async def payments_page(ctx: Ctx) -> Response:
+    try:
+        chosen, shown = payment_filter(ctx.query)
+    except FormError as error:
+        return ctx.render("admin/payments.html", error.status, title="Payments", payments=[], error=error.message,
+                          filters=ctx.query, statuses=PAYMENT_FILTERS, topup_statuses=TOPUP_FILTERS, csv_query="")
+    rows = await list_payments(ctx.services.engine, chosen)
+    return ctx.render("admin/payments.html", title="Payments", payments=rows, filters=shown, statuses=PAYMENT_FILTERS,
+                      topup_statuses=TOPUP_FILTERS, csv_query=ctx.request.url.query)
+
+
+PAYMENT_CSV = ("created_at", "id", "status", "amount", "phone", "meter_number", "channel", "mpesa_receipt",
+               "transaction_date", "result_code", "result_desc", "topup_status", "checkout_request_id", "description")
+
+
+async def payments_csv(ctx: Ctx) -> Response:
+    chosen, shown = payment_filter(ctx.query)
+    rows = await list_payments(ctx.services.engine, chosen, limit=None)
+    span = f"{shown['from'] or 'start'}_{shown['to'] or 'now'}"
+    return csv_response(f"lipameter-payments_{span}.csv", PAYMENT_CSV, rows)
+
+
+async def payment_page(ctx: Ctx, *, payment_id: str | None = None, status: int = 200, error: str | None = None,
+                       values: dict | None = None) -> Response:
+    payment = await payment_detail(ctx.services.engine, payment_id or ctx.request.path_params["payment_id"])
+    if payment is None:
+        raise not_found("payment with that id")
+    topup = payment["topup"]
+    return ctx.render("admin/payment.html", status, title=f"Payment KES {payment['amount']:,}", payment=payment,
+                      topup=topup, error=error, values=values or {}, resolutions=RESOLUTIONS,
+                      units=units_of(ctx.services.profiles, payment["meter_profile"]),
+                      refresh=5 if topup and topup["status"] in IN_FLIGHT and not error else None)
+
+
+async def topups_page(ctx: Ctx) -> Response:
+    status, meter = ctx.query.get("status", ""), ctx.query.get("meter", "")[:12]
+    if status and status not in TOPUP_FILTERS:
+        raise FormError(f"unknown top-up status {status[:20]!r}", status=400)
+    rows = await list_topups(ctx.services.engine, status=status, meter=meter)
+    return ctx.render("admin/topups.html", title="Top-ups", topups=rows, filters={"status": status, "meter": meter},
+                      topup_statuses=TOPUP_FILTERS)
+
+
+async def topup_page(ctx: Ctx, *, status: int = 200, error: str | None = None, values: dict | None = None,
+                     topup: dict | None = None) -> Response:
+    topup = topup or await topup_detail(ctx.services.engine, ctx.request.path_params["topup_id"])
+    if topup is None:
+        raise not_found("top-up with that id")
+    if topup["payment_id"] and not error:
+        return ctx.redirect(f"/admin/payments/{topup['payment_id']}")  # one page per payment, with its actions
+    return ctx.render("admin/topup.html", status, title="Manual top-up" if not topup["payment_id"] else "Top-up",
+                      topup=topup, error=error, values=values or {}, resolutions=RESOLUTIONS,
+                      units=units_of(ctx.services.profiles, topup["meter_profile"]),
+                      refresh=5 if topup["status"] in IN_FLIGHT and not error else None)
+
+
+async def _back(ctx: Ctx, payment_id: str | None, topup: dict | None, **shown) -> Response:
+    """The page the form came from, showing an error or the outcome."""
+    if payment_id:
+        return await payment_page(ctx, payment_id=payment_id, **shown)
+    return await topup_page(ctx, topup=topup, **shown)
+
+
+async def retry(ctx: Ctx) -> Response:
+    topup = await topup_detail(ctx.services.engine, ctx.request.path_params["topup_id"])
+    if topup is None:
+        raise not_found("top-up with that id")
+    reason = text(ctx.form, "reason", limit=500)
+    try:
+        await retry_topup(topup["id"], reason, actor=ctx.actor, uow=ctx.services.uow(), clock=ctx.services.clock)
+    except DomainError as error:
+        return await _back(ctx, topup["payment_id"], topup, status=domain_status(error), error=error.message,
+                           values={"retry_reason": reason})
+    target = f"/admin/payments/{topup['payment_id']}" if topup["payment_id"] else f"/admin/topups/{topup['id']}"
+    return ctx.redirect(target, "Top-up queued again; this page refreshes until the meter confirms it.")
+
+
+async def resolve(ctx: Ctx) -> Response:
+    ref = ctx.request.path_params["ref"]
+    payment = await payment_detail(ctx.services.engine, ref)
+    topup = None if payment else await topup_detail(ctx.services.engine, ref)
+    if payment is None and topup is None:
+        raise not_found("payment or top-up with that id")
+    reason, action = text(ctx.form, "reason", limit=500), text(ctx.form, "action", limit=20)
+    try:
+        await resolve_review(ref, reason, action=action, actor=ctx.actor, uow=ctx.services.uow(),
+                             clock=ctx.services.clock)
+    except DomainError as error:
+        payment_id = payment["id"] if payment else topup["payment_id"]
+        return await _back(ctx, payment_id, topup, status=domain_status(error), error=error.message,
+                           values={"resolve_reason": reason, "action": action})
+    payment_id = payment["id"] if payment else topup["payment_id"]
+    target = f"/admin/payments/{payment_id}" if payment_id else f"/admin/topups/{ref}"
+    return ctx.redirect(target, f"Review resolved: {action}.")
