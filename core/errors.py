@@ -35,3 +35,11 @@ class UpstreamError(DomainError):
     def __init__(self, message: str, *, code: str | None = None, transient: bool = False) -> None:
         super().__init__(message, code=code)
         self.transient = transient
+
+
+class DeviceOffline(UpstreamError):
+    """The meter is not connected to its cloud: worth retrying later, and worth showing a landlord."""
+
+    def __init__(self, message: str = "the meter is offline", *, code: str | None = "device_offline",
+                 transient: bool = True) -> None:
+        super().__init__(message, code=code, transient=True)

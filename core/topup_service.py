@@ -19,7 +19,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Awaitable, Callable, Mapping
 
-from core.errors import Conflict, InvalidInput, UpstreamError
+from core.errors import Conflict, DeviceOffline, InvalidInput, UpstreamError
 from core.meter_profiles import DpSpec, MeterProfile
 from core.meter_charge import ChargePlan, Verdict, plan_charge, read_meter
 from core.model import Meter
@@ -74,7 +74,7 @@ class TopUpEngine:
             if not error.transient:
                 # A refusal: the cloud did not apply the command (2008, 1101, 1106, 1004 ...).
                 return await self._finish(topup, TopUpStatus.FAILED, error=error.message)
-            return await self._retry_or_give_up(topup, error.message)
+            return await self._retry_or_give_up(topup, error.message, offline=isinstance(error, DeviceOffline))
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -170,7 +170,7 @@ class TopUpEngine:
                  topup.balance_before, topup.balance_after)
         return TopUpStatus.APPLIED
 
-    async def _retry_or_give_up(self, topup: TopUp, error: str) -> TopUpStatus:
+    async def _retry_or_give_up(self, topup: TopUp, error: str, *, offline: bool = False) -> TopUpStatus:
         if topup.attempts >= self.policy.max_attempts:
             # Nothing sent (or the last send verified as not landed) -> failed; otherwise a person looks.
             final = TopUpStatus.FAILED if topup.sent_at is None else TopUpStatus.NEEDS_REVIEW
@@ -184,6 +184,10 @@ class TopUpEngine:
         topup.delay_notified = topup.delay_notified or bool(tell_payer)
         async with self.uow() as uow:
             await uow.topups.save(topup)
+            if offline:  # the landlord's dashboard counts offline meters
+                meter = await uow.meters.get(topup.meter_id)
+                meter.online = False
+                await uow.meters.save(meter)
             if tell_payer:
                 await uow.jobs.enqueue("notify", {"event": "topup_delayed", "topup_id": topup.id})
             await uow.commit()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from core.errors import UpstreamError
+from core.errors import DeviceOffline, UpstreamError
 
 TOKEN_CODES = frozenset({1002, 1010, 1011, 1012})  # reconnect and retry once
 THROTTLE_CODES = frozenset({1110, 1111, 1199})
@@ -45,6 +45,10 @@ class TuyaOutcomeUnknown(TuyaTransientError):
     """A command was sent but no answer came back: it may or may not have been applied."""
 
 
+class TuyaDeviceOffline(TuyaTransientError, DeviceOffline):
+    """2001: the cloud answers, the meter does not."""
+
+
 class TuyaPermanentError(TuyaError):
     def __init__(self, message: str, *, tuya_code: int | None = None) -> None:
         super().__init__(message, tuya_code=tuya_code, transient=False)
@@ -70,6 +74,8 @@ def error_from_response(response: dict | None, *, command_sent: bool = False) ->
     if code == 500 and command_sent:
         # "system error" after the command reached Tuya says nothing about whether the meter acted.
         return TuyaOutcomeUnknown(message, tuya_code=code)
+    if code == 2001:
+        return TuyaDeviceOffline(message, tuya_code=code)
     if code in TRANSIENT_CODES:
         return TuyaTransientError(message, tuya_code=code)
     return TuyaPermanentError(message, tuya_code=code)

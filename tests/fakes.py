@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from core.errors import Conflict, UpstreamError
+from core.errors import Conflict, DeviceOffline, UpstreamError
 from core.model import Job, Meter, Tenant
 from core.payments import Payment
 from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
@@ -260,7 +260,7 @@ class FakeMeterGateway:
 
     def _online(self, device_id: str) -> None:
         if device_id in self.offline:
-            raise UpstreamError("the meter is offline", code="tuya_2001", transient=True)
+            raise DeviceOffline()
 
     async def device_info(self, device_id):
         return {"online": device_id not in self.offline}

@@ -114,9 +114,11 @@ async def test_offline_backs_off_keeps_slot_free_and_tells_payer_once(world):
         assert stored(uow).status is TopUpStatus.QUEUED  # nothing sent: the meter's slot is free
         clock.advance(later.value.delay_s + 1)
     assert delays == [10, 30, 120]
+    assert uow.store.meters["A101"].online is False  # shown to the landlord
     assert [j.payload["event"] for j in jobs_of(uow, "notify")] == ["topup_delayed"]
     tuya.offline.clear()
     assert await engine.run("t1") is TopUpStatus.APPLIED
+    assert uow.store.meters["A101"].online is True
 
 
 async def test_permanent_refusal_fails_at_once(world):

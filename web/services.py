@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Mapping
 
@@ -26,6 +27,7 @@ from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi
 from gateways.tuya import TuyaMeterGateway
 from storage.db import create_engine
+from storage.ussd_sessions import SqlUssdSessionStore
 from storage.uow import SqlUnitOfWork
 from web.metrics import Metrics
 from web.settings import Settings
@@ -151,6 +153,8 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
                                  after_s=settings.reconcile_after_s, give_up_s=settings.reconcile_give_up_s)
         if services.meter_gateway is not None:
             await requeue_stale_topups(uow=services.uow(), clock=services.clock)
+        # A USSD session lasts minutes; a week of them is kept for support questions.
+        await SqlUssdSessionStore(services.engine).purge(before=services.clock.now() - timedelta(days=7))
 
     handlers = {"push_stk": push_stk, "verify_payment": verify, "notify": send_notification}
     if services.meter_gateway is not None:
