@@ -17,7 +17,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from bot.webhook import routes as telegram_routes
 from ussd.hop import UssdDeps
 from ussd.routes import ussd_routes
+from starlette.middleware import Middleware
+
 from web import mpesa_api
+from web.http import SourceAllowlist
+from web.settings import _split
 from web.openapi import openapi_document
 from web.admin.routes import admin_routes
 from web.services import Services, build_services, build_worker
@@ -134,7 +138,9 @@ def create_app(
         *telegram_routes,  # POST /telegram/webhook
         *(extra_routes or []),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    ussd_guard = Middleware(SourceAllowlist, prefix="/ussd", allowed=_split(settings.ussd_allowed_ips),
+                            trusted_proxies=settings.trusted_proxy_list)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[ussd_guard])
 
 
 __all__ = ["create_app", "Mount"]

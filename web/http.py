@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 
 from core.errors import Conflict, DomainError, InvalidInput, NotFound, UpstreamError
 
@@ -110,3 +110,20 @@ def wire_number(value: Decimal | int | None) -> int | float | None:
         return None
     value = Decimal(value)
     return int(value) if value == value.to_integral_value() else float(value)
+
+
+class SourceAllowlist:
+    """ASGI middleware: requests under `prefix` must come from `allowed` networks (when any are set).
+    Africa's Talking does not sign USSD hops, so its published addresses are the only check there is."""
+
+    def __init__(self, app, *, prefix: str, allowed: list[str], trusted_proxies: list[str]) -> None:
+        self.app, self.prefix, self.allowed, self.trusted = app, prefix, allowed, trusted_proxies
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.allowed and scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            source = client_address(Request(scope), self.trusted)
+            if not address_allowed(source, self.allowed):
+                response = PlainTextResponse("END Not allowed.", status_code=403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

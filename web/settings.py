@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     callback_token: SecretStr = SecretStr("")
     callback_allowed_ips: str = ""
     trusted_proxies: str = ""
+    ussd_allowed_ips: str = ""  # Africa's Talking's addresses; empty lets any source post USSD hops
     verify_callbacks: bool = False
 
     daraja_base_url: str = "https://sandbox.safaricom.co.ke"
