@@ -11,6 +11,7 @@ import sys
 import time
 from decimal import Decimal
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -97,3 +98,40 @@ async def test_two_workers_keep_one_top_up_in_flight_per_meter(pg_url):
         for s in services:
             await s.aclose()
         await asyncio.to_thread(stack.stop)
+
+
+def test_serve_starts_answers_and_stops_cleanly(tmp_path, sqlite_template):
+    """`lipameter serve` as an operator runs it: real settings from the environment, then SIGTERM."""
+    import shutil
+
+    from tests.servers import reserve_port
+
+    shutil.copy(sqlite_template, tmp_path / "serve.db")
+    stack = Stack(f"sqlite+aiosqlite:///{tmp_path}/serve.db", run_worker=False)
+    port = reserve_port()
+    env = settings_env(stack.settings, public_base_url=f"http://127.0.0.1:{port}")
+    server = subprocess.Popen([sys.executable, "-m", "web.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, what="lipameter serve to answer")
+        paid = httpx.post(f"http://127.0.0.1:{port}/mpesa/payments", timeout=10,
+                          headers={"Authorization": f"Bearer {stack.settings.api_key_list[-1]}"},
+                          json={"amount": 50, "phoneNumber": "0712345678", "meterId": "A101"})
+        assert paid.status_code == 200, paid.text
+        server.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells why it stopped.
+        assert server.wait(20) in (0, -signal.SIGTERM)
+        logs = server.stderr.read()
+        assert "Finished server process" in logs and "worker" in logs and "stopped" in logs
+        assert stack.settings.callback_token.get_secret_value() not in logs  # secrets stay out of logs
+        assert stack.settings.daraja_consumer_secret.get_secret_value() not in logs
+    finally:
+        if server.poll() is None:
+            server.kill()
+        stack.stop()
