@@ -94,9 +94,9 @@ async def retry_topup(ref: str, reason: str | None, *, actor: Actor, uow: UnitOf
             raise Conflict(f"top-up is {topup.status.value}; only a failed top-up can be retried"
                            + (" (resolve a review instead)" if topup.status is TopUpStatus.NEEDS_REVIEW else ""),
                            code="not_retryable")
-        # FAILED means the meter never took it, so the next attempt starts clean.
+        # `sent_at` and `counter_before` stay: if a send is on record, the next attempt reads the
+        # counter before sending anything (FAILED should mean nothing landed; this keeps it so).
         topup.status, topup.attempts, topup.next_attempt_at, topup.updated_at = TopUpStatus.QUEUED, 0, now, now
-        topup.sent_at = topup.counter_before = None
         topup.delay_notified = False
         await uow.topups.save(topup)
         await uow.jobs.enqueue("topup", {"topup_id": topup.id})

@@ -101,15 +101,16 @@ def _same_request_or_raise(earlier: Payment, *, amount: int, phone: str, meter_i
         raise Conflict("Idempotency-Key was already used for a different payment", code="idempotency_mismatch")
 
 
-async def push_payment(payment_id: str, *, uow: UnitOfWork, gateway: PaymentGateway, clock: Clock) -> Payment:
-    """Send the STK push for a `requested` payment and record Daraja's answer."""
-    async with uow:
-        payment = await uow.payments.get(payment_id)
-        if payment is None:
-            raise NotFound(f"no payment {payment_id}", code="payment_not_found")
-        meter = await uow.meters.get(payment.meter_id)
-    if payment.status is not PaymentStatus.REQUESTED:
-        return payment  # a retried job or a replay: the push already happened
+# Daraja may have sent the prompt although we got no usable answer: never treat these as a refusal.
+PUSH_OUTCOME_UNKNOWN = frozenset({"outcome_unknown", "bad_response"})
+
+
+async def push_payment(payment_id: str, *, uow: UnitOfWork, gateway: PaymentGateway, clock: Clock,
+                       verify: bool = False) -> Payment:
+    """Send the STK push for a `requested` payment, at most once, and record Daraja's answer."""
+    payment, meter = await _claim_push(payment_id, uow=uow, clock=clock)
+    if meter is None:
+        return payment  # pushed (or being pushed) already: a retried job, a replay, a crash
     request = StkPushRequest(
         phone=payment.phone, amount=payment.amount, account_reference=meter.number,
         description=(payment.description or f"Power {meter.number}")[:TRANSACTION_DESC_MAX],
@@ -117,43 +118,74 @@ async def push_payment(payment_id: str, *, uow: UnitOfWork, gateway: PaymentGate
     try:
         accepted = await gateway.stk_push(request)
     except UpstreamError as error:
+        if error.code in PUSH_OUTCOME_UNKNOWN:
+            # It stays `requested`; the reconcile sweep hands it to a person, and a callback for it
+            # is kept. Pushing again could put two prompts on the phone.
+            log.error("payment %s: STK push outcome unknown (%s)", payment_id, error.code)
+            return payment
         return await _record_push_failure(payment_id, error, uow=uow, clock=clock)
-    return await _record_push_accepted(payment_id, accepted, uow=uow, clock=clock)
+    return await _record_push_accepted(payment_id, accepted, uow=uow, clock=clock, verify=verify)
+
+
+async def _claim_push(payment_id: str, *, uow: UnitOfWork, clock: Clock) -> tuple[Payment, Meter | None]:
+    """Record the intent to push before pushing: a worker that dies mid-push leaves `pushed_at` set,
+    and its successor does not push a second prompt."""
+    async with uow:
+        payment = await uow.payments.get_for_update(payment_id)
+        if payment is None:
+            raise NotFound(f"no payment {payment_id}", code="payment_not_found")
+        if payment.status is not PaymentStatus.REQUESTED or payment.pushed_at is not None:
+            return payment, None
+        payment.pushed_at = payment.updated_at = clock.now()
+        await uow.payments.save(payment)
+        meter = await uow.meters.get(payment.meter_id)
+        await uow.commit()
+    return payment, meter
 
 
 async def _record_push_failure(payment_id: str, error: UpstreamError, *, uow: UnitOfWork, clock: Clock) -> Payment:
     async with uow:
         payment = await uow.payments.get_for_update(payment_id)
-        pm.mark_push_failed(payment, code=error.code, message=error.message, now=clock.now())
-        await uow.payments.save(payment)
-        await uow.commit()
+        if payment.status is PaymentStatus.REQUESTED:  # not if reconcile gave it to a person meanwhile
+            pm.mark_push_failed(payment, code=error.code, message=error.message, now=clock.now())
+            await uow.payments.save(payment)
+            await uow.commit()
     log.warning("payment %s: STK push refused (%s): %s", payment_id, error.code, error.message)
     return payment
 
 
-async def _record_push_accepted(payment_id: str, accepted, *, uow: UnitOfWork, clock: Clock) -> Payment:
+async def _record_push_accepted(payment_id: str, accepted, *, uow: UnitOfWork, clock: Clock,
+                                verify: bool = False) -> Payment:
+    checkout_id = accepted.checkout_request_id
     async with uow:
+        await uow.callbacks.lock_checkout(checkout_id)  # a callback for it waits for this transaction
         payment = await uow.payments.get_for_update(payment_id)
-        pm.mark_pushed(payment, merchant_request_id=accepted.merchant_request_id,
-                       checkout_request_id=accepted.checkout_request_id, now=clock.now())
+        if payment.status is PaymentStatus.REQUESTED:
+            pm.mark_pushed(payment, merchant_request_id=accepted.merchant_request_id,
+                           checkout_request_id=checkout_id, now=clock.now())
+        elif payment.checkout_request_id is None:
+            # Reconcile sent it to review while the push was slow: keep the ids so its callback is linked.
+            payment.merchant_request_id, payment.checkout_request_id = accepted.merchant_request_id, checkout_id
         await uow.payments.save(payment)
         # Daraja can call back before we have written its CheckoutRequestID: such a callback was
         # kept as an orphan, and is applied now.
-        for callback_id, body in await uow.callbacks.orphans_for(accepted.checkout_request_id):
-            outcome = await _apply_callback(uow, payment, parse_stk_callback(body), clock=clock, verify=False)
-            await uow.callbacks.set_outcome(callback_id, outcome=outcome,
-                                            checkout_request_id=accepted.checkout_request_id, payment_id=payment.id)
+        for callback_id, body in await uow.callbacks.orphans_for(checkout_id):
+            outcome = await _apply_callback(uow, payment, parse_stk_callback(body), clock=clock, verify=verify)
+            await uow.callbacks.set_outcome(callback_id, outcome=outcome, checkout_request_id=checkout_id,
+                                            payment_id=payment.id)
         await uow.commit()
     return payment
 
 
 async def initiate_payment(
-    cmd: InitiatePayment, *, uow: UnitOfWork, gateway: PaymentGateway, limits: PaymentLimits, clock: Clock
+    cmd: InitiatePayment, *, uow: UnitOfWork, gateway: PaymentGateway, limits: PaymentLimits, clock: Clock,
+    verify: bool = False,
 ) -> PaymentStarted:
     started = await request_payment(cmd, uow=uow, limits=limits, clock=clock)
     if started.replayed:
         return started
-    return PaymentStarted(await push_payment(started.payment.id, uow=uow, gateway=gateway, clock=clock), False)
+    payment = await push_payment(started.payment.id, uow=uow, gateway=gateway, clock=clock, verify=verify)
+    return PaymentStarted(payment, False)
 
 
 @dataclass(frozen=True)
@@ -176,6 +208,7 @@ async def receive_callback(
             await uow.callbacks.set_outcome(callback_id, outcome="malformed", checkout_request_id=None, payment_id=None)
             await uow.commit()
             raise InvalidInput(str(error), code="malformed_callback") from None
+        await uow.callbacks.lock_checkout(parsed.checkout_request_id)
         payment = await uow.payments.get_by_checkout_id(parsed.checkout_request_id, for_update=True)
         outcome = "orphan" if payment is None else await _apply_callback(uow, payment, parsed, clock=clock, verify=verify)
         await uow.callbacks.set_outcome(callback_id, outcome=outcome, checkout_request_id=parsed.checkout_request_id,

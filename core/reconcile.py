@@ -73,6 +73,11 @@ async def settle_from_query(payment_id: str, result: StkQueryResult, *, uow: Uni
         if result.result_code == "0":
             await complete_and_queue_topup(uow, payment, None, now=clock.now())
             outcome = "completed"
+        elif payment.mpesa_receipt:
+            # A success callback is on file (awaiting verification): the two disagree, a person decides.
+            pm.send_to_review(payment, reason=f"callback said paid, STK query says {result.result_code}", now=clock.now())
+            await uow.payments.save(payment)
+            outcome = "review"
         else:
             pm.settle(payment, result_code=result.result_code or "unknown", result_desc=result.result_desc or "", now=clock.now())
             await uow.payments.save(payment)

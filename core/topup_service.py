@@ -63,18 +63,22 @@ class TopUpEngine:
         try:
             plan, profile, specs = self._plan(meter, topup)
         except InvalidInput as error:
-            return await self._finish(topup, TopUpStatus.FAILED, error=error.message)
+            return await self._finish(topup, self._final_status(topup), error=error.message)
         try:
             return await self._attempt(topup, meter, plan, profile, specs)
         except InvalidInput as error:
             # The meter answered something we cannot use (a DP missing from its status, say).
-            final = TopUpStatus.FAILED if topup.sent_at is None else TopUpStatus.NEEDS_REVIEW
-            return await self._finish(topup, final, error=error.message)
+            return await self._finish(topup, self._final_status(topup), error=error.message)
         except UpstreamError as error:
             if not error.transient:
-                # A refusal: the cloud did not apply the command (2008, 1101, 1106, 1004 ...).
-                return await self._finish(topup, TopUpStatus.FAILED, error=error.message)
+                # A refusal (2008, 1101, 1106, 1004 ...). `failed` only if no charge may have landed.
+                return await self._finish(topup, self._final_status(topup), error=error.message)
             return await self._retry_or_give_up(topup, error.message, offline=isinstance(error, DeviceOffline))
+
+    @staticmethod
+    def _final_status(topup: TopUp) -> TopUpStatus:
+        """`failed` promises nothing reached the meter; after a send that may have landed, a person looks."""
+        return TopUpStatus.FAILED if topup.sent_at is None else TopUpStatus.NEEDS_REVIEW
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -127,7 +131,13 @@ class TopUpEngine:
         else:
             topup.balance_before = _balance(profile, reading)
         await self._record_intent(topup, plan, counter_now)
-        await self.meters.send_commands(meter.device_id, [plan.command])
+        try:
+            await self.meters.send_commands(meter.device_id, [plan.command])
+        except UpstreamError as error:
+            if not error.transient:
+                # Refused, so not applied; and the counter showed no earlier send had landed either.
+                topup.sent_at = None
+            raise
         return await self._confirm(topup, meter, plan, profile, specs)
 
     async def _record_intent(self, topup: TopUp, plan: ChargePlan, counter_before: Decimal) -> None:
@@ -172,9 +182,8 @@ class TopUpEngine:
 
     async def _retry_or_give_up(self, topup: TopUp, error: str, *, offline: bool = False) -> TopUpStatus:
         if topup.attempts >= self.policy.max_attempts:
-            # Nothing sent (or the last send verified as not landed) -> failed; otherwise a person looks.
-            final = TopUpStatus.FAILED if topup.sent_at is None else TopUpStatus.NEEDS_REVIEW
-            return await self._finish(topup, final, error=f"gave up after {topup.attempts} attempts: {error}")
+            return await self._finish(topup, self._final_status(topup),
+                                      error=f"gave up after {topup.attempts} attempts: {error}")
         delay = self.policy.backoff_s(topup.attempts)
         now = self.clock.now()
         # Only a top-up with nothing possibly in the air gives up its meter's in-flight slot.
@@ -197,6 +206,8 @@ class TopUpEngine:
     async def _finish(self, topup: TopUp, status: TopUpStatus, *, error: str) -> TopUpStatus:
         now = self.clock.now()
         topup.status, topup.last_error, topup.next_attempt_at, topup.updated_at = status, error[:500], None, now
+        if status is TopUpStatus.NEEDS_REVIEW:
+            topup.resolved_at = topup.resolved_by = None  # a new review (the audit log keeps the old one)
         async with self.uow() as uow:
             await uow.topups.save(topup)
             event = "topup_failed" if status is TopUpStatus.FAILED else "topup_review"

@@ -144,6 +144,12 @@ class SqlCallbackRepository(_Repository):
         await self.conn.execute(mpesa_callbacks.update().where(mpesa_callbacks.c.id == callback_id).values(
             outcome=outcome, checkout_request_id=checkout_request_id, payment_id=payment_id))
 
+    async def lock_checkout(self, checkout_request_id: str) -> None:
+        """Serialise the push answer and the callback for one CheckoutRequestID (PostgreSQL; on SQLite
+        the single writer already does). Without it a callback can miss a just-written, uncommitted id."""
+        if self.locks_rows:
+            await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:cid))"), {"cid": checkout_request_id})
+
     async def orphans_for(self, checkout_request_id: str) -> list[tuple[int, str]]:
         query = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body)
                  .where(mpesa_callbacks.c.checkout_request_id == checkout_request_id,
@@ -186,6 +192,9 @@ class SqlTopUpRepository(_Repository):
     async def stale(self, *, before: datetime, limit: int = 100) -> list[TopUp]:
         query = (sa.select(topups).where(topups.c.status.in_(["queued", "sending"]), topups.c.next_attempt_at < before)
                  .order_by(topups.c.next_attempt_at).limit(limit))
+        if self.locks_rows:
+            # The sweep writes these rows back: never over a worker's claim made in between.
+            query = query.with_for_update(skip_locked=True)
         return [_topup(row) for row in await self.conn.execute(query)]
 
     async def in_review(self) -> list[TopUp]:

@@ -130,6 +130,9 @@ class FakeCallbacks(_Repo):
         self.data.callbacks[callback_id - 1].update(outcome=outcome, checkout_request_id=checkout_request_id,
                                                     payment_id=payment_id)
 
+    async def lock_checkout(self, checkout_request_id):
+        return None  # one process, no concurrency
+
     async def orphans_for(self, checkout_request_id):
         return [(c["id"], c["body"]) for c in self.data.callbacks
                 if c["checkout_request_id"] == checkout_request_id and c["outcome"] == "orphan"]

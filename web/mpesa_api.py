@@ -43,6 +43,7 @@ async def create_payment(request: Request) -> Response:
             InitiatePayment(amount=body["amount"], phone=body["phoneNumber"], meter_ref=body["meterId"],
                             description=description, channel=Channel.API, idempotency_key=key),
             uow=services.uow(), gateway=services.payment_gateway, limits=services.limits, clock=services.clock,
+            verify=services.settings.verify_callbacks,
         )
     except HttpError as error:
         return error_response(error.status, error.message, error.code)
@@ -57,6 +58,12 @@ def _started_response(started: PaymentStarted) -> JSONResponse:
     if payment.status is PaymentStatus.PUSH_FAILED:
         return error_response(502, payment.result_desc or "M-Pesa could not send the payment prompt",
                               payment.result_code or "push_failed", paymentId=payment.id)
+    if payment.status is PaymentStatus.REQUESTED:
+        # No usable answer from Daraja: the prompt may be on the phone. Not retried, never doubled;
+        # a callback still settles it, else a person reviews it.
+        return error_response(502, "M-Pesa did not confirm the payment prompt; if it appears on the phone, "
+                              "paying completes this payment (see GET /mpesa/payments/{id})",
+                              "push_outcome_unknown", paymentId=payment.id)
     return JSONResponse({
         "success": True,
         "message": "Payment initiated" if not started.replayed else "Payment already initiated",

@@ -139,7 +139,7 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
 
     async def push_stk(payload: dict) -> None:
         await push_payment(payload["payment_id"], uow=services.uow(), gateway=services.payment_gateway,
-                           clock=services.clock)
+                           clock=services.clock, verify=settings.verify_callbacks)
 
     async def verify(payload: dict) -> None:
         await verify_payment(payload["payment_id"], uow=services.uow(), gateway=services.payment_gateway,
