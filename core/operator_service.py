@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
 from core.admin_service import parse_price
+from core.callbacks import MalformedCallback, parse_stk_callback
 from core.errors import Conflict, InvalidInput, NotFound
 from core.meter_profiles import DpSpec, MeterProfile, to_raw
 from core.meter_charge import MeterReading, plan_charge, read_meter
@@ -108,9 +109,9 @@ async def retry_topup(ref: str, reason: str | None, *, actor: Actor, uow: UnitOf
 
 @dataclass(frozen=True)
 class ReviewItem:
-    kind: str  # payment | topup
+    kind: str  # payment | topup | callback (M-Pesa said paid for no payment of ours)
     id: str
-    meter_id: str
+    meter_id: str | None
     amount: Decimal
     reason: str
     since: datetime
@@ -120,13 +121,27 @@ async def list_reviews(*, uow: UnitOfWork) -> list[ReviewItem]:
     async with uow:
         payments = await uow.payments.in_review()
         topups = await uow.topups.in_review()
+        orphans = await uow.callbacks.unresolved_orphans()
     items = [ReviewItem("payment", p.id, p.meter_id, Decimal(p.amount), p.review_reason or "", p.updated_at)
              for p in payments]
     items += [ReviewItem("topup", t.id, t.meter_id, t.amount, t.last_error or "", t.updated_at) for t in topups]
-    return sorted(items, key=lambda item: item.since)
+    items += [_orphan_item(callback_id, body, received_at) for callback_id, body, received_at in orphans]
+    return sorted((item for item in items if item is not None), key=lambda item: item.since)
 
 
-RESOLUTIONS = {"payment": ("credit", "dismiss"), "topup": ("applied", "retry", "dismiss")}
+def _orphan_item(callback_id: int, body: str, received_at: datetime) -> ReviewItem | None:
+    try:
+        callback = parse_stk_callback(body)
+    except MalformedCallback:
+        return None
+    if not callback.succeeded:
+        return None  # no money moved: nothing for a person to do
+    reason = (f"M-Pesa says {callback.receipt or 'a payment'} was paid for CheckoutRequestID "
+              f"{callback.checkout_request_id}, which matches no payment: credit by hand, then dismiss")
+    return ReviewItem("callback", str(callback_id), None, callback.amount or Decimal(0), reason, received_at)
+
+
+RESOLUTIONS = {"payment": ("credit", "dismiss"), "topup": ("applied", "retry", "dismiss"), "callback": ("dismiss",)}
 
 
 async def resolve_review(ref: str, reason: str | None, *, action: str, actor: Actor, uow: UnitOfWork,
@@ -134,6 +149,8 @@ async def resolve_review(ref: str, reason: str | None, *, action: str, actor: Ac
     """Close a review. Payment: `credit` (top it up) or `dismiss`. Top-up: `applied` (seen on the
     meter), `retry` (the meter shows it did not land) or `dismiss` (mark failed)."""
     reason, now = require_reason(reason), clock.now()
+    if ref.isdigit():
+        return await _resolve_orphan(int(ref), reason, action=action, actor=actor, uow=uow, now=now)
     async with uow:
         payment = await uow.payments.get_for_update(ref)
         topup = None if payment else await uow.topups.get(ref, for_update=True)
@@ -152,6 +169,20 @@ async def resolve_review(ref: str, reason: str | None, *, action: str, actor: Ac
             await _resolve_topup(uow, topup, action, actor, now)
         await uow.audit.record(at=now, actor=actor.name, action=f"resolve_{kind}", target=ref, reason=reason,
                                details={"action": action})
+        await uow.commit()
+    return action
+
+
+async def _resolve_orphan(callback_id: int, reason: str, *, action: str, actor: Actor, uow: UnitOfWork,
+                          now: datetime) -> str:
+    if action not in RESOLUTIONS["callback"]:
+        raise InvalidInput("an unmatched M-Pesa callback is resolved with dismiss (credit by hand first)",
+                           code="invalid_action")
+    async with uow:
+        if not await uow.callbacks.resolve_orphan(callback_id):
+            raise NotFound(f"no unmatched callback {callback_id} waits for review", code="review_not_found")
+        await uow.audit.record(at=now, actor=actor.name, action="resolve_callback", target=str(callback_id),
+                               reason=reason, details={"action": action})
         await uow.commit()
     return action
 

@@ -144,6 +144,16 @@ class SqlCallbackRepository(_Repository):
         await self.conn.execute(mpesa_callbacks.update().where(mpesa_callbacks.c.id == callback_id).values(
             outcome=outcome, checkout_request_id=checkout_request_id, payment_id=payment_id))
 
+    async def unresolved_orphans(self, limit: int = 100) -> list[tuple[int, str, datetime]]:
+        query = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body, mpesa_callbacks.c.received_at)
+                 .where(mpesa_callbacks.c.outcome == "orphan").order_by(mpesa_callbacks.c.id).limit(limit))
+        return [tuple(row) for row in await self.conn.execute(query)]
+
+    async def resolve_orphan(self, callback_id: int) -> bool:
+        result = await self.conn.execute(mpesa_callbacks.update().where(
+            mpesa_callbacks.c.id == callback_id, mpesa_callbacks.c.outcome == "orphan").values(outcome="orphan_resolved"))
+        return result.rowcount == 1
+
     async def lock_checkout(self, checkout_request_id: str) -> None:
         """Serialise the push answer and the callback for one CheckoutRequestID (PostgreSQL; on SQLite
         the single writer already does). Without it a callback can miss a just-written, uncommitted id."""

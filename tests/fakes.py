@@ -130,6 +130,16 @@ class FakeCallbacks(_Repo):
         self.data.callbacks[callback_id - 1].update(outcome=outcome, checkout_request_id=checkout_request_id,
                                                     payment_id=payment_id)
 
+    async def unresolved_orphans(self, limit=100):
+        return [(c["id"], c["body"], FakeClock().now()) for c in self.data.callbacks if c["outcome"] == "orphan"][:limit]
+
+    async def resolve_orphan(self, callback_id):
+        callback = self.data.callbacks[callback_id - 1]
+        if callback["outcome"] != "orphan":
+            return False
+        callback["outcome"] = "orphan_resolved"
+        return True
+
     async def lock_checkout(self, checkout_request_id):
         return None  # one process, no concurrency
 

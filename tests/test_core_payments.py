@@ -209,3 +209,20 @@ async def test_reconcile_settles_lost_callbacks_and_gives_up_after_cutoff(world)
     assert report.to_review == [stuck.id]
     assert uow.store.payments[stuck.id].status is PaymentStatus.NEEDS_REVIEW
     assert len(uow.store.topups) == 1
+
+
+async def test_unmatched_paid_callback_waits_for_a_person_until_dismissed(world):
+    from core.operator_service import Actor, list_reviews, resolve_review
+
+    uow, _, clock = world
+    await callback(world, samples.with_ids(samples.SUCCESS, checkout="ws_CO_nobody", amount=300))
+    await callback(world, samples.with_ids(samples.CANCELLED, checkout="ws_CO_nobody_either"))
+    [item] = await list_reviews(uow=uow)  # the cancelled one moved no money
+    assert item.kind == "callback" and item.amount == 300 and "NLJ7RT61SV" in item.reason
+    with pytest.raises(InvalidInput):
+        await resolve_review(item.id, "x", action="credit", actor=Actor("amina"), uow=uow, clock=clock)
+    await resolve_review(item.id, "credited A101 by hand", action="dismiss", actor=Actor("amina"), uow=uow, clock=clock)
+    assert await list_reviews(uow=uow) == []
+    assert uow.store.audit[-1]["action"] == "resolve_callback"
+    with pytest.raises(NotFound):
+        await resolve_review(item.id, "again", action="dismiss", actor=Actor("amina"), uow=uow, clock=clock)

@@ -54,7 +54,7 @@ async def test_push_with_unknown_outcome_is_not_a_refusal(pay_world):
     clock.advance(3 * 3600)
     await reconcile_payments(uow=uow, gateway=daraja, clock=clock, after_s=120, give_up_s=3600)
     reviews = await list_reviews(uow=uow)
-    assert [item.id for item in reviews] == [started.payment.id], "a person must be told about this payment"
+    assert started.payment.id in [item.id for item in reviews], "a person must be told about this payment"
 
 
 # --- 2. VERIFY_CALLBACKS is bypassed for a callback that arrived before the push answer was recorded ---

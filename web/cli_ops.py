@@ -153,7 +153,8 @@ def add_parsers(sub, meter) -> None:
     resolve.add_argument("ref", metavar="ID")
     resolve.add_argument("--reason", required=True)
     resolve.add_argument("--action", default="dismiss",
-                         help="payment: credit|dismiss; top-up: applied|retry|dismiss (default dismiss)")
+                         help="payment: credit|dismiss; top-up: applied|retry|dismiss; unmatched callback: "
+                              "dismiss (default dismiss)")
     resolve.set_defaults(func=cmd_review_resolve)
 
     balance = meter.add_parser("balance", help="read the meter's balance now")

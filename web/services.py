@@ -157,6 +157,10 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
         await SqlUssdSessionStore(services.engine).purge(before=services.clock.now() - timedelta(days=7))
 
     handlers = {"push_stk": push_stk, "verify_payment": verify, "notify": send_notification}
+    longest_attempt = settings.topup_confirm_deadline_s + 6 * settings.tuya_timeout_s
+    if settings.topup_attempt_lease_s < longest_attempt:
+        log.warning("TOPUP_ATTEMPT_LEASE_S (%.0fs) is shorter than one top-up attempt can take (~%.0fs): "
+                    "a second worker could take over a live attempt", settings.topup_attempt_lease_s, longest_attempt)
     if services.meter_gateway is not None:
         engine = services.topup_engine()
 
