@@ -60,16 +60,23 @@ def _profile_and_specs(meter: Meter, profiles: Mapping[str, MeterProfile]) -> tu
 
 
 async def manual_topup(meter_number: str, amount: object, reason: str | None, *, actor: Actor, uow: UnitOfWork,
-                       profiles: Mapping[str, MeterProfile], clock: Clock) -> TopUp:
-    """The seed's fallback 2: an admin adds balance, through the same engine, with a reason."""
+                       profiles: Mapping[str, MeterProfile], clock: Clock, request_key: str | None = None) -> TopUp:
+    """The seed's fallback 2: an admin adds balance, through the same engine, with a reason.
+    `request_key` (one per form shown) makes a double-clicked or re-sent form credit once."""
     reason, money = require_reason(reason), parse_manual_amount(amount)
     now = clock.now()
+    if request_key:
+        async with uow:
+            earlier = await uow.topups.by_request_key(request_key[:64])
+        if earlier is not None:
+            return earlier
     async with uow:
         meter = await meter_by_number(uow, meter_number)
         profile, specs = _profile_and_specs(meter, profiles)
         plan_charge(profile, specs, money, meter.price_per_kwh)  # refuses 0, above the DP's max, no price
         topup = TopUp(id=new_id(), meter_id=meter.id, amount=money, created_at=now, updated_at=now,
-                      next_attempt_at=now, applied_by=actor.name, reason=reason)
+                      next_attempt_at=now, applied_by=actor.name, reason=reason,
+                      request_key=request_key[:64] if request_key else None)
         await uow.topups.add(topup)
         await uow.jobs.enqueue("topup", {"topup_id": topup.id})
         await uow.audit.record(at=now, actor=actor.name, action="manual_topup", target=meter.number, reason=reason,

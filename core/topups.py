@@ -52,6 +52,7 @@ class TopUp:
     applied_by: str | None = None  # "worker" or an admin's name
     reason: str | None = None
     delay_notified: bool = False
+    request_key: str | None = None  # a manual top-up's form submission: a double submit credits once
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     resolution: str | None = None

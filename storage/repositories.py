@@ -180,7 +180,8 @@ def _topup(row) -> TopUp | None:
 
 class SqlTopUpRepository(_Repository):
     async def add(self, topup: TopUp) -> None:
-        await self._insert(topups, to_row(topup, topups), "this payment already has a top-up", "topup_exists")
+        await self._insert(topups, to_row(topup, topups), "this top-up exists already (same payment or form)",
+                           "topup_exists")
 
     async def get(self, topup_id: str, *, for_update: bool = False) -> TopUp | None:
         query = sa.select(topups).where(topups.c.id == topup_id)
@@ -190,6 +191,9 @@ class SqlTopUpRepository(_Repository):
 
     async def for_payment(self, payment_id: str) -> TopUp | None:
         return _topup((await self.conn.execute(sa.select(topups).where(topups.c.payment_id == payment_id))).first())
+
+    async def by_request_key(self, key: str) -> TopUp | None:
+        return _topup((await self.conn.execute(sa.select(topups).where(topups.c.request_key == key))).first())
 
     async def save(self, topup: TopUp) -> None:
         try:

@@ -142,6 +142,7 @@ topups = sa.Table(
     sa.Column("applied_by", sa.String(80), nullable=True),
     sa.Column("reason", sa.String(500), nullable=True),
     sa.Column("delay_notified", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("request_key", sa.String(64), nullable=True, unique=True),  # a manual top-up form's one-time key
     sa.Column("resolved_at", UTCDateTime(), nullable=True),
     sa.Column("resolved_by", sa.String(80), nullable=True),
     sa.Column("resolution", sa.String(500), nullable=True),

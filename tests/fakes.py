@@ -160,6 +160,9 @@ class FakeTopUps(_Repo):
     async def get(self, topup_id, *, for_update=False):
         return copy.deepcopy(self.data.topups.get(topup_id))
 
+    async def by_request_key(self, key):
+        return next((copy.deepcopy(t) for t in self.data.topups.values() if t.request_key == key), None)
+
     async def for_payment(self, payment_id):
         return next((copy.deepcopy(t) for t in self.data.topups.values() if t.payment_id == payment_id), None)
 

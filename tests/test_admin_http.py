@@ -358,3 +358,15 @@ def test_meters_show_live_balance_offline_meters_and_stay_fast(stack, boss):
         stack.tuya.clear_faults("dev-b201")
     boss.page("/admin/meters")
     assert boss.page("/admin").text.split("Meters offline</span><strong>")[1].startswith("0<")
+
+
+def test_manual_topup_form_submitted_twice_credits_once(stack, boss):
+    import re
+
+    page = boss.page("/admin/meters/A101").text
+    key = re.search(r'name="request_key" value="([0-9a-f]{32})"', page).group(1)
+    before = count(stack, "topups", "payment_id IS NULL")
+    for _ in range(2):  # a double click, or the browser re-sending the form
+        answer = boss.form("/admin/meters/A101/topup", amount="75", reason="double click", request_key=key)
+        assert answer.status_code == 303
+    assert count(stack, "topups", "payment_id IS NULL") == before + 1

@@ -184,3 +184,15 @@ async def test_sweep_requeues_stale_topups(world):
     clock.advance(3600)
     assert await requeue_stale_topups(uow=FakeUnitOfWork(uow.store), clock=clock, stale_s=600) == ["t1"]
     assert [j.payload for j in jobs_of(uow, "topup")] == [{"topup_id": "t1"}]
+
+
+async def test_manual_topup_form_sent_twice_credits_once(world):
+    from core.operator_service import Actor, manual_topup
+
+    uow, tuya, clock, engine = world
+    args = dict(actor=Actor("amina"), uow=FakeUnitOfWork(uow.store), profiles=BUILTIN_PROFILES, clock=clock)
+    first = await manual_topup("A101", "150", "refund", request_key="form-1", **args)
+    again = await manual_topup("A101", "150", "refund", request_key="form-1", **args)
+    other = await manual_topup("A101", "150", "refund", request_key="form-2", **args)
+    assert again.id == first.id != other.id
+    assert len(uow.store.topups) == 2 and len(uow.store.audit) == 2

@@ -4,6 +4,8 @@ core's services, which audit it with the logged-in user's name."""
 
 from __future__ import annotations
 
+import uuid
+
 from starlette.responses import Response
 
 from core.admin_service import AddMeter, parse_price, register_meter
@@ -52,7 +54,7 @@ async def meter_page(ctx: Ctx, *, status: int = 200, error: str | None = None, v
     meter = await _meter_or_404(ctx)
     reading = (await read_live(ctx.services, [meter]))[meter["number"]]
     return ctx.render("admin/meter.html", status, title=f"Meter {meter['number']}", meter=meter, reading=reading,
-                      error=error, values=values or {})
+                      error=error, values=values or {}, request_key=uuid.uuid4().hex)
 
 
 async def _act(ctx: Ctx, action, done: str, values: dict | None = None) -> Response:
@@ -69,13 +71,15 @@ async def _act(ctx: Ctx, action, done: str, values: dict | None = None) -> Respo
 
 async def topup(ctx: Ctx) -> Response:
     number, services = ctx.request.path_params["number"], ctx.services
-    values = {"amount": text(ctx.form, "amount", limit=20), "reason": text(ctx.form, "reason", limit=500)}
+    values = {"amount": text(ctx.form, "amount", limit=20), "reason": text(ctx.form, "reason", limit=500),
+              "request_key": text(ctx.form, "request_key", limit=64)}
 
     async def action():
         if not values["amount"]:
             raise FormError("enter the amount in KES")
         await manual_topup(number, values["amount"], values["reason"], actor=ctx.actor, uow=services.uow(),
-                           profiles=services.profiles, clock=services.clock)
+                           profiles=services.profiles, clock=services.clock,
+                           request_key=values["request_key"] or None)
 
     return await _act(ctx, action, f"Manual top-up of KES {values['amount']} queued for meter {number}; "
                                    "it shows as applied once the meter confirms it.", values)
