@@ -42,7 +42,8 @@ async def telegram_webhook(request: Request) -> Response:
     if not bot.ready:
         return PlainTextResponse("the bot is starting", status_code=503)  # Telegram retries later
     try:
-        data = json.loads(body)
+        # Telegram never sends NUL; PostgreSQL would refuse it in text: such an update is malformed.
+        data = None if b"\\u0000" in body.lower() else json.loads(body)
     except ValueError:
         data = None
     if not isinstance(data, dict) or not bot.feed(data):

@@ -145,16 +145,17 @@ async def authenticate(username: str, password: str, *, address: str, users: Adm
     event loop. Raises Throttled or BadCredentials; every attempt is recorded."""
     name = normalize_username(username)[:80]
     since = now - THROTTLE_WINDOW
-    refused = throttle_message(await attempts.failures(since=since, username=name),
-                               await attempts.failures(since=since, address=address))
+    # Recorded as a failure before counting, so guesses sent at the same moment each count the others
+    # (a success below, at the same instant, still resets the count). A guesser who keeps trying
+    # stays locked out; a person who waits gets in.
+    await attempts.record(at=now, username=name, address=address, success=False)
+    refused = throttle_message(await attempts.failures(since=since, username=name) - 1,
+                               await attempts.failures(since=since, address=address) - 1)
     if refused:
-        # Counted as a failure too: a guesser who keeps trying stays locked out; a person who waits gets in.
-        await attempts.record(at=now, username=name, address=address, success=False)
         raise Throttled(refused)
     user = await users.get(name) if name else None
     ok = await verify(password or "", user.password_hash if user else _DUMMY_HASH)
     if not (ok and user and user.active):
-        await attempts.record(at=now, username=name, address=address, success=False)
         raise BadCredentials("wrong username or password")
     await attempts.record(at=now, username=name, address=address, success=True)
     await users.touch_login(name, now)

@@ -115,7 +115,7 @@ def new_input(text: str, last_text: str) -> str:
 
 async def answer(hop: Hop, deps: UssdDeps) -> Answer:
     record = await deps.sessions.get(hop.session_id)
-    if record is not None and record.last_text == hop.text:
+    if record is not None and record.last_text == hop.text and _same_phone(record.phone, hop.phone):
         return Answer(record.last_answer, "replay")
     try:
         phone = normalize_kenyan_mobile(hop.phone)
@@ -141,6 +141,14 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
         return Answer(winner.last_answer, "replay")
     log.warning("ussd session %s: a concurrent hop overtook this one", hop.session_id)
     return Answer(text, "end" if step.screen.end else "con")
+
+
+def _same_phone(stored: str, given: str) -> bool:
+    """A replay is only for the phone that made the hop (it may show a balance or a history)."""
+    try:
+        return normalize_kenyan_mobile(given) == stored
+    except InvalidInput:
+        return False
 
 
 def _resumable(record: SessionRecord | None, hop: Hop, phone: str) -> DialogueState | None:

@@ -48,7 +48,9 @@ async def _form(request: Request) -> dict[str, list[str]]:
         if size > MAX_BODY:
             raise _TooLarge()
         chunks.append(chunk)
-    return parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
+    fields = parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
+    # A NUL is never a keypress, and PostgreSQL refuses it in text: drop it.
+    return {name: [value.replace("\x00", "") for value in values] for name, values in fields.items()}
 
 
 def ussd_routes(build: Callable[[Any], UssdDeps], *, registry_of: Callable[[Any], CollectorRegistry | None]

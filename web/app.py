@@ -20,7 +20,7 @@ from ussd.routes import ussd_routes
 from starlette.middleware import Middleware
 
 from web import mpesa_api
-from web.http import SourceAllowlist
+from web.http import RefuseNul, SourceAllowlist
 from web.settings import _split
 from web.openapi import openapi_document
 from web.admin.routes import admin_routes
@@ -140,7 +140,7 @@ def create_app(
     ]
     ussd_guard = Middleware(SourceAllowlist, prefix="/ussd", allowed=_split(settings.ussd_allowed_ips),
                             trusted_proxies=settings.trusted_proxy_list)
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[ussd_guard])
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RefuseNul), ussd_guard])
 
 
 __all__ = ["create_app", "Mount"]

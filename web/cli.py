@@ -41,8 +41,12 @@ def cmd_serve(args) -> None:
              "`lipameter demo` runs with the sandbox instead)")
     _check_telegram_secret(settings)
     configure_logging(settings.log_level)
+    if not settings.ussd_allowed_ips:
+        log.warning("USSD_ALLOWED_IPS is empty: anyone who finds /ussd can post hops as any phone; "
+                    "set it to Africa's Talking's addresses")
     uvicorn.run(create_app(settings, run_worker=not args.no_worker), host=args.host, port=args.port,
-                log_level=settings.log_level.lower(), proxy_headers=False)
+                # No access log: its lines carry CALLBACK_TOKEN (in the callback path) and phone filters.
+                log_level=settings.log_level.lower(), proxy_headers=False, access_log=False)
 
 
 def _check_telegram_secret(settings) -> None:

@@ -52,6 +52,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def read_json_object(request: Request, limit: int) -> dict:
     body = await read_body(request, limit)
+    if has_nul(body):
+        raise HttpError(400, "request body must not contain NUL characters", "invalid_json")
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -110,6 +112,28 @@ def wire_number(value: Decimal | int | None) -> int | float | None:
         return None
     value = Decimal(value)
     return int(value) if value == value.to_integral_value() else float(value)
+
+
+NUL_MARKERS = (b"\x00", b"\\u0000", b"%00")
+
+
+def has_nul(raw: bytes) -> bool:
+    """PostgreSQL refuses NUL in text: such input is refused at the edge, never sent to a query."""
+    lowered = raw.lower()
+    return any(marker in lowered for marker in NUL_MARKERS)
+
+
+class RefuseNul:
+    """ASGI middleware: a NUL in the path or the query string is a 400, whatever the route."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and (has_nul(scope["path"].encode()) or has_nul(scope["query_string"])):
+            await PlainTextResponse("bad request: NUL character", status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class SourceAllowlist:

@@ -29,7 +29,10 @@ async def read_form(request: Request) -> dict[str, str]:
         if size > MAX_FORM_BYTES:
             raise FormError("form too large", status=413)
         chunks.append(chunk)
-    fields = parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
+    raw = b"".join(chunks)
+    if b"%00" in raw or b"\x00" in raw:  # PostgreSQL refuses NUL in text
+        raise FormError("the form contains a NUL character", status=400)
+    fields = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {name: values[-1] for name, values in fields.items()}
 
 
