@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 
+import sqlalchemy as sa
 from starlette.routing import Mount
 
 from core.admin_service import AddMeter, AddTenant, add_meter, add_tenant
@@ -21,6 +22,7 @@ from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.uow import SqlUnitOfWork
 from web.admin.demo_admin import DEMO_ADMIN, ensure_demo_admin
+from web.demo_history import start_history
 from web.settings import Settings
 
 log = logging.getLogger("lipameter.demo")
@@ -86,7 +88,8 @@ def _dp_specs(tuya_app, device: str) -> dict:
     return {code: spec.to_dict() for code, spec in specs.items()}
 
 
-async def seed_demo_data(database_url: str, tuya_app) -> None:
+async def seed_demo_data(database_url: str, tuya_app) -> bool:
+    """Meters, tenants and the demo admin; answers whether the database already has payments."""
     engine = create_engine(database_url)
     try:
         for number, name, device, profile, price in DEMO_METERS:
@@ -99,6 +102,8 @@ async def seed_demo_data(database_url: str, tuya_app) -> None:
         for phone, name, numbers in DEMO_TENANTS:
             await add_tenant(AddTenant(phone=phone, name=name, meter_numbers=numbers), uow=SqlUnitOfWork(engine))
         await ensure_demo_admin(engine)
+        async with engine.connect() as conn:
+            return bool(await conn.scalar(sa.text("SELECT count(*) FROM payments")))
     finally:
         await engine.dispose()
 
@@ -157,7 +162,12 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, database_url: str | N
     configure_logging(settings.log_level)
     upgrade(settings.database_url)
     tuya_app = demo_tuya()
-    asyncio.run(seed_demo_data(settings.database_url, tuya_app))
+    has_payments = asyncio.run(seed_demo_data(settings.database_url, tuya_app))
     app = create_app(settings, extra_routes=sandbox_mounts(tuya_app))
     print(how_to(settings), flush=True)
+    if not has_payments:
+        print("Making a little history now: 4 payments through the sandbox; the top-up on A102 fails on purpose.\n"
+              "Find it on the dashboard (Overview -> Top-ups failed -> the payment) and press \"Retry top-up\".\n",
+              flush=True)
+    start_history(settings.public_base_url, DEMO_API_KEY, database_has_payments=has_payments)
     uvicorn.run(app, host=host, port=port, log_level="warning")
