@@ -15,8 +15,11 @@ class ServerThread:
     """A uvicorn server in a background thread with its own event loop, bound to 127.0.0.1:<free port>."""
 
     def __init__(self, app, *, port: int = 0) -> None:
+        # IPPROTO_TCP (not 0): asyncio then sets TCP_NODELAY on accepted connections; set on the listener
+        # too (Linux copies it). Without it every keep-alive answer waits ~40 ms for a delayed ACK.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from contextlib import contextmanager
 from decimal import Decimal as D
 
 import pytest
@@ -16,22 +14,12 @@ from core.meter_charge import Verdict, plan_charge
 from gateways.tuya import TuyaMeterGateway
 from gateways.tuya_errors import TuyaOutcomeUnknown, TuyaPermanentError, TuyaTransientError
 from sandbox.tuya import create_tuya_sandbox
-from tests.servers import ServerThread, reserve_port
+from tests.servers import reserve_port, serve
 
 ACCESS_ID, SECRET = "gw-access-id-0001", "gw-secret-do-not-log"
 SEED, STANDARD = BUILTIN_PROFILES["seed"], BUILTIN_PROFILES["tuya-standard"]
 
 
-@contextmanager
-def serve(app):
-    # See tests/test_tuya_sandbox.py: without TCP_NODELAY each keep-alive answer waits ~40 ms.
-    server = ServerThread(app)
-    server.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

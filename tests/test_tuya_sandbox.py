@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import time
-from contextlib import contextmanager
 from decimal import Decimal as D
 
 import httpx
@@ -16,22 +14,11 @@ import requests
 from tuya_connector import TuyaOpenAPI
 
 from sandbox.tuya import create_tuya_sandbox
-from tests.servers import ServerThread
+from tests.servers import serve
 
 ACCESS_ID, SECRET = "sandbox-id-0001", "sandbox-secret-0001"
 
 
-@contextmanager
-def serve(app):
-    # tests.servers binds a proto-0 socket, so asyncio skips TCP_NODELAY on accepted connections and
-    # each keep-alive answer waits ~40 ms for a delayed ACK. Linux copies the option from the listener.
-    server = ServerThread(app)
-    server.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
