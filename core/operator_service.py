@@ -10,6 +10,7 @@ from typing import Mapping
 
 from core.admin_service import parse_price
 from core.callbacks import MalformedCallback, parse_stk_callback
+from core.payment_service import find_meter
 from core.errors import Conflict, InvalidInput, NotFound
 from core.meter_profiles import DpSpec, MeterProfile, to_raw
 from core.meter_charge import MeterReading, plan_charge, read_meter
@@ -45,13 +46,6 @@ def parse_manual_amount(value: object) -> Decimal:
     return amount
 
 
-async def meter_by_number(uow: UnitOfWork, number: str) -> Meter:
-    meter = await uow.meters.get_by_number(number) or await uow.meters.get(number)
-    if meter is None:
-        raise NotFound(f"no meter {number!r}", code="meter_not_found")
-    return meter
-
-
 def _profile_and_specs(meter: Meter, profiles: Mapping[str, MeterProfile]) -> tuple[MeterProfile, dict[str, DpSpec]]:
     profile = profiles.get(meter.profile)
     if profile is None:
@@ -71,7 +65,7 @@ async def manual_topup(meter_number: str, amount: object, reason: str | None, *,
         if earlier is not None:
             return earlier
     async with uow:
-        meter = await meter_by_number(uow, meter_number)
+        meter = await find_meter(uow, meter_number)
         profile, specs = _profile_and_specs(meter, profiles)
         plan_charge(profile, specs, money, meter.price_per_kwh)  # refuses 0, above the DP's max, no price
         topup = TopUp(id=new_id(), meter_id=meter.id, amount=money, created_at=now, updated_at=now,
@@ -220,11 +214,11 @@ async def _resolve_topup(uow: UnitOfWork, topup: TopUp, action: str, actor: Acto
 async def read_balance(meter_number: str, *, uow: UnitOfWork, meters: MeterGateway,
                        profiles: Mapping[str, MeterProfile], clock: Clock) -> tuple[Meter, MeterReading]:
     async with uow:
-        meter = await meter_by_number(uow, meter_number)
+        meter = await find_meter(uow, meter_number)
     profile, specs = _profile_and_specs(meter, profiles)
     reading = read_meter(profile, specs, await meters.status(meter.device_id))
     async with uow:
-        meter = await meter_by_number(uow, meter_number)
+        meter = await find_meter(uow, meter_number)
         meter.last_balance, meter.last_energy = reading.money_balance, reading.energy_balance
         # Not `online`: the Tuya cloud answers status for an offline device too (its last report).
         meter.last_balance_at = clock.now()
@@ -238,7 +232,7 @@ async def meter_command(meter_number: str, operation: str, value: object, *, act
                         clock: Clock) -> Meter:
     """set_price (KES/kWh), prepayment_switch (bool) or clear: one command, audited."""
     async with uow:
-        meter = await meter_by_number(uow, meter_number)
+        meter = await find_meter(uow, meter_number)
     profile, specs = _profile_and_specs(meter, profiles)
     code = getattr(profile, operation)
     if not code or code not in specs:
@@ -249,7 +243,7 @@ async def meter_command(meter_number: str, operation: str, value: object, *, act
     await meters.send_commands(meter.device_id, [{"code": code, "value": raw}])
     now = clock.now()
     async with uow:
-        meter = await meter_by_number(uow, meter_number)
+        meter = await find_meter(uow, meter_number)
         if price is not None:
             meter.price_per_kwh = price
             await uow.meters.save(meter)

@@ -51,7 +51,7 @@ class PaymentStarted:
 
 async def find_meter(uow: UnitOfWork, ref: object) -> Meter:
     if not isinstance(ref, str) or not ref.strip():
-        raise InvalidInput("meterId must be the meter's id or its number", code="invalid_meter")
+        raise InvalidInput("give the meter's id or its number", code="invalid_meter")
     ref = ref.strip()
     meter = await uow.meters.get(ref) if len(ref) == 36 else None
     meter = meter or await uow.meters.get_by_number(ref)
