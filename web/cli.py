@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Callable
 
 from core.errors import DomainError
 from web.cli_common import CliError, configure_logging, fail, load_settings
@@ -130,22 +129,6 @@ def cmd_demo(args) -> None:
     run_demo(host=args.host, port=args.port, database_url=args.database_url)
 
 
-def _run_admin(coro_factory: Callable) -> None:
-    from storage.db import create_engine
-    from storage.uow import SqlUnitOfWork
-
-    settings = load_settings()
-
-    async def run():
-        engine = create_engine(settings.database_url)
-        try:
-            return await coro_factory(lambda: SqlUnitOfWork(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
 def cmd_meter_add(args) -> None:
     from core.admin_service import AddMeter, register_meter
     from web.cli_ops import run_with_services
@@ -164,7 +147,9 @@ def cmd_meter_add(args) -> None:
 def cmd_meter_list(args) -> None:
     from core.admin_service import list_meters
 
-    meters = _run_admin(lambda uow: list_meters(uow=uow()))
+    from web.cli_ops import run_with_services
+
+    meters = run_with_services(lambda s: list_meters(uow=s.uow()))
     if not meters:
         print("no meters yet: lipameter meter add --number N --name NAME --device-id ID")
         return
@@ -178,8 +163,10 @@ def cmd_meter_list(args) -> None:
 def cmd_tenant_add(args) -> None:
     from core.admin_service import AddTenant, add_tenant
 
-    tenant = _run_admin(lambda uow: add_tenant(
-        AddTenant(phone=args.phone, name=args.name or "", meter_numbers=args.meter or []), uow=uow(),
+    from web.cli_ops import run_with_services
+
+    tenant = run_with_services(lambda s: add_tenant(
+        AddTenant(phone=args.phone, name=args.name or "", meter_numbers=args.meter or []), uow=s.uow(),
         actor=cli_actor(args)))
     print(f"tenant {tenant.phone} ready with meter(s): {', '.join(args.meter or []) or 'none'}")
     print(tenant.id)
