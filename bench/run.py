@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from core.operator_service import Actor, manual_topup
+from core.admin.operator import Actor, manual_topup
 from storage.migrate import upgrade
 from tests.servers import ServerThread
 from tests.stack import Stack, run_sql

@@ -1,5 +1,5 @@
 """The bot's side of a Telegram chat: link the user by their phone contact, then run the purchase
-dialogue (core.dialogue, the same one USSD runs) one message or button at a time.
+dialogue (core.dialogue.machine, the same one USSD runs) one message or button at a time.
 
 Free of python-telegram-bot: `Conversation.handle` takes an `Incoming` and returns the actions to take
 (bot.telegram_io performs them). What it needs to continue lives in the database (bot.ports.ChatStore):
@@ -24,15 +24,15 @@ from pydantic import ValidationError
 from bot import texts as bot_texts
 from bot.ports import Account, Action, AnswerButton, BotDeps, ChatRow, Edit, Incoming, Send
 from bot.render import MENU, parse_data, render
-from core import dialogue
-from core.dialogue_screens import BACK, BUY_METERS, HOME, MORE, draw, goodbye
-from core.dialogue_service import DialogueDeps, load_caller, perform
-from core.dialogue_types import Caller, DialogueState, ListPayments, PaymentsListed, Step
-from core.errors import InvalidInput
-from core.payments import Channel
-from core.phone import mask_phone, normalize_kenyan_mobile
+from core.dialogue import machine as dialogue
+from core.dialogue.screens import BACK, BUY_METERS, HOME, MORE, draw, goodbye
+from core.dialogue.service import DialogueDeps, load_caller, perform
+from core.dialogue.types import Caller, DialogueState, ListPayments, PaymentsListed, Step
+from core.shared.errors import InvalidInput
+from core.payments.model import Channel
+from core.shared.phone import mask_phone, normalize_kenyan_mobile
 from core.ports import MeterBalanceReader
-from core.texts import local_phone
+from core.dialogue.texts import local_phone
 
 log = logging.getLogger("lipameter.bot")
 
@@ -227,7 +227,7 @@ class Conversation:
         return actions
 
     async def _drive(self, step: Step, caller: Caller) -> Step:
-        """core.dialogue_service.drive, except that a payments list shows HISTORY lines in a chat."""
+        """core.dialogue.service.drive, except that a payments list shows HISTORY lines in a chat."""
         for _ in range(MAX_EFFECTS):
             if step.effect is None:
                 return step

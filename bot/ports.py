@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Protocol
 
-from core.dialogue_service import PaymentHistory
-from core.payment_service import PaymentLimits
+from core.dialogue.service import PaymentHistory
+from core.payments.service import PaymentLimits
 from core.ports import Clock, MeterBalanceReader, UnitOfWork
 
 # --- what came in ----------------------------------------------------------------------------
@@ -75,7 +75,7 @@ Action = Send | Edit | AnswerButton
 class ChatRow(Protocol):
     chat_id: int
     user_id: int
-    state: dict | None  # core.dialogue_types.DialogueState as JSON
+    state: dict | None  # core.dialogue.types.DialogueState as JSON
     version: int
     last_message_id: int | None
     payment_id: str | None

@@ -11,8 +11,8 @@ import re
 
 from bot import texts as bot_texts
 from bot.ports import Button, Send
-from core import texts
-from core.dialogue_types import Caller, DialogueState, Screen
+from core.dialogue import texts
+from core.dialogue.types import Caller, DialogueState, Screen
 
 AMOUNT_PICKS = (100, 200, 500, 1000)  # KES: quick picks on the amount screen; any amount may be typed
 MENU = "menu"  # a fresh main menu, offered under the last message of a finished conversation

@@ -1,9 +1,9 @@
 """What only the Telegram bot says, in English and Swahili. The purchase screens themselves come from
-core.texts (shared with USSD); the goodbyes that speak of dialling are reworded here for a chat."""
+core.dialogue.texts (shared with USSD); the goodbyes that speak of dialling are reworded here for a chat."""
 
 from __future__ import annotations
 
-from core import texts as core_texts
+from core.dialogue import texts as core_texts
 
 EN = {
     "greet": "Karibu! I am LipaMeter. Buy electricity for your meter with M-Pesa, check its balance and "

@@ -10,6 +10,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from core.jobs.model import Job
+from core.meters.model import Meter
+from core.tenants.model import Tenant
+from core.payments.model import Payment
+from core.topups.model import TopUp
+from core.shared.errors import UpstreamError
+
 
 @dataclass(frozen=True)
 class StkPushRequest:
@@ -36,7 +43,7 @@ class StkQueryResult:
 
 
 class PaymentGateway(Protocol):
-    """M-Pesa Express (Daraja). Raises core.errors.UpstreamError with a tenant-readable message."""
+    """M-Pesa Express (Daraja). Raises core.shared.errors.UpstreamError with a tenant-readable message."""
 
     async def stk_push(self, request: StkPushRequest) -> StkPushAccepted: ...
 
@@ -49,12 +56,7 @@ class Clock(Protocol):
 
 # --- persistence ports ------------------------------------------------------------------------
 # Repositories hand out plain dataclasses from core; `save` writes them back. Implementations raise
-# core.errors.Conflict when a uniqueness rule (one pending push per phone, idempotency key) is hit.
-
-from core.model import Job, Meter, Tenant  # noqa: E402
-from core.payments import Payment  # noqa: E402
-from core.topups import TopUp  # noqa: E402
-from core.errors import UpstreamError  # noqa: E402
+# core.shared.errors.Conflict when a uniqueness rule (one pending push per phone, idempotency key) is hit.
 
 
 class MeterRepository(Protocol):
@@ -149,7 +151,7 @@ class MeterGateway(Protocol):
     refused the command (it was not applied); any other failure after sending may have been applied."""
 
     async def device_info(self, device_id: str) -> dict: ...
-    async def specifications(self, device_id: str) -> list: ...  # list[core.meter_profiles.DpSpec]
+    async def specifications(self, device_id: str) -> list: ...  # list[core.meters.profiles.DpSpec]
     async def status(self, device_id: str) -> dict: ...  # DP code -> raw value
     async def send_commands(self, device_id: str, commands: list[dict]) -> None: ...
 

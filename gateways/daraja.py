@@ -1,6 +1,6 @@
 """Daraja (M-Pesa Express) adapter behind core.ports.PaymentGateway: OAuth, STK push, STK query.
 
-Every failure leaves as core.errors.UpstreamError with a message a tenant can read and Daraja's
+Every failure leaves as core.shared.errors.UpstreamError with a message a tenant can read and Daraja's
 errorCode as `.code`. The consumer secret, passkey, Password and token never appear in an
 exception or a log line, and phone numbers are masked in logs.
 """
@@ -20,7 +20,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity import wait_exponential, wait_random
 
-from core.errors import InvalidInput, UpstreamError
+from core.shared.errors import InvalidInput, UpstreamError
 from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
 from gateways.daraja_errors import (
     BUSY_MESSAGE,

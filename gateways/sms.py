@@ -28,7 +28,7 @@ from africastalking.SMS import SMSService
 from africastalking.Service import AfricasTalkingException
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
-from core.errors import UpstreamError
+from core.shared.errors import UpstreamError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable
 
 import httpx
 
-from core.errors import UpstreamError
+from core.shared.errors import UpstreamError
 from core.ports import Blocked
 
 log = logging.getLogger("lipameter.telegram")

@@ -21,9 +21,9 @@ from typing import Any, Iterable, Mapping
 import requests
 from tuya_connector import TuyaOpenAPI
 
-from core.errors import InvalidInput
-from core.meter_profiles import DpSpec, MeterProfile, as_spec_map, from_raw, parse_specifications, to_decimal, to_raw
-from core.meter_charge import ChargePlan, MeterReading, read_meter
+from core.shared.errors import InvalidInput
+from core.meters.profiles import DpSpec, MeterProfile, as_spec_map, from_raw, parse_specifications, to_decimal, to_raw
+from core.topups.decision import ChargePlan, MeterReading, read_meter
 from gateways.tuya_errors import (TOKEN_CODES, HttpStatusError, TuyaError, TuyaOutcomeUnknown,
                                   TuyaTransientError, error_from_exception, error_from_response)
 
@@ -83,7 +83,7 @@ class _TimeoutSession(requests.Session):
 
 class TuyaMeterGateway:
     """Async access to Tuya meters. Errors: TuyaTransientError (incl. TuyaOutcomeUnknown) and
-    TuyaPermanentError, both core.errors.UpstreamError with `.tuya_code`."""
+    TuyaPermanentError, both core.shared.errors.UpstreamError with `.tuya_code`."""
 
     def __init__(self, endpoint: str, access_id: str, access_secret: str, *, timeout_s: float = 10.0,
                  deadline_s: float | None = None, lang: str = "en") -> None:
@@ -223,7 +223,7 @@ class TuyaMeterGateway:
         return read_meter(profile, specs, await self.status(device_id))
 
     async def execute(self, device_id: str, plan: ChargePlan) -> None:
-        """Send a planned charge (core.meter_profiles.plan_charge)."""
+        """Send a planned charge (core.meters.profiles.plan_charge)."""
         await self.send_commands(device_id, [plan.command])
 
     async def _write(self, device_id: str, profile: MeterProfile, specs: Specs, op: str, human: Any) -> int | bool:

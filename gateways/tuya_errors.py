@@ -10,7 +10,7 @@ from __future__ import annotations
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from core.errors import DeviceOffline, UpstreamError
+from core.shared.errors import DeviceOffline, UpstreamError
 
 TOKEN_CODES = frozenset({1002, 1010, 1011, 1012})  # reconnect and retry once
 THROTTLE_CODES = frozenset({1110, 1111, 1199})

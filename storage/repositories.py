@@ -8,10 +8,11 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.errors import Conflict
-from core.model import Meter, Tenant
-from core.payments import Channel, Payment, PaymentStatus
-from core.topups import TopUp, TopUpStatus
+from core.shared.errors import Conflict
+from core.meters.model import Meter
+from core.tenants.model import Tenant
+from core.payments.model import Channel, Payment, PaymentStatus
+from core.topups.model import TopUp, TopUpStatus
 from storage.rows import from_row, to_row
 from storage.tables import audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups
 

@@ -216,7 +216,7 @@ ussd_sessions = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
 )
 
-# Dashboard users (issue 6). Passwords are scrypt hashes (core/admin_auth.py); never the password.
+# Dashboard users (issue 6). Passwords are scrypt hashes (core/admin/auth.py); never the password.
 admin_users = sa.Table(
     "admin_users", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.model import new_id
+from core.shared.ids import new_id
 from storage.tables import telegram_chats, tenants
 
 

@@ -1,4 +1,4 @@
-"""USSD sessions (core.dialogue_types.SessionStore) and the recent-payments read the dialogue shows.
+"""USSD sessions (core.dialogue.types.SessionStore) and the recent-payments read the dialogue shows.
 
 Each call is its own short transaction: a hop reads its session, runs the dialogue (whose effects open
 their own units of work) and writes the session back only if no other hop got there first.
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.dialogue_types import PaymentLine, SessionRecord
+from core.dialogue.types import PaymentLine, SessionRecord
 from storage.tables import payments, meters, ussd_sessions
 
 MAX_TEXT = 2000  # Africa's Talking's cumulative `text`; the endpoint refuses longer ones before this
@@ -70,7 +70,7 @@ class SqlUssdSessionStore:
 
 
 class SqlPaymentHistory:
-    """A phone's latest payments, newest first (core.dialogue_service.PaymentHistory)."""
+    """A phone's latest payments, newest first (core.dialogue.service.PaymentHistory)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

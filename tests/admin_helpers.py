@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from core.admin_auth import create_admin_user
-from core.clock import SystemClock
+from core.admin.auth import create_admin_user
+from core.shared.clock import SystemClock
 from storage.admin_users import SqlAdminUsers
 from storage.db import create_engine
 from tests.stack import Stack

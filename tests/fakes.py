@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from core.errors import Conflict, DeviceOffline, UpstreamError
-from core.model import Job, Meter, Tenant
-from core.payments import Payment
+from core.shared.errors import Conflict, DeviceOffline, UpstreamError
+from core.jobs.model import Job
+from core.meters.model import Meter
+from core.tenants.model import Tenant
+from core.payments.model import Payment
 from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
-from core.topups import TopUp
+from core.topups.model import TopUp
 
 
 class FakeClock:
@@ -269,7 +271,7 @@ class FakeMeterGateway:
         return self.meters[device_id]
 
     def dp_specs(self, device_id: str) -> dict:
-        from core.meter_profiles import parse_specifications
+        from core.meters.profiles import parse_specifications
 
         specs = parse_specifications(self.meters[device_id].specifications())
         return {code: spec.to_dict() for code, spec in specs.items()}
@@ -282,7 +284,7 @@ class FakeMeterGateway:
         return {"online": device_id not in self.offline}
 
     async def specifications(self, device_id):
-        from core.meter_profiles import parse_specifications
+        from core.meters.profiles import parse_specifications
 
         return list(parse_specifications(self.meters[device_id].specifications()).values())
 

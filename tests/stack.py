@@ -144,8 +144,8 @@ def meter_gateway(stack: "Stack"):
 
 def add_meters(database_url: str, stack: "Stack") -> None:
     """A101 (seed profile, KES 100 on it), B201 (tuya-standard, 10 kWh), OFF1 (inactive); tenant Wanjiku."""
-    from core.admin_service import AddMeter, AddTenant, add_tenant, register_meter
-    from core.meter_profiles import BUILTIN_PROFILES
+    from core.admin.registry import AddMeter, AddTenant, add_tenant, register_meter
+    from core.meters.profiles import BUILTIN_PROFILES
     from storage.uow import SqlUnitOfWork
 
     stack.tuya.add_device("dev-a101", "seed", balance="100", price="25")

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from core.admin_auth import (
+from core.admin.auth import (
     AdminUser, BadCredentials, Role, Throttled, authenticate, create_admin_user, hash_password, verify_password,
 )
-from core.errors import Conflict, InvalidInput
+from core.shared.errors import Conflict, InvalidInput
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)

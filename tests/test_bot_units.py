@@ -11,13 +11,14 @@ import pytest
 
 from bot.conversation import command_of
 from bot.render import parse_data, render
-from core.dialogue import start
-from core.dialogue_screens import goodbye
-from core.dialogue_types import Caller, DialogueState, Frame, MeterChoice, Option, Screen
-from core.errors import UpstreamError
-from core.model import Meter, Tenant
-from core.notify_service import notify
-from core.payments import Channel, Payment, PaymentStatus
+from core.dialogue.machine import start
+from core.dialogue.screens import goodbye
+from core.dialogue.types import Caller, DialogueState, Frame, MeterChoice, Option, Screen
+from core.shared.errors import UpstreamError
+from core.meters.model import Meter
+from core.tenants.model import Tenant
+from core.notify.service import notify
+from core.payments.model import Channel, Payment, PaymentStatus
 from core.ports import Blocked
 from gateways.telegram import PerChatLimiter, TelegramBotApi
 from sandbox.telegram import create_telegram_sandbox

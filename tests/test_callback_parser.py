@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.callbacks import MalformedCallback, parse_stk_callback
+from core.payments.callbacks import MalformedCallback, parse_stk_callback
 from tests import samples
 
 

@@ -3,15 +3,15 @@
 
 import pytest
 
-from core import payments as pm
-from core.errors import Conflict, InvalidInput, NotFound, UpstreamError
-from core.model import Meter
-from core.money import parse_whole_kes
-from core.payment_service import InitiatePayment, PaymentLimits, initiate_payment, receive_callback, request_payment
-from core.payments import PaymentStatus
-from core.phone import normalize_kenyan_mobile
+from core.payments import model as pm
+from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from core.meters.model import Meter
+from core.shared.money import parse_whole_kes
+from core.payments.service import InitiatePayment, PaymentLimits, initiate_payment, receive_callback, request_payment
+from core.payments.model import PaymentStatus
+from core.shared.phone import normalize_kenyan_mobile
 from core.ports import StkQueryResult
-from core.reconcile import reconcile_payments, verify_payment
+from core.payments.reconcile import reconcile_payments, verify_payment
 from tests import samples
 from tests.fakes import FakeClock, FakeDaraja, FakeUnitOfWork
 
@@ -164,7 +164,7 @@ async def test_callback_before_push_answer_is_applied_when_recorded(world):
     started = await request_payment(InitiatePayment(amount=500, phone="0712345678", meter_ref="A101"),
                                     uow=uow, limits=LIMITS, clock=clock)
     await callback(world, samples.with_ids(samples.SUCCESS, checkout="ws_CO_TEST0001", amount=500))
-    from core.payment_service import push_payment
+    from core.payments.service import push_payment
     payment = await push_payment(started.payment.id, uow=uow, gateway=daraja, clock=clock)
     assert uow.store.payments[payment.id].status is PaymentStatus.COMPLETED
     assert uow.store.callbacks[0]["outcome"] == "completed"
@@ -212,7 +212,7 @@ async def test_reconcile_settles_lost_callbacks_and_gives_up_after_cutoff(world)
 
 
 async def test_unmatched_paid_callback_waits_for_a_person_until_dismissed(world):
-    from core.operator_service import Actor, list_reviews, resolve_review
+    from core.admin.operator import Actor, list_reviews, resolve_review
 
     uow, _, clock = world
     await callback(world, samples.with_ids(samples.SUCCESS, checkout="ws_CO_nobody", amount=300))

@@ -6,12 +6,12 @@ from decimal import Decimal
 
 import pytest
 
-from core.errors import UpstreamError
-from core.meter_profiles import BUILTIN_PROFILES
-from core.model import Meter
-from core.topup_service import TopUpEngine, TopUpPolicy, requeue_stale_topups
-from core.topups import TopUp, TopUpStatus
-from core.worker import RetryLater
+from core.shared.errors import UpstreamError
+from core.meters.profiles import BUILTIN_PROFILES
+from core.meters.model import Meter
+from core.topups.service import TopUpEngine, TopUpPolicy, requeue_stale_topups
+from core.topups.model import TopUp, TopUpStatus
+from core.jobs.worker import RetryLater
 from tests.fakes import FakeClock, FakeMeterGateway, FakeUnitOfWork
 
 
@@ -187,7 +187,7 @@ async def test_sweep_requeues_stale_topups(world):
 
 
 async def test_manual_topup_form_sent_twice_credits_once(world):
-    from core.operator_service import Actor, manual_topup
+    from core.admin.operator import Actor, manual_topup
 
     uow, tuya, clock, engine = world
     args = dict(actor=Actor("amina"), uow=FakeUnitOfWork(uow.store), profiles=BUILTIN_PROFILES, clock=clock)

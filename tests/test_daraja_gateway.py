@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 
-from core.errors import InvalidInput, UpstreamError
+from core.shared.errors import InvalidInput, UpstreamError
 from core.ports import StkPushRequest, StkQueryResult
 from gateways.daraja import DarajaGateway
 from gateways.daraja_errors import DUPLICATE_MESSAGE, Answer, Refused, Retryable, check_answer, mask_phone

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from core import dialogue
-from core.dialogue_types import (
+from core.dialogue import machine as dialogue
+from core.dialogue.types import (
     BalanceInfo, BalanceRead, Caller, DialogueState, FindMeter, LanguageSaved, ListPayments, MeterChoice, MeterFound,
     PaymentLine, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
 )

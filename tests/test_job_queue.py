@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from core.worker import Worker, WorkerConfig
+from core.jobs.worker import Worker, WorkerConfig
 from storage.db import create_engine
 from storage.uow import SqlUnitOfWork
 from tests.fakes import FakeClock

@@ -7,10 +7,10 @@ from decimal import Decimal as D
 
 import pytest
 
-from core.errors import InvalidInput
-from core.meter_profiles import (BUILTIN_PROFILES, DpSpec, MeterProfile, energy_for_money, from_raw, load_profiles,
+from core.shared.errors import InvalidInput
+from core.meters.profiles import (BUILTIN_PROFILES, DpSpec, MeterProfile, energy_for_money, from_raw, load_profiles,
                                   missing_codes, parse_specifications, profile_problems, to_raw)
-from core.meter_charge import Verdict, plan_charge, read_meter
+from core.topups.decision import Verdict, plan_charge, read_meter
 
 
 def integer(code: str, scale: int = 2, lo: int = 0, hi: int = 99999999, step: int = 1, unit: str = "kWh",

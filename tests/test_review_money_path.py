@@ -9,16 +9,16 @@ from decimal import Decimal
 
 import pytest
 
-from core.errors import Conflict, UpstreamError
-from core.meter_profiles import BUILTIN_PROFILES
-from core.model import Meter
-from core.operator_service import Actor, list_reviews, resolve_review, retry_topup
-from core.payment_service import InitiatePayment, PaymentLimits, initiate_payment, push_payment, receive_callback, request_payment
-from core.payments import PaymentStatus
-from core.reconcile import reconcile_payments
-from core.topup_service import TopUpEngine, TopUpPolicy
-from core.topups import TopUp, TopUpStatus
-from core.worker import RetryLater
+from core.shared.errors import Conflict, UpstreamError
+from core.meters.profiles import BUILTIN_PROFILES
+from core.meters.model import Meter
+from core.admin.operator import Actor, list_reviews, resolve_review, retry_topup
+from core.payments.service import InitiatePayment, PaymentLimits, initiate_payment, push_payment, receive_callback, request_payment
+from core.payments.model import PaymentStatus
+from core.payments.reconcile import reconcile_payments
+from core.topups.service import TopUpEngine, TopUpPolicy
+from core.topups.model import TopUp, TopUpStatus
+from core.jobs.worker import RetryLater
 from tests import samples
 from tests.fakes import FakeClock, FakeDaraja, FakeMeterGateway, FakeUnitOfWork
 
@@ -121,8 +121,8 @@ async def run_until_done(engine, clock, topup_id="t1", limit=10):
 
 
 def balance(tuya) -> Decimal:
-    from core.meter_charge import read_meter
-    from core.meter_profiles import DpSpec
+    from core.topups.decision import read_meter
+    from core.meters.profiles import DpSpec
 
     specs = {c: DpSpec.from_dict(s) for c, s in tuya.dp_specs("dev-A101").items()}
     return read_meter(BUILTIN_PROFILES["seed"], specs, tuya.meters["dev-A101"].status_values()).money_balance

@@ -11,14 +11,14 @@ from decimal import Decimal
 
 import pytest
 
-from core import payments as pm
-from core.model import Meter
-from core.payment_service import _apply_callback, receive_callback
-from core.callbacks import parse_stk_callback
-from core.payments import Channel, Payment, PaymentStatus
-from core.topup_service import TopUpEngine, TopUpPolicy
-from core.topups import TopUp, TopUpStatus
-from core.meter_profiles import BUILTIN_PROFILES
+from core.payments import model as pm
+from core.meters.model import Meter
+from core.payments.service import _apply_callback, receive_callback
+from core.payments.callbacks import parse_stk_callback
+from core.payments.model import Channel, Payment, PaymentStatus
+from core.topups.service import TopUpEngine, TopUpPolicy
+from core.topups.model import TopUp, TopUpStatus
+from core.meters.profiles import BUILTIN_PROFILES
 from storage.db import create_engine
 from storage.uow import SqlUnitOfWork
 from tests import samples
@@ -69,7 +69,7 @@ async def test_callback_landing_while_push_answer_is_recorded_is_applied(pg_data
     said paid; only the STK query in reconcile can still save it."""
     import asyncio
 
-    from core.payment_service import _record_push_accepted
+    from core.payments.service import _record_push_accepted
     from core.ports import StkPushAccepted
 
     engine = create_engine(pg_database)
@@ -135,8 +135,8 @@ async def test_sweep_does_not_clobber_a_concurrent_claim(pg_database):
     claims it at once -> two sends for one payment."""
     import asyncio
 
-    from core.topup_service import requeue_stale_topups
-    from core.worker import RetryLater
+    from core.topups.service import requeue_stale_topups
+    from core.jobs.worker import RetryLater
 
     engine = create_engine(pg_database)
     clock = FakeClock(T0 + timedelta(hours=2))

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from core.errors import UpstreamError
+from core.shared.errors import UpstreamError
 from gateways.sms import AfricasTalkingSms, SmsError, _parse, mask_phone
 from sandbox.sms import SmsSandbox, create_sms_sandbox
 from tests.servers import ServerThread, reserve_port, serve

@@ -8,9 +8,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from core.errors import InvalidInput, UpstreamError
-from core.meter_profiles import BUILTIN_PROFILES, missing_codes
-from core.meter_charge import Verdict, plan_charge
+from core.shared.errors import InvalidInput, UpstreamError
+from core.meters.profiles import BUILTIN_PROFILES, missing_codes
+from core.topups.decision import Verdict, plan_charge
 from gateways.tuya import TuyaMeterGateway
 from gateways.tuya_errors import TuyaOutcomeUnknown, TuyaPermanentError, TuyaTransientError
 from sandbox.tuya import create_tuya_sandbox

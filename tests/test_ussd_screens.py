@@ -9,13 +9,14 @@ from decimal import Decimal
 
 import pytest
 
-from core import dialogue, texts
-from core.dialogue_screens import BUILDERS, draw, goodbye
-from core.dialogue_types import (
+from core.dialogue import machine as dialogue
+from core.dialogue import texts
+from core.dialogue.screens import BUILDERS, draw, goodbye
+from core.dialogue.types import (
     BalanceInfo, BalanceRead, Caller, DialogueState, Frame, LanguageSaved, Line, MeterChoice, MeterFound, Option,
     PaymentLine, PaymentRequested, PaymentsListed, Screen,
 )
-from core.payments import PaymentStatus
+from core.payments.model import PaymentStatus
 from ussd.render import LIMIT, ascii_only, to_text
 
 # A landlord's idea of a meter name: long, accented, typographic quotes and dashes (120 is the column's limit).

@@ -11,11 +11,11 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from core.admin_service import AddMeter, AddTenant, add_meter, add_tenant
-from core.clock import SystemClock
-from core.dialogue_types import SessionRecord
-from core.payment_service import PaymentLimits
-from core.payments import Channel, Payment, PaymentStatus
+from core.admin.registry import AddMeter, AddTenant, add_meter, add_tenant
+from core.shared.clock import SystemClock
+from core.dialogue.types import SessionRecord
+from core.payments.service import PaymentLimits
+from core.payments.model import Channel, Payment, PaymentStatus
 from storage.migrate import alembic_config, upgrade
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
 from storage.uow import SqlUnitOfWork

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from core.operator_service import Actor, manual_topup
+from core.admin.operator import Actor, manual_topup
 from tests.stack import Stack, settings_env
 from web.services import build_services, build_worker
 

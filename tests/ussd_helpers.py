@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import httpx
 
-from core.admin_service import AddMeter, AddTenant, add_meter, add_tenant
+from core.admin.registry import AddMeter, AddTenant, add_meter, add_tenant
 from storage.db import create_engine
 from storage.uow import SqlUnitOfWork
 from ussd.render import LIMIT

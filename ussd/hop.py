@@ -15,14 +15,15 @@ from typing import Callable
 
 from pydantic import ValidationError
 
-from core import dialogue, texts
-from core.dialogue_service import DialogueDeps, PaymentHistory, drive, load_caller
-from core.dialogue_types import DialogueState, Screen, SessionRecord, SessionStore, Step
-from core.errors import InvalidInput
-from core.model import Meter
-from core.payment_service import PaymentLimits
-from core.payments import Channel
-from core.phone import mask_phone, normalize_kenyan_mobile
+from core.dialogue import machine as dialogue
+from core.dialogue import texts
+from core.dialogue.service import DialogueDeps, PaymentHistory, drive, load_caller
+from core.dialogue.types import DialogueState, Screen, SessionRecord, SessionStore, Step
+from core.shared.errors import InvalidInput
+from core.meters.model import Meter
+from core.payments.service import PaymentLimits
+from core.payments.model import Channel
+from core.shared.phone import mask_phone, normalize_kenyan_mobile
 from core.ports import Clock, MeterBalanceReader, UnitOfWork
 from ussd.render import to_text
 

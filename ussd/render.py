@@ -11,7 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from core.dialogue_types import Screen
+from core.dialogue.types import Screen
 
 LIMIT = 160
 PUNCTUATION = str.maketrans({

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from core import texts
-from core.phone import mask_phone
+from core.dialogue import texts
+from core.shared.phone import mask_phone
 from ussd.hop import Answer, UssdConfig, UssdDeps, answer, ending, parse_hop
 
 log = logging.getLogger("lipameter.ussd")

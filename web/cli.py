@@ -8,7 +8,7 @@ import asyncio
 import logging
 import sys
 
-from core.errors import DomainError
+from core.shared.errors import DomainError
 from web.cli_common import CliError, configure_logging, fail, load_settings
 
 log = logging.getLogger("lipameter.cli")
@@ -130,7 +130,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_meter_add(args) -> None:
-    from core.admin_service import AddMeter, register_meter
+    from core.admin.registry import AddMeter, register_meter
     from web.cli_ops import run_with_services
 
     command = AddMeter(number=args.number, name=args.name, device_id=args.device_id, profile=args.profile,
@@ -145,7 +145,7 @@ def cmd_meter_add(args) -> None:
 
 
 def cmd_meter_list(args) -> None:
-    from core.admin_service import list_meters
+    from core.admin.registry import list_meters
 
     from web.cli_ops import run_with_services
 
@@ -161,7 +161,7 @@ def cmd_meter_list(args) -> None:
 
 
 def cmd_tenant_add(args) -> None:
-    from core.admin_service import AddTenant, add_tenant
+    from core.admin.registry import AddTenant, add_tenant
 
     from web.cli_ops import run_with_services
 

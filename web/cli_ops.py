@@ -8,11 +8,11 @@ import asyncio
 import getpass
 from typing import Any, Awaitable, Callable
 
-from core.operator_service import (
+from core.admin.operator import (
     Actor, list_reviews, manual_topup, meter_command, read_balance, resolve_review, retry_topup,
 )
-from core.topups import TopUpStatus
-from core.worker import RetryLater
+from core.topups.model import TopUpStatus
+from core.jobs.worker import RetryLater
 
 
 def _actor(args) -> Actor:

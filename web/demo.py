@@ -11,9 +11,9 @@ import secrets
 import sqlalchemy as sa
 from starlette.routing import Mount
 
-from core.admin_service import AddMeter, AddTenant, add_meter, add_tenant
-from core.errors import Conflict
-from core.meter_profiles import parse_specifications
+from core.admin.registry import AddMeter, AddTenant, add_meter, add_tenant
+from core.shared.errors import Conflict
+from core.meters.profiles import parse_specifications
 from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox

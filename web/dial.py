@@ -13,8 +13,8 @@ from typing import Callable, TextIO
 
 import httpx
 
-from core.errors import InvalidInput
-from core.phone import normalize_kenyan_mobile
+from core.shared.errors import InvalidInput
+from core.shared.phone import normalize_kenyan_mobile
 from web.cli_common import fail
 
 SERVICE_CODE = "*384*1#"

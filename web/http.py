@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
-from core.errors import Conflict, DomainError, InvalidInput, NotFound, UpstreamError
+from core.shared.errors import Conflict, DomainError, InvalidInput, NotFound, UpstreamError
 
 
 class HttpError(Exception):

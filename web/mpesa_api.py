@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.errors import DomainError
-from core.payment_service import InitiatePayment, PaymentStarted, initiate_payment, receive_callback
-from core.payments import Channel, PaymentStatus
+from core.shared.errors import DomainError
+from core.payments.service import InitiatePayment, PaymentStarted, initiate_payment, receive_callback
+from core.payments.model import Channel, PaymentStatus
 from storage.views import payment_view
 from web.http import (
     HttpError, address_allowed, client_address, domain_status, error_response, read_body,

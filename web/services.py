@@ -13,15 +13,15 @@ from typing import Mapping
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.clock import SystemClock
-from core.meter_profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
-from core.notify_service import notify
-from core.operator_service import read_balance
-from core.payment_service import PaymentLimits, push_payment
+from core.shared.clock import SystemClock
+from core.meters.profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
+from core.notify.service import notify
+from core.admin.operator import read_balance
+from core.payments.service import PaymentLimits, push_payment
 from core.ports import Clock, MeterGateway, PaymentGateway, SmsSender, TelegramSender
-from core.reconcile import reconcile_payments, verify_payment
-from core.topup_service import TopUpEngine, TopUpPolicy, requeue_stale_topups
-from core.worker import Worker, WorkerConfig
+from core.payments.reconcile import reconcile_payments, verify_payment
+from core.topups.service import TopUpEngine, TopUpPolicy, requeue_stale_topups
+from core.jobs.worker import Worker, WorkerConfig
 from gateways.daraja import DarajaGateway
 from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi

@@ -9,7 +9,7 @@ from datetime import timedelta
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from core.admin_auth import BadCredentials, Throttled, authenticate, verify_password
+from core.admin.auth import BadCredentials, Throttled, authenticate, verify_password
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 from web.admin import csrf
 from web.admin.forms import FormError, read_form

@@ -23,8 +23,8 @@ def _read_password(args) -> str:
 
 
 def cmd_admin_create(args) -> None:
-    from core.admin_auth import create_admin_user
-    from core.clock import SystemClock
+    from core.admin.auth import create_admin_user
+    from core.shared.clock import SystemClock
     from storage.admin_users import SqlAdminUsers
     from storage.db import create_engine
     from web.cli import cli_actor

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.admin_auth import create_admin_user, hash_password
-from core.clock import SystemClock
-from core.errors import Conflict
+from core.admin.auth import create_admin_user, hash_password
+from core.shared.clock import SystemClock
+from core.shared.errors import Conflict
 from storage.admin_users import SqlAdminUsers
 
 DEMO_ADMIN = ("admin", "lipameter-demo")

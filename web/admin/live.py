@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from core.operator_service import read_balance
+from core.admin.operator import read_balance
 from storage.dashboard import set_meter_online
 
 log = logging.getLogger("lipameter.admin.live")

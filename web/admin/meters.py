@@ -8,9 +8,9 @@ import uuid
 
 from starlette.responses import Response
 
-from core.admin_service import AddMeter, parse_price, register_meter
-from core.errors import DomainError
-from core.operator_service import manual_topup, meter_command
+from core.admin.registry import AddMeter, parse_price, register_meter
+from core.shared.errors import DomainError
+from core.admin.operator import manual_topup, meter_command
 from storage.dashboard import meter_detail, meters_with_last_topup
 from web.admin.forms import FormError, text
 from web.admin.live import read_live

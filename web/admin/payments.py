@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from core.errors import DomainError, InvalidInput
-from core.operator_service import RESOLUTIONS, resolve_review, retry_topup
-from core.phone import normalize_kenyan_mobile
+from core.shared.errors import DomainError, InvalidInput
+from core.admin.operator import RESOLUTIONS, resolve_review, retry_topup
+from core.shared.phone import normalize_kenyan_mobile
 from storage.dashboard import (
     PAYMENT_FILTERS, TOPUP_FILTERS, PaymentFilter, list_payments, list_topups, payment_detail, topup_detail,
 )

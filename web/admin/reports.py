@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from starlette.responses import Response
 
-from core.operator_service import list_reviews
+from core.admin.operator import list_reviews
 from storage.dashboard import overview
 from storage.ledger import LEDGER_COLUMNS, audit_entries, ledger
 from web.admin.csv_export import csv_response

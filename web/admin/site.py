@@ -12,9 +12,9 @@ from jinja2 import Environment
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from core.admin_auth import AdminUser, Role
-from core.errors import DomainError, NotFound
-from core.operator_service import Actor
+from core.admin.auth import AdminUser, Role
+from core.shared.errors import DomainError, NotFound
+from core.admin.operator import Actor
 from storage.admin_users import SqlAdminUsers
 from web.admin import csrf
 from web.admin.forms import FormError, read_form

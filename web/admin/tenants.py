@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from core.admin_service import AddTenant, add_tenant
-from core.errors import DomainError
-from core.tenant_links import link_meter, unlink_meter
+from core.admin.registry import AddTenant, add_tenant
+from core.shared.errors import DomainError
+from core.tenants.links import link_meter, unlink_meter
 from storage.dashboard import list_tenants, tenant_detail
 from web.admin.forms import FormError, required, text
 from web.admin.site import Ctx, not_found

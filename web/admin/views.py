@@ -9,7 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from core.money import format_kes
+from core.shared.money import format_kes
 from web.admin.forms import NAIROBI
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from core.errors import NotFound
-from core.model import Meter, Tenant
+from core.shared.errors import NotFound
+from core.meters.model import Meter
+from core.tenants.model import Tenant
 from core.ports import Clock, UnitOfWork
 
 

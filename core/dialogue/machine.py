@@ -3,7 +3,7 @@ balance, seeing recent payments and choosing a language. USSD and Telegram both 
 
 Pure: `start`, `handle` and `resume` take a state and an input (or an effect's outcome) and return a
 `Step` — the next state and either a screen or an effect. No I/O happens here; the caller performs
-effects (see `core.dialogue_service.drive`) and feeds the outcome back:
+effects (see `core.dialogue.service.drive`) and feeds the outcome back:
 
     step = handle(state, "1", caller)
     while step.effect:
@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import re
 
-from core import texts
-from core.dialogue_screens import (
+from core.dialogue import texts
+from core.dialogue.screens import (
     BACK, BALANCE, BALANCE_METERS, BALANCE_NONE, BUY_AMOUNT, BUY_CONFIRM, BUY_METERS, BUY_NUMBER, HOME,
     LANGUAGE, MAIN, MORE, PAYMENTS, draw, goodbye, page_of,
 )
-from core.dialogue_types import (
+from core.dialogue.types import (
     BalanceRead, Caller, DialogueState, FindMeter, Frame, LanguageSaved, ListPayments, MeterChoice, MeterFound,
     Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
 )
-from core.errors import InvalidInput
-from core.model import MAX_METER_NUMBER_LEN
-from core.money import parse_whole_kes
+from core.shared.errors import InvalidInput
+from core.meters.model import MAX_METER_NUMBER_LEN
+from core.shared.money import parse_whole_kes
 
 MAX_WRONG = 3
 MAX_HISTORY = 20  # `00` always reaches home, so the oldest frames can go

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from core import texts
-from core.dialogue_types import Caller, DialogueState, Line, MeterChoice, Option, Screen
+from core.dialogue import texts
+from core.dialogue.types import Caller, DialogueState, Line, MeterChoice, Option, Screen
 
 MAIN = "main"
 BUY_METERS = "buy_meters"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Awaitable, Callable
 
-from core.errors import UpstreamError
-from core.model import Job
+from core.shared.errors import UpstreamError
+from core.jobs.model import Job
 from core.ports import Clock, UnitOfWork
 
 log = logging.getLogger("lipameter.worker")

@@ -11,10 +11,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from core import payments as pm
-from core.errors import UpstreamError
-from core.payment_service import complete_and_queue_topup
-from core.payments import PaymentStatus
+from core.payments import model as pm
+from core.shared.errors import UpstreamError
+from core.payments.service import complete_and_queue_topup
+from core.payments.model import PaymentStatus
 from core.ports import Clock, PaymentGateway, StkQueryResult, UnitOfWork
 
 log = logging.getLogger("lipameter.reconcile")

@@ -8,15 +8,16 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
-from core.admin_service import parse_price
-from core.callbacks import MalformedCallback, parse_stk_callback
-from core.payment_service import find_meter
-from core.errors import Conflict, InvalidInput, NotFound
-from core.meter_profiles import DpSpec, MeterProfile, to_raw
-from core.meter_charge import MeterReading, plan_charge, read_meter
-from core.model import Meter, new_id
+from core.admin.registry import parse_price
+from core.payments.callbacks import MalformedCallback, parse_stk_callback
+from core.payments.service import find_meter
+from core.shared.errors import Conflict, InvalidInput, NotFound
+from core.meters.profiles import DpSpec, MeterProfile, to_raw
+from core.topups.decision import MeterReading, plan_charge, read_meter
+from core.meters.model import Meter
+from core.shared.ids import new_id
 from core.ports import Clock, MeterGateway, UnitOfWork
-from core.topups import TopUp, TopUpStatus, topup_for_payment
+from core.topups.model import TopUp, TopUpStatus, topup_for_payment
 
 
 @dataclass(frozen=True)

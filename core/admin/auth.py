@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from core.errors import Conflict, DomainError, InvalidInput
+from core.shared.errors import Conflict, DomainError, InvalidInput
 
 # scrypt is memory-hard: n=2**14, r=8 needs 16 MiB per guess, so GPUs gain little. ~50 ms on a server.
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32

@@ -13,8 +13,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Iterable, Mapping
 
-from core.errors import InvalidInput
-from core.meter_profiles import DpSpec, MeterProfile, as_spec_map, energy_for_money, from_raw, to_decimal, to_raw
+from core.shared.errors import InvalidInput
+from core.meters.profiles import DpSpec, MeterProfile, as_spec_map, energy_for_money, from_raw, to_decimal, to_raw
 
 
 # --- reading a meter and planning a charge ----------------------------------------------------------

@@ -11,16 +11,19 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from core import dialogue, texts
-from core.dialogue_types import (
+from core.dialogue import machine as dialogue
+from core.dialogue import texts
+from core.dialogue.types import (
     BalanceInfo, BalanceRead, Caller, Effect, FindMeter, LanguageSaved, ListPayments, MeterChoice, MeterFound,
     Outcome, PaymentLine, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
 )
-from core.errors import Conflict, DomainError
-from core.model import Meter, Tenant, new_id
-from core.payment_service import InitiatePayment, PaymentLimits, request_payment
-from core.payments import Channel
-from core.phone import mask_phone
+from core.shared.errors import Conflict, DomainError
+from core.meters.model import Meter
+from core.tenants.model import Tenant
+from core.shared.ids import new_id
+from core.payments.service import InitiatePayment, PaymentLimits, request_payment
+from core.payments.model import Channel
+from core.shared.phone import mask_phone
 from core.ports import Clock, MeterBalanceReader, UnitOfWork
 
 log = logging.getLogger("lipameter.dialogue")

@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
-from core.errors import UpstreamError
-from core.money import format_kes
-from core.notify_texts import text
-from core.phone import mask_phone
-from core.payments import Channel
+from core.shared.errors import UpstreamError
+from core.shared.money import format_kes
+from core.notify.texts import text
+from core.shared.phone import mask_phone
+from core.payments.model import Channel
 from core.ports import Blocked, Clock, SmsSender, TelegramSender, UnitOfWork
 
 log = logging.getLogger("lipameter.notify")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from core.model import new_id
-from core.payments import Payment
+from core.shared.ids import new_id
+from core.payments.model import Payment
 
 
 class TopUpStatus(str, enum.Enum):

@@ -20,7 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from core.errors import InvalidInput
+from core.shared.errors import InvalidInput
 
 _TYPE_ALIASES = {"integer": "Integer", "value": "Integer", "boolean": "Boolean", "bool": "Boolean",
                  "enum": "Enum", "string": "String", "json": "Json", "raw": "Raw", "bitmap": "Bitmap"}

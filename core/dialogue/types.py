@@ -5,7 +5,7 @@
   is over. `expects` says when free text is wanted (a meter number, an amount).
 - `Effect` is something the dialogue needs done outside itself (look a meter up, read a balance, list
   payments, start a payment, save the language). The caller performs it through the core services
-  (`core.dialogue_service.perform`) and feeds the `Outcome` back with `dialogue.resume`.
+  (`core.dialogue.service.perform`) and feeds the `Outcome` back with `dialogue.resume`.
 - `DialogueState` is everything the dialogue remembers between two inputs; it is a pydantic model so a
   channel can store it as JSON (USSD keeps it in `ussd_sessions`, keyed by Africa's Talking's sessionId).
 """
@@ -167,7 +167,7 @@ class PaymentsListed:
 @dataclass(frozen=True)
 class PaymentRequested:
     ok: bool
-    code: str | None = None  # core.errors code when refused: payment_pending, meter_inactive, …
+    code: str | None = None  # core.shared.errors code when refused: payment_pending, meter_inactive, …
     payment_id: str | None = None
 
 

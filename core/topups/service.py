@@ -1,7 +1,7 @@
 """The top-up engine: credit a meter exactly once.
 
 The charge command has no idempotency key, so exactness comes from the meter's own counter
-(`ChargePlan.check`, see core/meter_profiles.py):
+(`ChargePlan.check`, see core/topups/decision.py):
   1. claim: queued -> sending. The database allows one `sending` top-up per meter (a partial unique
      index), so two workers can never have two charges for one meter in the air.
   2. read the counter and the balance; record them and `sent_at` BEFORE sending (the intent).
@@ -19,13 +19,13 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Awaitable, Callable, Mapping
 
-from core.errors import Conflict, DeviceOffline, InvalidInput, UpstreamError
-from core.meter_profiles import DpSpec, MeterProfile
-from core.meter_charge import ChargePlan, Verdict, plan_charge, read_meter
-from core.model import Meter
+from core.shared.errors import Conflict, DeviceOffline, InvalidInput, UpstreamError
+from core.meters.profiles import DpSpec, MeterProfile
+from core.topups.decision import ChargePlan, Verdict, plan_charge, read_meter
+from core.meters.model import Meter
 from core.ports import Clock, MeterGateway, UnitOfWork
-from core.topups import TopUp, TopUpStatus
-from core.worker import RetryLater
+from core.topups.model import TopUp, TopUpStatus
+from core.jobs.worker import RetryLater
 
 log = logging.getLogger("lipameter.topup")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import phonenumbers
 
-from core.errors import InvalidInput
+from core.shared.errors import InvalidInput
 
 
 def normalize_kenyan_mobile(raw: object) -> str:

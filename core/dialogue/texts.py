@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from core.money import format_kes
+from core.shared.money import format_kes
 
 LANGUAGES = ("en", "sw")
 DEFAULT_LANGUAGE = "en"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from core.errors import InvalidInput
+from core.shared.errors import InvalidInput
 
 
 PLAIN_NUMBER = re.compile(r"^\d+(\.\d+)?$")

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from core import payments as pm
-from core.callbacks import MalformedCallback, StkCallback, parse_stk_callback
-from core.errors import Conflict, InvalidInput, NotFound, UpstreamError
-from core.model import Meter, new_id
-from core.money import parse_whole_kes
-from core.payments import Channel, Payment, PaymentStatus
-from core.phone import mask_phone, normalize_kenyan_mobile
+from core.payments import model as pm
+from core.payments.callbacks import MalformedCallback, StkCallback, parse_stk_callback
+from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from core.meters.model import Meter
+from core.shared.ids import new_id
+from core.shared.money import parse_whole_kes
+from core.payments.model import Channel, Payment, PaymentStatus
+from core.shared.phone import mask_phone, normalize_kenyan_mobile
 from core.ports import Clock, PaymentGateway, StkPushRequest, UnitOfWork
-from core.topups import topup_for_payment
+from core.topups.model import topup_for_payment
 
 log = logging.getLogger("lipameter.payments")
 
