@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     from web.admin import cli as admin_cli
 
     admin_cli.add_parser(sub)
+    from web import cli_audit
+
+    cli_audit.add_parser(sub)
     return parser
 
 
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         # One-shot commands answer in one line; the services' own warnings would only repeat it.
         logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args.func(args)
+        status = args.func(args)
     except CliError as error:
         print(f"lipameter: {error}", file=sys.stderr)
         return error.exit_code
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"lipameter: {error}", file=sys.stderr)
         return 1
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":
