@@ -8,7 +8,8 @@ from decimal import Decimal, InvalidOperation
 from core.shared.errors import InvalidInput
 
 
-PLAIN_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+# ASCII only: `\d` alone takes full-width and Arabic-Indic digits, which no M-Pesa amount is written in.
+PLAIN_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 def parse_whole_kes(value: object, *, minimum: int, maximum: int) -> int:
