@@ -49,7 +49,8 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document())
+    settings = request.app.state.services.settings
+    return JSONResponse(openapi_document(min_amount=settings.min_amount, max_amount=settings.max_amount))
 
 
 def ussd_deps(services: Services) -> UssdDeps:

@@ -4,6 +4,8 @@ tests/test_openapi.py checks it against the app's routes and answers."""
 from __future__ import annotations
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+# Safaricom's mobile ranges as Kenya's numbering plan has them (phonenumbers' metadata for KE mobiles).
+KENYAN_MOBILE = r"^(\+?254|0)(7[0-9]{2}|1(0[0-8]|1[0-7]|2[014]|30))[0-9]{6}$"
 
 
 def _error(description: str) -> dict:
@@ -23,10 +25,14 @@ SCHEMAS = {
     "PaymentRequest": {
         "type": "object", "required": ["amount", "phoneNumber", "meterId"],
         "properties": {
-            "amount": {"type": "number", "description": "Whole KES within MIN_AMOUNT..MAX_AMOUNT; 500 and 500.0 are accepted, 500.5 is not."},
-            "phoneNumber": {"type": "string", "description": "Kenyan mobile: 07XXXXXXXX, 01XXXXXXXX, +2547XXXXXXXX or 2547XXXXXXXX."},
-            "meterId": {"type": "string", "description": "The meter's id (uuid) or its number."},
-            "description": {"type": "string", "description": "Shown as TransactionDesc (first 13 characters)."},
+            "amount": {"type": "integer", "minimum": 1, "maximum": 150_000,
+                       "description": "Whole KES within MIN_AMOUNT..MAX_AMOUNT; 500 and 500.0 are accepted, 500.5 is not."},
+            "phoneNumber": {"type": "string", "pattern": KENYAN_MOBILE,
+                            "description": "Kenyan mobile: 07XXXXXXXX, 01XXXXXXXX, +2547XXXXXXXX or 2547XXXXXXXX."},
+            "meterId": {"type": "string", "minLength": 1, "maxLength": 36, "pattern": "^[A-Za-z0-9-]+$",
+                        "description": "The meter's id (uuid) or its number."},
+            "description": {"type": "string", "maxLength": 200,
+                            "description": "Shown as TransactionDesc (first 13 characters)."},
         },
     },
     "PaymentStarted": {
@@ -59,7 +65,13 @@ SCHEMAS = {
     },
     "StkCallback": {
         "type": "object", "description": "Safaricom's STK callback: Body.stkCallback with MerchantRequestID, CheckoutRequestID, ResultCode, ResultDesc and, on success, CallbackMetadata.Item[].",
-        "required": ["Body"], "properties": {"Body": {"type": "object"}},
+        "required": ["Body"], "properties": {"Body": {
+            "type": "object", "required": ["stkCallback"], "properties": {"stkCallback": {
+                "type": "object", "required": ["CheckoutRequestID", "ResultCode"],
+                "properties": {"MerchantRequestID": {"type": "string"},
+                               "CheckoutRequestID": {"type": "string", "minLength": 1},
+                               "ResultCode": {"type": ["integer", "string"]}, "ResultDesc": {"type": "string"},
+                               "CallbackMetadata": {"type": "object", "properties": {"Item": {"type": "array"}}}}}}}},
     },
     "CallbackAck": {
         "type": "object", "properties": {"ResultCode": {"type": "integer"}, "ResultDesc": {"type": "string"}},
@@ -67,20 +79,32 @@ SCHEMAS = {
 }
 
 
-def openapi_document() -> dict:
+def openapi_document(*, min_amount: int = 1, max_amount: int = 150_000) -> dict:
+    """The document, with the deployment's amount limits (MIN_AMOUNT, MAX_AMOUNT) stated in the schema."""
+    schemas = {**SCHEMAS, "PaymentRequest": _with_limits(SCHEMAS["PaymentRequest"], min_amount, max_amount)}
+    return _document(schemas)
+
+
+def _with_limits(request: dict, min_amount: int, max_amount: int) -> dict:
+    amount = {**request["properties"]["amount"], "minimum": min_amount, "maximum": max_amount}
+    return {**request, "properties": {**request["properties"], "amount": amount}}
+
+
+def _document(schemas: dict) -> dict:
     bearer = [{"apiKey": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "LipaMeter", "version": "0.1.0",
                  "description": "Pay for prepaid electricity with M-Pesa; completed payments top up the Tuya meter."},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "A key from API_KEYS."}},
         },
         "paths": {
             "/mpesa/payments": {"post": {
                 "summary": "Send an M-Pesa STK push for a meter", "security": bearer,
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 128},
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"},
                                 "description": "Repeat a request safely: the same key returns the first answer."}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentRequest"}}}},
                 "responses": {
