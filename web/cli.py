@@ -221,9 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     from web.admin import cli as admin_cli
 
     admin_cli.add_parser(sub)
-    from web import cli_audit
+    from web import cli_audit, cli_backup
 
     cli_audit.add_parser(sub)
+    cli_backup.add_parsers(sub)
     return parser
 
 
