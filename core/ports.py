@@ -168,7 +168,8 @@ class SmsSender(Protocol):
 
 class MeterBalanceReader(Protocol):
     """A live read of a meter's money balance (KES) for a tenant who asks. None when it cannot be read
-    now; callers bound the wait themselves (USSD gives it about 1.5 s) and fall back to the last known value."""
+    now; the dialogue bounds the wait per channel (core.dialogue.service.ChannelRules) and falls back to the
+    last known value."""
 
     async def read_balance(self, meter: Meter) -> Decimal | None: ...
 
