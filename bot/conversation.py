@@ -2,8 +2,9 @@
 dialogue (core.dialogue.machine, the same one USSD runs) one message or button at a time.
 
 Free of python-telegram-bot: `Conversation.handle` takes an `Incoming` and returns the actions to take
-(bot.telegram_io performs them). What it needs to continue lives in the database (bot.ports.ChatStore):
-the dialogue state and a version that every new screen increments. Buttons carry the version they were
+(bot.telegram_io performs them). The dialogue itself runs in core.dialogue.runner; what this module adds
+is Telegram's: linking, commands, buttons, and the chat row (core.ports.TelegramChatStore) holding the
+dialogue state and a version that every new screen increments. Buttons carry the version they were
 drawn at, so:
 - a press on an older message (a double tap, a second device, a message from before a restart) is
   answered politely and never acted on;
@@ -13,32 +14,30 @@ drawn at, so:
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
 import re
-from decimal import Decimal
-
-from pydantic import ValidationError
+from dataclasses import dataclass, replace
 
 from bot import texts as bot_texts
-from bot.ports import Account, Action, AnswerButton, BotDeps, ChatRow, Edit, Incoming, Send
+from bot.actions import Action, AnswerButton, Edit, Incoming, Send
 from bot.render import MENU, parse_data, render
 from core.dialogue import machine as dialogue
-from core.dialogue.screens import BACK, BUY_METERS, HOME, MORE, draw, goodbye
-from core.dialogue.service import DialogueDeps, load_caller, perform
-from core.dialogue.types import Caller, DialogueState, ListPayments, PaymentsListed, Step
+from core.dialogue.runner import DialogueRunner
+from core.dialogue.screens import BACK, BUY_METERS, HOME, MORE, goodbye
+from core.dialogue.service import ChannelRules, DialogueDeps
+from core.dialogue.sessions import TelegramAccount, TelegramChat
+from core.dialogue.types import Caller, DialogueState, Step
 from core.shared.errors import InvalidInput
 from core.payments.model import Channel
 from core.shared.phone import mask_phone, normalize_kenyan_mobile
-from core.ports import MeterBalanceReader
+from core.ports import TelegramAccounts, TelegramChatStore
 from core.dialogue.texts import local_phone
 
 log = logging.getLogger("lipameter.bot")
 
-HISTORY = 5  # /history shows more than a USSD screen can hold
-BALANCE_TIMEOUT_S = 5.0  # a chat can wait longer than a USSD hop for a live meter reading
-MAX_EFFECTS = 4
+# The STK push goes out at once: unlike a USSD session, a chat does not hide the M-Pesa prompt. A chat
+# can wait longer than a USSD hop for a live meter reading, and /history shows more than a USSD screen.
+TELEGRAM_RULES = ChannelRules(channel=Channel.TELEGRAM, balance_timeout_s=5.0, push_delay_s=0.0, history_lines=5)
 COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@[A-Za-z0-9_]{1,64})?(?:\s|$)")
 COMMAND_ENTRIES = {"buy": "1", "balance": "2", "history": "3", "language": "4"}  # main-menu keys
 
@@ -54,38 +53,22 @@ def _typed_meter(text: str, state: DialogueState) -> bool:
     return text not in keys and bool(dialogue.METER_NUMBER.match(text))
 
 
-class BoundedReader:
-    """A live balance within BALANCE_TIMEOUT_S, or None: the dialogue then shows the last known value."""
+@dataclass(frozen=True)
+class BotDeps:
+    """The shared dialogue deps plus what only the bot has: where chats and accounts are kept."""
 
-    def __init__(self, reader: MeterBalanceReader) -> None:
-        self.reader = reader
-
-    async def read_balance(self, meter) -> Decimal | None:
-        try:
-            return await asyncio.wait_for(self.reader.read_balance(meter), timeout=BALANCE_TIMEOUT_S)
-        except Exception as error:  # a timeout or a cloud error: the tenant still gets an answer
-            log.info("live balance of %s not read in time: %s", meter.number, type(error).__name__)
-            return None
-
-
-def _state(chat: ChatRow | None) -> DialogueState | None:
-    if chat is None or chat.state is None:
-        return None
-    try:
-        return DialogueState.model_validate(chat.state)
-    except ValidationError:  # written by an older release: start again rather than guess
-        log.warning("telegram chat %s: unreadable state", chat.chat_id)
-        return None
+    dialogue: DialogueDeps
+    chats: TelegramChatStore
+    accounts: TelegramAccounts
 
 
 class Conversation:
     def __init__(self, deps: BotDeps) -> None:
         self.deps = deps
-        reader = BoundedReader(deps.balance_reader) if deps.balance_reader else None
-        # The STK push goes out at once: unlike a USSD session, a chat does not hide the M-Pesa prompt.
-        self.dialogue_deps = DialogueDeps(
-            uow=deps.uow, limits=deps.limits, clock=deps.clock, history=deps.history, channel=Channel.TELEGRAM,
-            balance_reader=reader, push_delay_s=0.0, on_payment_started=deps.on_payment_started)
+        self.runner = DialogueRunner(deps.dialogue, TELEGRAM_RULES)
+
+    def _state(self, chat: TelegramChat | None) -> DialogueState | None:
+        return self.runner.restore(chat.state, where=f"telegram chat {chat.chat_id}") if chat else None
 
     async def handle(self, incoming: Incoming) -> list[Action]:
         if incoming.kind == "group":
@@ -97,7 +80,7 @@ class Conversation:
         if account is None:
             return self._unlinked(incoming, language)
         chat = await self.deps.chats.get(incoming.chat_id)
-        language = (_state(chat) or account).language
+        language = (self._state(chat) or account).language
         if incoming.kind == "button":
             return await self._on_button(incoming, account, chat, language)
         if incoming.kind != "text":
@@ -136,7 +119,8 @@ class Conversation:
         except InvalidInput:
             return [Send(bot_texts.text(language, "not_kenyan"), ask_contact=ask)]
         account = await self.deps.accounts.link(user_id=incoming.user_id, chat_id=incoming.chat_id, phone=phone,
-                                                name=incoming.first_name, language=language, now=self.deps.clock.now())
+                                                name=incoming.first_name, language=language,
+                                                now=self.deps.dialogue.clock.now())
         log.info("telegram user linked to %s", mask_phone(phone))
         name = f", {account.name}" if account.name else ""
         linked = Send(bot_texts.text(account.language, "linked", name=name, phone=local_phone(phone)),
@@ -146,8 +130,8 @@ class Conversation:
 
     # --- the dialogue ---------------------------------------------------------------------------
 
-    async def _on_command(self, command: str, incoming: Incoming, account: Account, chat: ChatRow | None,
-                          language: str) -> list[Action]:
+    async def _on_command(self, command: str, incoming: Incoming, account: TelegramAccount,
+                          chat: TelegramChat | None, language: str) -> list[Action]:
         if command == "start":
             name = f", {account.name}" if account.name else ""
             return await self._start(incoming, account, chat,
@@ -160,8 +144,8 @@ class Conversation:
             return [Send(bot_texts.text(language, "help"))]
         return [Send(bot_texts.text(language, "unknown_command", command="/" + command))]
 
-    async def _on_text(self, incoming: Incoming, account: Account, chat: ChatRow | None) -> list[Action]:
-        state = _state(chat)
+    async def _on_text(self, incoming: Incoming, account: TelegramAccount, chat: TelegramChat | None) -> list[Action]:
+        state = self._state(chat)
         if state is None or state.ended:
             return await self._start(incoming, account, chat)
         caller = await self._caller(account, incoming, chat)
@@ -172,10 +156,10 @@ class Conversation:
             return await self._advance(dialogue.handle(other.state, text, caller), caller, incoming, chat)
         return await self._advance(dialogue.handle(state, text, caller), caller, incoming, chat)
 
-    async def _on_button(self, incoming: Incoming, account: Account, chat: ChatRow | None,
+    async def _on_button(self, incoming: Incoming, account: TelegramAccount, chat: TelegramChat | None,
                          language: str) -> list[Action]:
         parsed = parse_data(incoming.button)
-        state = _state(chat)
+        state = self._state(chat)
         if parsed is None or chat is None or parsed[0] != chat.version or state is None:
             actions: list[Action] = [AnswerButton(incoming.callback_id, bot_texts.text(language, "stale"))]
             if incoming.message_id is not None and (chat is None or incoming.message_id != chat.last_message_id):
@@ -187,30 +171,31 @@ class Conversation:
         caller = await self._caller(account, incoming, chat)
         return await self._advance(dialogue.handle(state, key, caller), caller, incoming, chat)
 
-    async def _start(self, incoming: Incoming, account: Account, chat: ChatRow | None, *, entry: str | None = None,
-                     notice: str | None = None) -> list[Action]:
+    async def _start(self, incoming: Incoming, account: TelegramAccount, chat: TelegramChat | None, *,
+                     entry: str | None = None, notice: str | None = None) -> list[Action]:
         caller = await self._caller(account, incoming, chat)
         step = dialogue.start(caller)
         if entry is not None:
             step = dialogue.handle(step.state, entry, caller)
         return await self._advance(step, caller, incoming, chat, notice=notice)
 
-    async def _cancel(self, incoming: Incoming, account: Account, chat: ChatRow | None, language: str) -> list[Action]:
-        state = _state(chat)
+    async def _cancel(self, incoming: Incoming, account: TelegramAccount, chat: TelegramChat | None,
+                      language: str) -> list[Action]:
+        state = self._state(chat)
         if state is None or state.ended:
             return [Send(bot_texts.text(language, "nothing_to_cancel"))]
         step = Step(state=state.model_copy(update={"ended": True}), screen=goodbye(state.language, "cancelled"))
         return await self._advance(step, await self._caller(account, incoming, chat), incoming, chat)
 
-    async def _advance(self, step: Step, caller: Caller, incoming: Incoming, chat: ChatRow | None, *,
+    async def _advance(self, step: Step, caller: Caller, incoming: Incoming, chat: TelegramChat | None, *,
                        notice: str | None = None) -> list[Action]:
         """Perform the step's effects, store the new state, and say what to send."""
-        step = await self._drive(step, caller)
-        screen = dataclasses.replace(step.screen, notice=notice) if notice else step.screen
+        step = await self.runner.drive(step, caller)
+        screen = replace(step.screen, notice=notice) if notice else step.screen
         expected = chat.version if chat else 0
         saved = await self.deps.chats.save(
             incoming.chat_id, user_id=incoming.user_id, state=step.state.model_dump(mode="json"),
-            payment_id=step.state.payment_id, expected_version=expected, now=self.deps.clock.now())
+            payment_id=step.state.payment_id, expected_version=expected, now=self.deps.dialogue.clock.now())
         if not saved:  # another update of this chat (another replica) answered first
             log.info("telegram chat %s: a concurrent update overtook this one", incoming.chat_id)
             stale = bot_texts.text(step.state.language, "stale")
@@ -226,22 +211,9 @@ class Conversation:
         actions.append(render(screen, state=step.state, caller=caller, version=expected + 1))
         return actions
 
-    async def _drive(self, step: Step, caller: Caller) -> Step:
-        """core.dialogue.service.drive, except that a payments list shows HISTORY lines in a chat."""
-        for _ in range(MAX_EFFECTS):
-            if step.effect is None:
-                return step
-            effect = ListPayments(limit=HISTORY) if isinstance(step.effect, ListPayments) else step.effect
-            outcome = await perform(effect, caller, self.dialogue_deps)
-            step = dialogue.resume(step.state, outcome, caller)
-            if isinstance(outcome, PaymentsListed) and step.screen is not None:
-                state, screen = draw(step.state.model_copy(update={"payments": outcome.items[:HISTORY]}), caller)
-                step = Step(state=state, screen=screen)
-        raise RuntimeError("the dialogue kept asking for effects")
-
-    async def _caller(self, account: Account, incoming: Incoming, chat: ChatRow | None) -> Caller:
+    async def _caller(self, account: TelegramAccount, incoming: Incoming, chat: TelegramChat | None) -> Caller:
         # The confirm message's id makes the payment's idempotency key: unique in the chat for ever,
         # and the same for a double tap or for two replicas handling one press.
         message = incoming.message_id or (chat.last_message_id if chat else None)
         key = f"tg:{incoming.chat_id}:{message}" if message else f"tg:{incoming.chat_id}:v{chat.version if chat else 0}"
-        return await load_caller(account.phone, uow=self.deps.uow(), limits=self.deps.limits, payment_key=key)
+        return await self.runner.caller(account.phone, payment_key=key)

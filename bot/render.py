@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from bot import texts as bot_texts
-from bot.ports import Button, Send
+from bot.actions import Button, Send
 from core.dialogue import texts
 from core.dialogue.types import Caller, DialogueState, Screen
 

@@ -16,8 +16,9 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, BaseUpdateProcessor, ContextTypes, TypeHandler
 
 from bot import texts as bot_texts
+from bot.actions import Action, AnswerButton, Edit, Incoming, Send
 from bot.conversation import Conversation
-from bot.ports import Action, AnswerButton, ChatStore, Edit, Incoming, Send
+from core.ports import TelegramChatStore
 
 log = logging.getLogger("lipameter.bot")
 
@@ -103,7 +104,7 @@ def markup_of(send: Send):
     return None
 
 
-async def perform(bot: Bot, chats: ChatStore, incoming: Incoming, actions: list[Action]) -> None:
+async def perform(bot: Bot, chats: TelegramChatStore, incoming: Incoming, actions: list[Action]) -> None:
     """Carry the actions out in order. A refused edit (already edited, too old) does not stop the
     rest; a user who blocked the bot does."""
     for action in actions:
@@ -119,7 +120,7 @@ async def perform(bot: Bot, chats: ChatStore, incoming: Incoming, actions: list[
                         type(error).__name__)
 
 
-async def _perform_one(bot: Bot, chats: ChatStore, chat_id: int, action: Action) -> None:
+async def _perform_one(bot: Bot, chats: TelegramChatStore, chat_id: int, action: Action) -> None:
     if isinstance(action, AnswerButton):
         await bot.answer_callback_query(action.callback_id, text=action.text[:200] or None)
     elif isinstance(action, Edit):

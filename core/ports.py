@@ -1,4 +1,5 @@
-"""Ports: the small Protocols through which the core talks to the outside world.
+"""Ports: the small Protocols through which the core talks to the outside world. Every port is declared
+here, and only here; the plain rows they carry live in the feature packages' model modules.
 
 Adapters live in `gateways/` (real services) and `storage/` (the database); tests use fakes.
 """
@@ -10,6 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from core.admin.model import AdminUser
+from core.dialogue.sessions import TelegramAccount, TelegramChat, UssdSession
+from core.dialogue.types import PaymentLine
 from core.jobs.model import Job
 from core.meters.model import Meter
 from core.tenants.model import Tenant
@@ -164,7 +168,8 @@ class SmsSender(Protocol):
 
 class MeterBalanceReader(Protocol):
     """A live read of a meter's money balance (KES) for a tenant who asks. None when it cannot be read
-    now; callers bound the wait themselves (USSD gives it about 1.5 s) and fall back to the last known value."""
+    now; the dialogue bounds the wait per channel (core.dialogue.service.ChannelRules) and falls back to the
+    last known value."""
 
     async def read_balance(self, meter: Meter) -> Decimal | None: ...
 
@@ -181,3 +186,54 @@ class TelegramSender(Protocol):
     UpstreamError otherwise (transient: try again later; not transient: Telegram refused the message)."""
 
     async def send(self, chat_id: int, text: str) -> object: ...
+
+
+# --- conversations (core.dialogue) --------------------------------------------------------------
+
+
+class PaymentHistory(Protocol):
+    """A phone's latest payments, newest first."""
+
+    async def recent(self, phone: str, limit: int) -> list[PaymentLine]: ...
+
+
+class UssdSessionStore(Protocol):
+    async def get(self, session_id: str) -> UssdSession | None: ...
+
+    async def save(self, record: UssdSession, *, expected_hops: int | None) -> bool:
+        """Insert (expected_hops None) or update if still at `expected_hops`; False if another hop won."""
+        ...
+
+    async def record_end(self, session_id: str, *, status: str, report: dict, at: datetime) -> bool: ...
+
+
+class TelegramChatStore(Protocol):
+    async def get(self, chat_id: int) -> TelegramChat | None: ...
+
+    async def save(self, chat_id: int, *, user_id: int, state: dict, payment_id: str | None,
+                   expected_version: int, now: datetime) -> bool:
+        """Store the next state at `expected_version + 1` (0: first row); False if another update won."""
+        ...
+
+    async def set_message(self, chat_id: int, *, version: int, message_id: int) -> None: ...
+
+
+class TelegramAccounts(Protocol):
+    async def find(self, user_id: int) -> TelegramAccount | None: ...
+
+    async def link(self, *, user_id: int, chat_id: int, phone: str, name: str, language: str,
+                   now: datetime) -> TelegramAccount: ...
+
+
+# --- dashboard users (core.admin.auth) ----------------------------------------------------------
+
+
+class AdminUserStore(Protocol):
+    async def add(self, user: AdminUser, *, actor: str) -> AdminUser: ...  # Conflict when the name is taken
+    async def get(self, username: str) -> AdminUser | None: ...
+    async def touch_login(self, username: str, at: datetime) -> None: ...
+
+
+class LoginAttempts(Protocol):
+    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> None: ...
+    async def failures(self, *, since: datetime, username: str | None = None, address: str | None = None) -> int: ...

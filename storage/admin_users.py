@@ -1,4 +1,4 @@
-"""Dashboard users and login attempts behind core.admin.auth's ports. Each call is its own short
+"""Dashboard users and login attempts (core.ports.AdminUserStore and LoginAttempts). Each call is its own short
 transaction: a login must not hold a lock while scrypt runs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.admin.auth import AdminUser, Role
+from core.admin.model import AdminUser, Role
 from core.shared.errors import Conflict
 from storage.tables import admin_users, audit_log, login_attempts
 

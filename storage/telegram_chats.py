@@ -1,39 +1,22 @@
 """Telegram chats (the bot's conversation state) and Telegram accounts (which tenant a Telegram user is).
 
-Both implement bot.ports structurally; like the USSD session store, each call is one short transaction,
-and a chat's state is written back only if no other update got there first (`version`), so two replicas
-answering the same chat at once cannot both act on one screen.
+They implement core.ports.TelegramChatStore and TelegramAccounts with the rows of core.dialogue.sessions.
+Like the USSD session store, each call is one short transaction, and a chat's state is written back only
+if no other update got there first (`version`), so two replicas answering the same chat at once cannot
+both act on one screen.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.dialogue.sessions import TelegramAccount, TelegramChat
 from core.shared.ids import new_id
 from storage.tables import telegram_chats, tenants
-
-
-@dataclass(frozen=True)
-class TelegramChat:
-    chat_id: int
-    user_id: int
-    state: dict | None
-    version: int
-    last_message_id: int | None
-    payment_id: str | None
-
-
-@dataclass(frozen=True)
-class TelegramAccount:
-    tenant_id: str
-    phone: str
-    name: str
-    language: str
 
 
 class SqlTelegramChatStore:

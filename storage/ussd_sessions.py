@@ -1,4 +1,5 @@
-"""USSD sessions (core.dialogue.types.SessionStore) and the recent-payments read the dialogue shows.
+"""USSD sessions (core.ports.UssdSessionStore) and the recent-payments read the dialogue shows
+(core.ports.PaymentHistory).
 
 Each call is its own short transaction: a hop reads its session, runs the dialogue (whose effects open
 their own units of work) and writes the session back only if no other hop got there first.
@@ -12,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.dialogue.types import PaymentLine, SessionRecord
+from core.dialogue.sessions import UssdSession
+from core.dialogue.types import PaymentLine
 from storage.tables import payments, meters, ussd_sessions
 
 MAX_TEXT = 2000  # Africa's Talking's cumulative `text`; the endpoint refuses longer ones before this
@@ -22,16 +24,16 @@ class SqlUssdSessionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def get(self, session_id: str) -> SessionRecord | None:
+    async def get(self, session_id: str) -> UssdSession | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(ussd_sessions).where(ussd_sessions.c.session_id == session_id))).first()
         if row is None:
             return None
         values = dict(row._mapping)
         values["end_report"] = values.get("end_report") or {}
-        return SessionRecord(**values)
+        return UssdSession(**values)
 
-    async def save(self, record: SessionRecord, *, expected_hops: int | None) -> bool:
+    async def save(self, record: UssdSession, *, expected_hops: int | None) -> bool:
         """Insert a new session, or update one still at `expected_hops`. False: another hop won the race."""
         row = {
             "session_id": record.session_id, "phone": record.phone, "service_code": record.service_code,
@@ -70,7 +72,7 @@ class SqlUssdSessionStore:
 
 
 class SqlPaymentHistory:
-    """A phone's latest payments, newest first (core.dialogue.service.PaymentHistory)."""
+    """A phone's latest payments, newest first (core.ports.PaymentHistory)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

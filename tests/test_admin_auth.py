@@ -11,8 +11,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from core.admin.auth import (
-    AdminUser, BadCredentials, Role, Throttled, authenticate, create_admin_user, hash_password, verify_password,
+    BadCredentials, Throttled, authenticate, create_admin_user, hash_password, verify_password,
 )
+from core.admin.model import AdminUser, Role
 from core.shared.errors import Conflict, InvalidInput
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from core.admin.registry import AddMeter, AddTenant, add_meter, add_tenant
 from core.shared.clock import SystemClock
-from core.dialogue.types import SessionRecord
+from core.dialogue.service import DialogueDeps
+from core.dialogue.sessions import UssdSession
 from core.payments.service import PaymentLimits
 from core.payments.model import Channel, Payment, PaymentStatus
 from storage.migrate import alembic_config, upgrade
@@ -24,8 +25,8 @@ from ussd.hop import Hop, UssdConfig, UssdDeps, answer
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=timezone.utc)
 
 
-def record(session_id: str = "s1", hops: int = 1, text: str = "", **extra) -> SessionRecord:
-    return SessionRecord(session_id=session_id, phone="254712345678", state={"language": "en"}, last_text=text,
+def record(session_id: str = "s1", hops: int = 1, text: str = "", **extra) -> UssdSession:
+    return UssdSession(session_id=session_id, phone="254712345678", state={"language": "en"}, last_text=text,
                          last_answer="CON x", hops=hops, ended=False, created_at=NOW, updated_at=NOW, **extra)
 
 
@@ -89,9 +90,10 @@ class Reader:
 
 
 def deps(engine, reader=None) -> UssdDeps:
-    return UssdDeps(sessions=SqlUssdSessionStore(engine), uow=lambda: SqlUnitOfWork(engine),
-                    limits=PaymentLimits(10, 70_000), clock=SystemClock(), history=SqlPaymentHistory(engine),
-                    balance_reader=reader, config=UssdConfig(push_delay_s=3, balance_timeout_s=0.3))
+    dialogue = DialogueDeps(uow=lambda: SqlUnitOfWork(engine), limits=PaymentLimits(10, 70_000), clock=SystemClock(),
+                            history=SqlPaymentHistory(engine), balance_reader=reader)
+    return UssdDeps(dialogue=dialogue, sessions=SqlUssdSessionStore(engine),
+                    config=UssdConfig(push_delay_s=3, balance_timeout_s=0.3))
 
 
 async def balance_screen(engine, reader, session_id: str) -> str:

@@ -8,23 +8,19 @@ idempotency key, `ussd:<sessionId>`, covers a retry that races the original).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
-
-from pydantic import ValidationError
 
 from core.dialogue import machine as dialogue
 from core.dialogue import texts
-from core.dialogue.service import DialogueDeps, PaymentHistory, drive, load_caller
-from core.dialogue.types import DialogueState, Screen, SessionRecord, SessionStore, Step
+from core.dialogue.runner import DialogueRunner
+from core.dialogue.service import ChannelRules, DialogueDeps
+from core.dialogue.sessions import UssdSession
+from core.dialogue.types import DialogueState, Screen, Step
 from core.shared.errors import InvalidInput
-from core.meters.model import Meter
-from core.payments.service import PaymentLimits
 from core.payments.model import Channel
 from core.shared.phone import mask_phone, normalize_kenyan_mobile
-from core.ports import Clock, MeterBalanceReader, UnitOfWork
+from core.ports import Clock, UssdSessionStore
 from ussd.render import to_text
 
 log = logging.getLogger("lipameter.ussd")
@@ -55,36 +51,18 @@ class Answer:
     outcome: str  # con | end | replay | expired | refused: for metrics and logs
 
 
-@dataclass
+@dataclass(frozen=True)
 class UssdDeps:
-    sessions: SessionStore
-    uow: Callable[[], UnitOfWork]
-    limits: PaymentLimits
-    clock: Clock
-    history: PaymentHistory
-    balance_reader: MeterBalanceReader | None = None
-    on_payment_started: Callable[[], None] | None = None
+    """The shared dialogue deps plus what only USSD has: its session store and its timings."""
+
+    dialogue: DialogueDeps
+    sessions: UssdSessionStore
     config: UssdConfig = field(default_factory=UssdConfig)
 
-    def dialogue(self) -> DialogueDeps:
-        reader = BoundedBalanceReader(self.balance_reader, self.config.balance_timeout_s) if self.balance_reader else None
-        return DialogueDeps(uow=self.uow, limits=self.limits, clock=self.clock, history=self.history,
-                            channel=Channel.USSD, balance_reader=reader, push_delay_s=self.config.push_delay_s,
-                            on_payment_started=self.on_payment_started)
-
-
-class BoundedBalanceReader:
-    """A live balance within a USSD hop's budget, or None (the dialogue then shows the last known value)."""
-
-    def __init__(self, reader: MeterBalanceReader, timeout_s: float) -> None:
-        self.reader, self.timeout_s = reader, timeout_s
-
-    async def read_balance(self, meter: Meter):
-        try:
-            return await asyncio.wait_for(self.reader.read_balance(meter), timeout=self.timeout_s)
-        except Exception as error:  # a timeout or a cloud error: the tenant still gets an answer
-            log.info("live balance of %s not read in time: %s", meter.number, type(error).__name__)
-            return None
+    def runner(self) -> DialogueRunner:
+        return DialogueRunner(self.dialogue, ChannelRules(
+            channel=Channel.USSD, balance_timeout_s=self.config.balance_timeout_s,
+            push_delay_s=self.config.push_delay_s))
 
 
 def ending(message: str) -> str:
@@ -122,18 +100,19 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
         phone = normalize_kenyan_mobile(hop.phone)
     except InvalidInput:
         return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
-    state = _resumable(record, hop, phone)
+    runner = deps.runner()
+    state = _resumable(record, phone, runner)
     if len(hop.text) > MAX_TEXT or (record is None and hop.text != "") or (record is not None and state is None):
         # A hop we cannot place (a session we never saw, or one already over): never guess, never pay.
         return Answer(ending(_expired(record)), "expired")
-    caller = await load_caller(phone, uow=deps.uow(), limits=deps.limits, payment_key=f"ussd:{hop.session_id}")
+    caller = await runner.caller(phone, payment_key=f"ussd:{hop.session_id}")
     if state is None:
         step = dialogue.start(caller)
     else:
         step = dialogue.handle(state, new_input(hop.text, record.last_text), caller)
-    step = await drive(step, caller, deps.dialogue())
+    step = await runner.drive(step, caller)
     text = to_text(step.screen)
-    if await deps.sessions.save(_record(hop, phone, step, text, record, deps.clock),
+    if await deps.sessions.save(_record(hop, phone, step, text, record, deps.dialogue.clock),
                                 expected_hops=record.hops if record else None):
         return Answer(text, "end" if step.screen.end else "con")
     # The same hop twice at once (a gateway retry racing the original): answer as the winner did.
@@ -152,26 +131,22 @@ def _same_phone(stored: str, given: str) -> bool:
         return False
 
 
-def _resumable(record: SessionRecord | None, hop: Hop, phone: str) -> DialogueState | None:
+def _resumable(record: UssdSession | None, phone: str, runner: DialogueRunner) -> DialogueState | None:
     if record is None or record.ended or record.phone != phone:
         return None
-    try:
-        return DialogueState.model_validate(record.state)
-    except ValidationError:  # stored by an older release: start again rather than guess
-        log.warning("ussd session %s: unreadable state", hop.session_id)
-        return None
+    return runner.restore(record.state, where=f"ussd session {record.session_id}")
 
 
-def _expired(record: SessionRecord | None) -> str:
+def _expired(record: UssdSession | None) -> str:
     language = (record.state or {}).get("language") if record else None
     return texts.text(language, "expired") if language in texts.LANGUAGES else texts.BILINGUAL_EXPIRED
 
 
-def _record(hop: Hop, phone: str, step: Step, text: str, previous: SessionRecord | None, clock: Clock) -> SessionRecord:
+def _record(hop: Hop, phone: str, step: Step, text: str, previous: UssdSession | None, clock: Clock) -> UssdSession:
     now = clock.now()
     if step.screen.end:
         log.info("ussd session %s from %s ended at %s", hop.session_id, mask_phone(phone), step.screen.name)
-    return SessionRecord(
+    return UssdSession(
         session_id=hop.session_id, phone=phone, state=step.state.model_dump(mode="json"), last_text=hop.text,
         last_answer=text, hops=(previous.hops if previous else 0) + 1, ended=step.screen.end,
         created_at=previous.created_at if previous else now, updated_at=now,

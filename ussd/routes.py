@@ -101,7 +101,7 @@ async def record_event(request: Request, deps: UssdDeps, metrics: UssdMetrics) -
     metrics.sessions.labels(status=status if status in ("Success", "Incomplete", "Failed") else "other").inc()
     report["phoneNumber"] = mask_phone(report.get("phoneNumber", ""))  # kept for support, never in full
     known = bool(session_id) and await deps.sessions.record_end(session_id, status=status, report=report,
-                                                                at=deps.clock.now())
+                                                                at=deps.dialogue.clock.now())
     log.info("ussd session %s ended: %s (%s hops)%s%s", session_id, status, report.get("hopsCount", "?"),
              f", error: {report['errorMessage']}" if report.get("errorMessage") else "",
              "" if known else " [unknown session]")

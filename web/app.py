@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from bot.webhook import routes as telegram_routes
+from core.dialogue.service import DialogueDeps
 from ussd.hop import UssdDeps
 from ussd.routes import ussd_routes
 from starlette.middleware import Middleware
@@ -53,31 +54,33 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document(min_amount=settings.min_amount, max_amount=settings.max_amount))
 
 
-def ussd_deps(services: Services) -> UssdDeps:
-    """USSD's collaborators: storage adapters are chosen here, so that ussd/ depends on core only."""
-    from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
+def dialogue_deps(services: Services) -> DialogueDeps:
+    """What every channel's dialogue shares; storage adapters are chosen here, so that ussd/ and bot/
+    depend on core only."""
+    from storage.ussd_sessions import SqlPaymentHistory
 
-    return UssdDeps(
-        sessions=SqlUssdSessionStore(services.engine), uow=services.uow, limits=services.limits,
-        clock=services.clock, history=SqlPaymentHistory(services.engine),
+    return DialogueDeps(
+        uow=services.uow, limits=services.limits, clock=services.clock, history=SqlPaymentHistory(services.engine),
         # The live meter read arrives with the meter gateway; until then, last known balances only.
         balance_reader=getattr(services, "meter_balance_reader", None),
-        on_payment_started=lambda: services.metrics.payments_started.labels(channel="ussd").inc(),
+        on_payment_started=lambda channel: services.metrics.payments_started.labels(channel=channel.value).inc(),
     )
+
+
+def ussd_deps(services: Services) -> UssdDeps:
+    """USSD's collaborators: the shared dialogue deps and its session store."""
+    from storage.ussd_sessions import SqlUssdSessionStore
+
+    return UssdDeps(dialogue=dialogue_deps(services), sessions=SqlUssdSessionStore(services.engine))
 
 
 def telegram_deps(services: Services):
-    """The Telegram bot's collaborators, chosen here like USSD's (bot/ depends on core only)."""
-    from bot.ports import BotDeps
+    """The Telegram bot's collaborators: the shared dialogue deps, its chats and its accounts."""
+    from bot.conversation import BotDeps
     from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore
-    from storage.ussd_sessions import SqlPaymentHistory
 
-    return BotDeps(
-        chats=SqlTelegramChatStore(services.engine), accounts=SqlTelegramAccounts(services.engine),
-        uow=services.uow, limits=services.limits, clock=services.clock, history=SqlPaymentHistory(services.engine),
-        balance_reader=getattr(services, "meter_balance_reader", None),
-        on_payment_started=lambda: services.metrics.payments_started.labels(channel="telegram").inc(),
-    )
+    return BotDeps(dialogue=dialogue_deps(services), chats=SqlTelegramChatStore(services.engine),
+                   accounts=SqlTelegramAccounts(services.engine))
 
 
 async def start_telegram(settings: Settings, services: Services):

@@ -1,19 +1,19 @@
-"""Dashboard users: password hashing, roles, the login throttle, and the two use cases (create a user,
-log in). Pure rules plus small ports; the stores live in storage/admin_users.py."""
+"""Dashboard users: password hashing, the login throttle, and the two use cases (create a user, log in).
+Pure rules; the user is core.admin.model.AdminUser, its stores are ports in core.ports (AdminUserStore,
+LoginAttempts), implemented in storage/admin_users.py."""
 
 from __future__ import annotations
 
 import base64
-import enum
 import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
+from core.admin.model import AdminUser, Role
 from core.shared.errors import Conflict, DomainError, InvalidInput
+from core.ports import AdminUserStore, LoginAttempts
 
 # scrypt is memory-hard: n=2**14, r=8 needs 16 MiB per guess, so GPUs gain little. ~50 ms on a server.
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
@@ -24,25 +24,6 @@ USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,39}$")
 THROTTLE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_USERNAME = 5
 MAX_FAILURES_PER_ADDRESS = 20
-
-
-class Role(str, enum.Enum):
-    ADMIN = "admin"  # everything
-    VIEWER = "viewer"  # read only
-
-    def may(self, needed: "Role") -> bool:
-        return self is Role.ADMIN or needed is Role.VIEWER
-
-
-@dataclass
-class AdminUser:
-    id: int | None
-    username: str
-    password_hash: str
-    role: Role
-    active: bool = True
-    created_at: datetime | None = None
-    last_login_at: datetime | None = None
 
 
 class BadCredentials(DomainError):
@@ -112,18 +93,7 @@ def throttle_message(username_failures: int, address_failures: int) -> str | Non
     return None
 
 
-# --- ports and use cases --------------------------------------------------------------------------
-
-class AdminUserStore(Protocol):
-    async def add(self, user: AdminUser, *, actor: str) -> AdminUser: ...  # Conflict when the name is taken
-    async def get(self, username: str) -> AdminUser | None: ...
-    async def touch_login(self, username: str, at: datetime) -> None: ...
-
-
-class LoginAttempts(Protocol):
-    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> None: ...
-    async def failures(self, *, since: datetime, username: str | None = None, address: str | None = None) -> int: ...
-
+# --- use cases -------------------------------------------------------------------------------------
 
 async def create_admin_user(username: str, password: str, role: str = "admin", *, users: AdminUserStore,
                             now: datetime, actor: str) -> AdminUser:

@@ -3,11 +3,11 @@ balance, seeing recent payments and choosing a language. USSD and Telegram both 
 
 Pure: `start`, `handle` and `resume` take a state and an input (or an effect's outcome) and return a
 `Step` — the next state and either a screen or an effect. No I/O happens here; the caller performs
-effects (see `core.dialogue.service.drive`) and feeds the outcome back:
+effects (see `core.dialogue.runner.DialogueRunner.drive`) and feeds the outcome back:
 
     step = handle(state, "1", caller)
     while step.effect:
-        step = resume(step.state, await perform(step.effect, caller, deps), caller)
+        step = resume(step.state, await perform(step.effect, caller, deps, rules), caller)
     show(step.screen)
 
 `0` goes back, `00` home, `98` shows more meters. A wrong entry re-shows the screen with a short error;

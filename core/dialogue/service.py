@@ -1,21 +1,23 @@
 """Performing the purchase dialogue's effects through the core services, for any channel.
 
-`load_caller` builds who is talking; `drive` runs a step's effects until there is a screen. A
-channel passes its own `DialogueDeps`: USSD defers the STK push a few seconds and bounds balance
-reads tightly; Telegram may push at once.
+`DialogueDeps` is what every channel shares (built once, in the composition root); `ChannelRules` is how
+one channel differs: USSD defers the STK push a few seconds and gives a live balance read little time,
+a chat pushes at once, waits longer and lists more payments. `core.dialogue.runner.DialogueRunner`
+drives the dialogue with both; `perform` does one effect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from decimal import Decimal
+from typing import Callable
 
-from core.dialogue import machine as dialogue
 from core.dialogue import texts
 from core.dialogue.types import (
     BalanceInfo, BalanceRead, Caller, Effect, FindMeter, LanguageSaved, ListPayments, MeterChoice, MeterFound,
-    Outcome, PaymentLine, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
+    Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment,
 )
 from core.shared.errors import Conflict, DomainError
 from core.meters.model import Meter
@@ -24,27 +26,31 @@ from core.shared.ids import new_id
 from core.payments.service import InitiatePayment, PaymentLimits, request_payment
 from core.payments.model import Channel
 from core.shared.phone import mask_phone
-from core.ports import Clock, MeterBalanceReader, UnitOfWork
+from core.ports import Clock, MeterBalanceReader, PaymentHistory, UnitOfWork
 
 log = logging.getLogger("lipameter.dialogue")
-
-MAX_EFFECTS_PER_INPUT = 4  # a step asks for at most one effect; this only guards against a loop
-
-
-class PaymentHistory(Protocol):
-    async def recent(self, phone: str, limit: int) -> list[PaymentLine]: ...
 
 
 @dataclass(frozen=True)
 class DialogueDeps:
+    """What the dialogue needs from the rest of the system: the same for every channel."""
+
     uow: Callable[[], UnitOfWork]
     limits: PaymentLimits
     clock: Clock
     history: PaymentHistory
-    channel: Channel
     balance_reader: MeterBalanceReader | None = None  # None: no live reader, last known values only
-    push_delay_s: float = 0.0
-    on_payment_started: Callable[[], None] | None = None  # metrics
+    on_payment_started: Callable[[Channel], None] | None = None  # metrics, labelled by channel
+
+
+@dataclass(frozen=True)
+class ChannelRules:
+    """How one channel runs the dialogue."""
+
+    channel: Channel  # recorded on the payments it starts
+    balance_timeout_s: float  # how long a live meter read may take before the last known value is shown
+    push_delay_s: float = 0.0  # the STK prompt goes out this long after the confirm
+    history_lines: int | None = None  # payments listed (None: as many as the dialogue's own screen shows)
 
 
 def choice(meter: Meter) -> MeterChoice:
@@ -64,24 +70,15 @@ async def load_caller(phone: str, *, uow: UnitOfWork, limits: PaymentLimits,
     )
 
 
-async def drive(step: Step, caller: Caller, deps: DialogueDeps) -> Step:
-    """Perform effects and resume until the dialogue has a screen to show."""
-    for _ in range(MAX_EFFECTS_PER_INPUT):
-        if step.effect is None:
-            return step
-        step = dialogue.resume(step.state, await perform(step.effect, caller, deps), caller)
-    raise RuntimeError("the dialogue kept asking for effects")
-
-
-async def perform(effect: Effect, caller: Caller, deps: DialogueDeps) -> Outcome:
+async def perform(effect: Effect, caller: Caller, deps: DialogueDeps, rules: ChannelRules) -> Outcome:
     if isinstance(effect, FindMeter):
         return await _find_meter(effect, deps)
     if isinstance(effect, ReadBalance):
-        return await _read_balance(effect, caller, deps)
+        return await _read_balance(effect, caller, deps, rules)
     if isinstance(effect, ListPayments):
         return PaymentsListed(tuple(await deps.history.recent(caller.phone, effect.limit)))
     if isinstance(effect, StartPayment):
-        return await _start_payment(effect, caller, deps)
+        return await _start_payment(effect, caller, deps, rules)
     if isinstance(effect, SaveLanguage):
         return await _save_language(effect, caller, deps)
     raise TypeError(f"unknown effect {type(effect).__name__}")
@@ -96,18 +93,14 @@ async def _find_meter(effect: FindMeter, deps: DialogueDeps) -> MeterFound:
     return MeterFound(number=effect.number, meter=choice(meter), active=meter.active)
 
 
-async def _read_balance(effect: ReadBalance, caller: Caller, deps: DialogueDeps) -> BalanceRead:
+async def _read_balance(effect: ReadBalance, caller: Caller, deps: DialogueDeps,
+                        rules: ChannelRules) -> BalanceRead:
     async with deps.uow() as uow:
         meter = await uow.meters.get_by_number(effect.meter.number)
     # Balances are for the meter's own tenants only; the dialogue offers no other, this makes sure.
     if meter is None or effect.meter.number not in {m.number for m in caller.meters}:
         return BalanceRead(BalanceInfo(meter=effect.meter, amount=None))
-    live = None
-    if deps.balance_reader is not None:
-        try:
-            live = await deps.balance_reader.read_balance(meter)
-        except Exception as error:  # best effort: the last known value is a fine answer
-            log.info("live balance of %s unavailable: %s", meter.number, type(error).__name__)
+    live = await _live_balance(meter, deps, rules)
     if live is not None:
         return BalanceRead(BalanceInfo(meter=effect.meter, amount=live, live=True))
     age_s = None
@@ -116,12 +109,25 @@ async def _read_balance(effect: ReadBalance, caller: Caller, deps: DialogueDeps)
     return BalanceRead(BalanceInfo(meter=effect.meter, amount=meter.last_balance, age_s=age_s))
 
 
-async def _start_payment(effect: StartPayment, caller: Caller, deps: DialogueDeps) -> PaymentRequested:
+async def _live_balance(meter: Meter, deps: DialogueDeps, rules: ChannelRules) -> Decimal | None:
+    """The meter's balance read now, within the channel's time, or None: the tenant still gets an answer
+    (the last known value) when the cloud is slow or failing."""
+    if deps.balance_reader is None:
+        return None
+    try:
+        return await asyncio.wait_for(deps.balance_reader.read_balance(meter), timeout=rules.balance_timeout_s)
+    except Exception as error:  # a timeout or a cloud error: best effort only
+        log.info("live balance of %s not read in time: %s", meter.number, type(error).__name__)
+        return None
+
+
+async def _start_payment(effect: StartPayment, caller: Caller, deps: DialogueDeps,
+                         rules: ChannelRules) -> PaymentRequested:
     cmd = InitiatePayment(amount=effect.amount, phone=caller.phone, meter_ref=effect.meter.number,
-                          channel=deps.channel, idempotency_key=caller.payment_key, tenant_id=caller.tenant_id)
+                          channel=rules.channel, idempotency_key=caller.payment_key, tenant_id=caller.tenant_id)
     try:
         started = await request_payment(cmd, uow=deps.uow(), limits=deps.limits, clock=deps.clock,
-                                        defer_push=True, push_delay_s=deps.push_delay_s)
+                                        defer_push=True, push_delay_s=rules.push_delay_s)
     except Conflict as error:
         # The same conversation confirmed twice at once (a gateway retry): the first one's payment stands.
         earlier = await _by_key(caller.payment_key, deps) if error.code == "payment_pending" else None
@@ -129,10 +135,10 @@ async def _start_payment(effect: StartPayment, caller: Caller, deps: DialogueDep
             return PaymentRequested(ok=True, payment_id=earlier)
         return PaymentRequested(ok=False, code=error.code)
     except DomainError as error:
-        log.info("%s payment from %s refused: %s", deps.channel.value, mask_phone(caller.phone), error.code)
+        log.info("%s payment from %s refused: %s", rules.channel.value, mask_phone(caller.phone), error.code)
         return PaymentRequested(ok=False, code=error.code)
     if not started.replayed and deps.on_payment_started:
-        deps.on_payment_started()
+        deps.on_payment_started(rules.channel)
     return PaymentRequested(ok=True, payment_id=started.payment.id)
 
 

@@ -4,18 +4,19 @@
   or pressing a button, `nav` (back/home), an optional short `error`, and `end` when the conversation
   is over. `expects` says when free text is wanted (a meter number, an amount).
 - `Effect` is something the dialogue needs done outside itself (look a meter up, read a balance, list
-  payments, start a payment, save the language). The caller performs it through the core services
-  (`core.dialogue.service.perform`) and feeds the `Outcome` back with `dialogue.resume`.
+  payments, start a payment, save the language). `core.dialogue.runner.DialogueRunner` performs it
+  through the core services (`core.dialogue.service.perform`) and feeds the `Outcome` back with
+  `machine.resume`.
 - `DialogueState` is everything the dialogue remembers between two inputs; it is a pydantic model so a
-  channel can store it as JSON (USSD keeps it in `ussd_sessions`, keyed by Africa's Talking's sessionId).
+  channel can store it as JSON (in the rows of core.dialogue.sessions).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol, Union
+from typing import Union
 
 from pydantic import BaseModel, ConfigDict
 
@@ -104,7 +105,7 @@ class DialogueState(_Model):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is talking, loaded by the channel before each step (see dialogue_service.load_caller)."""
+    """Who is talking, loaded before each step (see core.dialogue.runner.DialogueRunner.caller)."""
 
     phone: str  # 2547XXXXXXXX, the paying phone
     language: str = "en"  # the tenant's saved language, used when a conversation starts
@@ -186,34 +187,3 @@ class Step:
     state: DialogueState
     screen: Screen | None = None
     effect: Effect | None = None
-
-
-# --- where a channel keeps a conversation between inputs --------------------------------------
-
-
-@dataclass
-class SessionRecord:
-    session_id: str
-    phone: str
-    state: dict  # DialogueState as JSON
-    last_text: str  # the cumulative input of the last hop answered…
-    last_answer: str  # …and what we answered, replayed when the gateway retries that hop
-    hops: int
-    ended: bool
-    created_at: datetime
-    updated_at: datetime
-    service_code: str | None = None
-    network_code: str | None = None
-    payment_id: str | None = None
-    end_status: str | None = None  # Africa's Talking's end-of-session report
-    end_report: dict = field(default_factory=dict)
-
-
-class SessionStore(Protocol):
-    async def get(self, session_id: str) -> SessionRecord | None: ...
-
-    async def save(self, record: SessionRecord, *, expected_hops: int | None) -> bool:
-        """Insert (expected_hops None) or update if still at `expected_hops`; False if another hop won."""
-        ...
-
-    async def record_end(self, session_id: str, *, status: str, report: dict, at: datetime) -> bool: ...

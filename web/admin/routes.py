@@ -8,7 +8,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from core.admin.auth import Role
+from core.admin.model import Role
 from web.admin import auth, meters, payments, reports, tenants
 from web.admin.sessions import SessionStore
 from web.admin.site import AdminSite, guarded

@@ -12,7 +12,7 @@ from jinja2 import Environment
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from core.admin.auth import AdminUser, Role
+from core.admin.model import AdminUser, Role
 from core.shared.errors import DomainError, NotFound
 from core.admin.operator import Actor
 from storage.admin_users import SqlAdminUsers
