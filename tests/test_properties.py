@@ -156,3 +156,13 @@ def test_a_value_off_the_grid_is_refused_not_rounded(value):
         assert value.scaleb(2) != value.scaleb(2).to_integral_value()
         return
     assert from_raw(raw, spec) == value
+
+
+@pytest.mark.parametrize("entry", ["²", "١", "１"])
+def test_digits_that_are_not_ascii_are_a_wrong_choice_not_a_crash(entry):
+    """`'²'.isdigit()` is True and `int('²')` raises: found by the property above (a USSD hop would 500)."""
+    who = Caller(phone="254712345678", meters=(A101,), min_amount=10, max_amount=70_000)
+    for first in ("1", "4"):  # the meter list, the language list
+        step = dialogue.handle(dialogue.start(who).state, first, who)
+        step = dialogue.handle(step.state, entry, who)
+        assert step.screen is not None and step.effect is None and step.state.errors == 1

@@ -39,7 +39,7 @@ def domain_status(error: DomainError) -> int:
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing more than `limit` bytes whatever Content-Length claims."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise HttpError(413, f"request body larger than {limit} bytes", "body_too_large")
     chunks, size = [], 0
     async for chunk in request.stream():

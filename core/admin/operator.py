@@ -151,7 +151,7 @@ async def resolve_review(ref: str, reason: str | None, *, action: str, actor: Ac
     """Close a review. Payment: `credit` (top it up) or `dismiss`. Top-up: `applied` (seen on the
     meter), `retry` (the meter shows it did not land) or `dismiss` (mark failed)."""
     reason, now = require_reason(reason), clock.now()
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         return await _resolve_orphan(int(ref), reason, action=action, actor=actor, uow=uow, now=now)
     async with uow:
         payment = await uow.payments.get_for_update(ref)

@@ -102,7 +102,7 @@ def _on_main(state: DialogueState, entry: str, caller: Caller) -> Step:
 
 
 def _picked(state: DialogueState, entry: str) -> MeterChoice | None:
-    if entry.isdigit() and 1 <= int(entry) <= len(state.choices):
+    if entry.isascii() and entry.isdigit() and 1 <= int(entry) <= len(state.choices):
         return state.choices[int(entry) - 1]
     return None
 
@@ -164,7 +164,7 @@ def _on_balance(state: DialogueState, entry: str, caller: Caller) -> Step:
 
 
 def _on_language(state: DialogueState, entry: str, caller: Caller) -> Step:
-    if entry.isdigit() and 1 <= int(entry) <= len(texts.LANGUAGES):
+    if entry.isascii() and entry.isdigit() and 1 <= int(entry) <= len(texts.LANGUAGES):
         return _effect(state, SaveLanguage(texts.LANGUAGES[int(entry) - 1]))
     return _wrong(state, caller, "err.choice")
 

@@ -50,7 +50,7 @@ async def ledger_csv(ctx: Ctx) -> Response:
 
 async def audit_page(ctx: Ctx) -> Response:
     before = ctx.query.get("before", "")
-    if before and not (before.isdigit() and len(before) < 10):
+    if before and not (before.isascii() and before.isdigit() and len(before) < 10):
         raise FormError("'before' must be an audit entry number", status=400)
     actor, action = ctx.query.get("actor", "")[:80], ctx.query.get("action", "")[:60]
     entries = await audit_entries(ctx.services.engine, actor=actor, action=action,
