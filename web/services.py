@@ -64,7 +64,9 @@ class Services:
         policy = TopUpPolicy(max_attempts=settings.topup_max_attempts,
                              confirm_deadline_s=settings.topup_confirm_deadline_s,
                              poll_interval_s=settings.topup_poll_interval_s, schedule_s=settings.topup_backoff,
-                             attempt_lease_s=settings.topup_attempt_lease_s)
+                             attempt_lease_s=settings.topup_attempt_lease_s,
+                             # A charge can leave until the gateway's call deadline: no proof before that.
+                             send_window_s=getattr(self.meter_gateway, "deadline_s", TopUpPolicy.send_window_s))
         return TopUpEngine(uow=self.uow, meters=self.meter_gateway, profiles=self.profiles, clock=self.clock,
                            policy=policy)
 
