@@ -173,6 +173,8 @@ class TuyaMeterGateway:
             if not api.is_connect() or _expiring(api):
                 api.token_info = None
                 self._connect(api)
+            if method == "TOKEN":
+                return True  # connect() only: `check_token`
             token_before = api.token_info.access_token
             response = api.post(path, body) if method == "POST" else api.get(path, params)
             _own_token_expiry(api)  # the client may have reconnected by itself on 1010
@@ -197,6 +199,10 @@ class TuyaMeterGateway:
             raise error_from_response(response)
         _own_token_expiry(api)
         log.info("tuya connected")
+
+    async def check_token(self) -> None:
+        """Obtain an access token now (typed errors as for any call): the first thing `doctor` asks."""
+        await self._call("TOKEN", "/v1.0/token")
 
     # --- device API --------------------------------------------------------------------------------
     @staticmethod

@@ -27,6 +27,7 @@ from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi
 from gateways.tuya import TuyaMeterGateway
 from storage.db import create_engine
+from storage.heartbeats import SqlHeartbeats
 from storage.ussd_sessions import SqlUssdSessionStore
 from storage.uow import SqlUnitOfWork
 from web.metrics import Metrics
@@ -177,4 +178,5 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
         config=WorkerConfig(worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
                             sweep_every_s=settings.sweep_every_s, lease_s=settings.job_lease_s),
         sweep=sweep,
+        heartbeat=SqlHeartbeats(services.engine).beat,
     )
