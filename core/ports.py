@@ -150,13 +150,24 @@ class UnitOfWork(Protocol):
 
 # --- meters and messages ----------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class DpReport:
+    """One data point as the cloud last heard it from the device: a cached value and when it came."""
+
+    value: object  # raw DP value, as in `status`
+    reported_at: datetime  # timezone-aware UTC, on this server's clock
+
+
 class MeterGateway(Protocol):
     """The Tuya cloud, in raw DP values. Raises UpstreamError: `transient` False means the cloud
-    refused the command (it was not applied); any other failure after sending may have been applied."""
+    refused the command (it was not applied); any other failure after sending may have been applied.
+    `status` is the cloud's cache: each DP is as the device last reported it, which for a slow meter
+    can be minutes old; `reports` says when each DP was reported."""
 
     async def device_info(self, device_id: str) -> dict: ...
     async def specifications(self, device_id: str) -> list: ...  # list[core.meters.profiles.DpSpec]
     async def status(self, device_id: str) -> dict: ...  # DP code -> raw value
+    async def reports(self, device_id: str, codes: list[str]) -> dict[str, DpReport]: ...  # code -> report
     async def send_commands(self, device_id: str, commands: list[dict]) -> None: ...
 
 

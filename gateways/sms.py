@@ -235,3 +235,27 @@ class AfricasTalkingSms:
         # requests' (connect, read) timeouts bound the thread's life after wait_for gives up.
         timeout = (min(3.05, self._timeout_s), self._timeout_s)
         return self._service.send(message, [number], sender_id=self._sender_id, timeout=timeout)
+
+
+async def account_balance(username: str, api_key: str, *, api_base: str | None = None,
+                          timeout_s: float = 10.0) -> str:
+    """The account's balance as AT reports it ("KES 1785.50"), through the SDK's GET /version1/user.
+    Raises SmsError: not transient when the username or API key is wrong."""
+    from africastalking.Application import ApplicationService
+
+    service = ApplicationService(username, api_key)
+    if api_base:
+        service._baseUrl = _api_base(api_base)  # as for SMSService, see the module docstring
+    try:
+        answer = await asyncio.wait_for(asyncio.to_thread(
+            service.fetch_application_data, timeout=(min(3.05, timeout_s), timeout_s)), timeout_s + 1)
+    except TimeoutError:
+        raise SmsError("Africa's Talking did not answer in time", code="sms_timeout", transient=True) from None
+    except requests.RequestException as exc:
+        raise SmsError("could not reach Africa's Talking", code="sms_network", transient=True) from exc
+    except AfricasTalkingException as exc:
+        raise _http_error(str(exc)) from None
+    balance = (_decode(answer).get("UserData") or {}).get("balance")
+    if not isinstance(balance, str):
+        raise SmsError("Africa's Talking gave an unreadable account answer", code="sms_bad_answer", transient=True)
+    return balance

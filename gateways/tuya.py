@@ -15,12 +15,14 @@ import logging
 import re
 import threading
 import time
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
 import requests
 from tuya_connector import TuyaOpenAPI
 
+from core.ports import DpReport
 from core.shared.errors import InvalidInput
 from core.meters.profiles import DpSpec, MeterProfile, as_spec_map, from_raw, parse_specifications, to_decimal, to_raw
 from core.topups.decision import ChargePlan, MeterReading, read_meter
@@ -31,6 +33,7 @@ log = logging.getLogger("lipameter.tuya")
 _RENEW_MARGIN_MS = 60_000
 _NEVER_MS = 2**62  # the client's view of every token's expiry: it must never use its refresh path
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also keeps paths from being steered
+_DP_CODE = re.compile(r"[A-Za-z0-9_]{1,64}")
 _PRIVATE_FIELDS = {"local_key", "ip", "lat", "lon", "uid", "owner_id", "uuid"}  # never leave the gateway
 
 Specs = Mapping[str, DpSpec] | Iterable[DpSpec]
@@ -107,10 +110,12 @@ class TuyaMeterGateway:
             self._api = self._session = None
 
     # --- the one way out ---------------------------------------------------------------------------
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                    params: dict[str, Any] | None = None, envelope: bool = False) -> Any:
+        """Tuya's `result`, or with `envelope` the whole answer ({"result", "t", ...})."""
         guard = _SendGuard()
         started = time.monotonic()
-        work = functools.partial(self._locked_exchange, method, path, body, guard)
+        work = functools.partial(self._locked_exchange, method, path, body, guard, params, envelope)
         try:
             result = await asyncio.wait_for(asyncio.to_thread(work), self.deadline_s)
         except asyncio.CancelledError:
@@ -134,7 +139,8 @@ class TuyaMeterGateway:
         log.warning("tuya %s %s failed after %.0f ms: %s (%s)", method, path,
                     (time.monotonic() - started) * 1000, exc.message, type(exc).__name__)
 
-    def _locked_exchange(self, method: str, path: str, body: dict[str, Any] | None, guard: _SendGuard) -> Any:
+    def _locked_exchange(self, method: str, path: str, body: dict[str, Any] | None, guard: _SendGuard,
+                         params: dict[str, Any] | None = None, envelope: bool = False) -> Any:
         if not self._lock.acquire(timeout=self.deadline_s):
             raise TuyaTransientError("the Tuya client is busy")
         try:
@@ -142,7 +148,7 @@ class TuyaMeterGateway:
             assert self._session is not None
             self._session.guard = guard
             try:
-                return self._exchange(api, method, path, body, guard)
+                return self._exchange(api, method, path, body, guard, params, envelope)
             except (HttpStatusError, requests.RequestException) as exc:
                 raise error_from_exception(exc, command_sent=guard.sent) from exc
             finally:
@@ -159,16 +165,24 @@ class TuyaMeterGateway:
         return self._api
 
     def _exchange(self, api: TuyaOpenAPI, method: str, path: str, body: dict[str, Any] | None,
-                  guard: _SendGuard) -> Any:
+                  guard: _SendGuard, params: dict[str, Any] | None = None, envelope: bool = False) -> Any:
+        # Tuya answers refusals as HTTP 200 {"success": false, "code"}. A token that expired mid-use
+        # (1010; the client then reconnects by itself) or is unknown is renewed and the call retried
+        # once; everything else becomes a typed error (28841xxx and 1013 name what to fix).
         for attempt in (1, 2):
             if not api.is_connect() or _expiring(api):
                 api.token_info = None
                 self._connect(api)
+            if method == "TOKEN":
+                return True  # connect() only: `check_token`
             token_before = api.token_info.access_token
-            response = api.post(path, body) if method == "POST" else api.get(path)
+            response = api.post(path, body) if method == "POST" else api.get(path, params)
             _own_token_expiry(api)  # the client may have reconnected by itself on 1010
+            if not isinstance(response, dict):
+                raise error_from_response({"msg": "answered something that is not a Tuya response"},
+                                          command_sent=guard.sent)
             if response.get("success"):
-                return response.get("result")
+                return response if envelope else response.get("result")
             code = response.get("code")
             if code in TOKEN_CODES and attempt == 1:
                 log.info("tuya token rejected (code %s); reconnecting once", code)
@@ -185,6 +199,10 @@ class TuyaMeterGateway:
             raise error_from_response(response)
         _own_token_expiry(api)
         log.info("tuya connected")
+
+    async def check_token(self) -> None:
+        """Obtain an access token now (typed errors as for any call): the first thing `doctor` asks."""
+        await self._call("TOKEN", "/v1.0/token")
 
     # --- device API --------------------------------------------------------------------------------
     @staticmethod
@@ -207,6 +225,27 @@ class TuyaMeterGateway:
     async def status(self, device_id: str) -> dict[str, Any]:
         result = await self._call("GET", self._path(device_id, "/status")) or []
         return {item["code"]: item.get("value") for item in result if isinstance(item, dict) and "code" in item}
+
+    async def reports(self, device_id: str, codes: list[str]) -> dict[str, DpReport]:
+        """Each DP's last reported value and report time (Tuya's shadow properties API).
+
+        Tuya stamps `time` with its own clock; the answer's `t` is the cloud's clock at answering, so
+        `time - t` is how long ago the DP was reported, whatever this server's clock says."""
+        if not codes or not all(_DP_CODE.fullmatch(c or "") for c in codes):
+            raise InvalidInput("DP codes must be a non-empty list of names")
+        path = f"/v2.0/cloud/thing/{self._path(device_id)[len('/v1.0/devices/'):]}/shadow/properties"
+        answer = await self._call("GET", path, params={"codes": ",".join(codes)}, envelope=True)
+        received = time.time()
+        cloud_now_ms = answer.get("t") if isinstance(answer.get("t"), int) else int(received * 1000)
+        properties = (answer.get("result") or {}).get("properties") or []
+        found: dict[str, DpReport] = {}
+        for item in properties:
+            if not isinstance(item, dict) or item.get("code") not in codes or not isinstance(item.get("time"), int):
+                continue
+            age_s = max(0, cloud_now_ms - item["time"]) / 1000
+            found[item["code"]] = DpReport(value=item.get("value"),
+                                           reported_at=datetime.fromtimestamp(received - age_s, timezone.utc))
+        return found
 
     async def send_commands(self, device_id: str, commands: list[dict[str, Any]]) -> None:
         """POST commands. A lost answer raises TuyaOutcomeUnknown: verify before sending again."""

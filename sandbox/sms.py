@@ -110,6 +110,7 @@ class SmsSandbox:
     def __init__(self, *, username: str, api_key: str, sender_ids: set[str] | None = None) -> None:
         self.username = username
         self.api_key = api_key
+        self.balance = Decimal("1000.0000")  # KES; GET /version1/user reports it, as AT does
         self.sender_ids = sender_ids  # None: any sender id is accepted
         self.requests = 0  # send requests that reached the handler, authenticated or not
         self._lock = threading.Lock()
@@ -241,6 +242,15 @@ async def _send(request: Request) -> Response:
     return _json({"SMSMessageData": {"Message": _summary(recipients), "Recipients": recipients}}, 201)
 
 
+async def _user(request: Request) -> Response:
+    # AT's "fetch application data": GET /version1/user?username=…, apiKey header → the balance.
+    sandbox: SmsSandbox = request.app.state.sms
+    if (request.headers.get("apikey") != sandbox.api_key
+            or request.query_params.get("username") != sandbox.username):
+        return PlainTextResponse(AUTH_INVALID, status_code=401)
+    return _json({"UserData": {"balance": f"KES {sandbox.balance}"}}, 200)
+
+
 async def _inbox_json(request: Request) -> Response:
     sandbox: SmsSandbox = request.app.state.sms
     if request.method == "DELETE":
@@ -292,6 +302,7 @@ def create_sms_sandbox(
     app = Starlette(
         routes=[
             Route("/version1/messaging", _send, methods=["POST"]),
+            Route("/version1/user", _user, methods=["GET"]),
             Route("/sandbox/sms", _inbox_json, methods=["GET", "DELETE"]),
             Route("/sandbox/sms/rejected", _rejected_json, methods=["GET"]),
             Route("/sandbox/sms/inbox", _inbox_html, methods=["GET"]),

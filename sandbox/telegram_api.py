@@ -130,6 +130,8 @@ def _webhook_info(sandbox: TelegramSandbox, params: dict) -> dict:
     info = {"url": sandbox.webhook["url"], "has_custom_certificate": False, "pending_update_count": 0}
     if sandbox.webhook["allowed_updates"]:
         info["allowed_updates"] = sandbox.webhook["allowed_updates"]
+    # As the real API: present only after a delivery to the webhook failed.
+    info.update({k: sandbox.webhook[k] for k in ("last_error_date", "last_error_message") if sandbox.webhook.get(k)})
     return info
 
 

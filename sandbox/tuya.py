@@ -6,7 +6,10 @@ tuya-connector-python 0.1.2 implements without a nonce and without signed header
     sign = HMAC-SHA256(client_id [+ access_token] + t + nonce + stringToSign, secret), upper hex
     stringToSign = METHOD \n SHA256(body) \n <"name:value\n" per Signature-Headers> \n path[?k=v&… sorted]
 Token APIs (/v1.0/token…) are signed without the access token. Control routes under /sandbox/ are
-for the demo and tests only and need no signature.
+for the demo and tests only and need no signature. The cloud's device status is a cache of what
+each DP last reported (a slow meter's DPs report late and separately, `late_report`); the shadow
+properties API shows each DP's report time. Project faults play a missing cloud subscription or
+a used-up quota (28841xxx), a skewed clock (1013) and a token dying mid-use (1010).
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ from sandbox.tuya_meters import CommandError, MeterFleet, SandboxMeter
 REFRESH_TTL_S = 30 * 24 * 3600
 _THROTTLE_MESSAGES = {1110: "concurrent request over limit", 1111: "system is busy, please retry later",
                       1199: "your requests are too frequent"}
+# What the real cloud answers (HTTP 200, success false) when the project's cloud services are not
+# set up: no IoT Core subscription, an expired trial, a used-up quota.
+ERROR_MESSAGES = {
+    1010: "token invalid", 1013: "request time is invalid", 1106: "permission deny",
+    28841001: "No permissions.",
+    28841002: "No permissions. Your subscription to cloud development plan has expired.",
+    28841004: "No permissions. Your quota of Trial Edition is used up.",
+    28841101: "No permissions. This API is not subscribed.",
+    28841105: "No permissions. This project is not authorized to call this API.",
+}
 
 
 def _now_ms() -> int:
@@ -84,6 +97,8 @@ class TuyaSandbox(MeterFleet):
         self.access_id, self._secret = access_id, access_secret
         self.token_ttl_s, self.time_window_s = token_ttl_s, time_window_s
         self.requests: list[tuple[str, str]] = []  # (method, path) of every signed request
+        self.project_error: tuple[int, str] | None = None  # every API call but the token's answers it
+        self.clock_offset_s = 0.0  # how far the sandbox's clock is from the caller's (1013 beyond the window)
         self._tokens: dict[str, _Token] = {}
         self._refresh: dict[str, _Token] = {}
 
@@ -122,7 +137,7 @@ class TuyaSandbox(MeterFleet):
             raise TuyaError(1005, "clientId invalid")
         if not sign or not t:
             raise TuyaError(1105, "missing the header")
-        if not t.isdigit() or abs(int(t) / 1000 - time.time()) > self.time_window_s:
+        if not t.isdigit() or abs(int(t) / 1000 - time.time() - self.clock_offset_s) > self.time_window_s:
             raise TuyaError(1013, "request time is invalid")
         access = "" if token_api else headers.get("access_token", "")
         sts = string_to_sign(request.method, _route_path(request), list(request.query_params.multi_items()),
@@ -133,6 +148,23 @@ class TuyaSandbox(MeterFleet):
         self.requests.append((request.method, _route_path(request)))
         if not token_api:
             self._check_token(access)
+            if self.project_error is not None:
+                raise TuyaError(*self.project_error)
+
+    def set_project_fault(self, kind: str, **opts: Any) -> None:
+        """error: every API call answers `code` (a token is still issued); clock_skew: the sandbox's
+        clock runs `seconds` ahead; expire_tokens: access tokens die now (1010 next); clear."""
+        if kind == "error":
+            code = int(opts.get("code", 28841002))
+            self.project_error = (code, str(opts.get("msg") or ERROR_MESSAGES.get(code, "No permissions.")))
+        elif kind == "clock_skew":
+            self.clock_offset_s = float(opts.get("seconds", 900))
+        elif kind == "expire_tokens":
+            self.expire_tokens()
+        elif kind == "clear":
+            self.project_error, self.clock_offset_s = None, 0.0
+        else:
+            raise ValueError(f"unknown project fault {kind!r}")
 
 
 def _route_path(request: Request) -> str:
@@ -194,6 +226,8 @@ async def _device_request(request: Request) -> tuple[SandboxMeter, bytes] | Resp
         return error(500, "system error, please contact the admin", status_code=500)
     if throttle := meter.take_fault("throttle"):
         return error(throttle.code, _THROTTLE_MESSAGES.get(throttle.code, "system is busy, please retry later"))
+    if scripted := meter.take_fault("error"):
+        return error(scripted.code, scripted.msg or ERROR_MESSAGES.get(scripted.code, "error"))
     return meter, body
 
 
@@ -211,6 +245,15 @@ async def status(request: Request) -> Response:
     # An offline device still answers with its last reported values, as Tuya's cloud does.
     found = await _device_request(request)
     return found if isinstance(found, Response) else ok(found[0].status())
+
+
+async def shadow_properties(request: Request) -> Response:
+    # Each DP with the time the device last reported it: what tells a fresh value from a cached one.
+    found = await _device_request(request)
+    if isinstance(found, Response):
+        return found
+    codes = [c for c in request.query_params.get("codes", "").split(",") if c]
+    return ok({"properties": found[0].shadow_properties(codes)})
 
 
 def _parse_commands(body: bytes) -> list[dict[str, Any]]:
@@ -293,6 +336,15 @@ async def set_fault(request: Request) -> Response:
     return JSONResponse(sandbox.describe(sandbox.devices[device_id]))
 
 
+async def project_fault(request: Request) -> Response:
+    data, sandbox = await _json(request), _sandbox(request)
+    try:
+        sandbox.set_project_fault(str(data.pop("kind", "")), **data)
+    except (ValueError, TypeError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse({"project_error": sandbox.project_error, "clock_offset_s": sandbox.clock_offset_s})
+
+
 async def consume(request: Request) -> Response:
     data, sandbox = await _json(request), _sandbox(request)
     try:
@@ -311,8 +363,10 @@ def create_tuya_sandbox(*, access_id: str, access_secret: str, token_ttl_s: int 
         spec_path = "/specifications" if prefix.startswith("/v1.0/devices") else "/specification"
         device_routes += [Route(prefix, device_info), Route(prefix + spec_path, specifications),
                           Route(prefix + "/status", status), Route(prefix + "/commands", commands, methods=["POST"])]
+    device_routes.append(Route("/v2.0/cloud/thing/{device_id}/shadow/properties", shadow_properties))
     app = Starlette(routes=[
         Route("/v1.0/token", token), Route("/v1.0/token/{refresh_token}", refresh), *device_routes,
+        Route("/sandbox/project/fault", project_fault, methods=["POST"]),
         Route("/sandbox/devices", list_devices), Route("/sandbox/devices", add_device, methods=["POST"]),
         Route("/sandbox/devices/{device_id}/fault", set_fault, methods=["POST"]),
         Route("/sandbox/devices/{device_id}/consume", consume, methods=["POST"]),

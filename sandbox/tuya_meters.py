@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Callable
 
-FAULT_KINDS = ("offline", "online", "slow", "server_error", "throttle", "accept_not_apply", "apply_lose_answer")
+FAULT_KINDS = ("offline", "online", "slow", "server_error", "throttle", "accept_not_apply", "apply_lose_answer",
+               "late_report", "error")
 
 
 class CommandError(Exception):
@@ -45,6 +46,7 @@ class Fault:
     seconds: float = 0.0
     code: int = 1110
     mode: str = "sleep"  # apply_lose_answer: "sleep" past the client's timeout, or "drop" the connection
+    msg: str = ""  # error: the message sent with `code`
 
 
 @dataclass
@@ -63,6 +65,11 @@ class SandboxMeter:
     profile: str = ""
     functions: list[dict[str, str]] = field(default_factory=list)
     status_specs: list[dict[str, str]] = field(default_factory=list)
+    # How the device reports to the cloud: DP code (or "*") -> seconds between reports. A DP not
+    # listed reports every change at once. The cloud's status is what was last reported, not the truth.
+    report_every: dict[str, float] = field(default_factory=dict)
+    wall: Callable[[], float] = time.time  # report times are wall-clock, as Tuya's `time` (ms)
+    _reported: dict[str, tuple[Any, float]] = field(default_factory=dict, init=False, repr=False)
     _last_tick: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -107,8 +114,40 @@ class SandboxMeter:
                 "status": [dict(s) for s in self.status_specs]}
 
     def status(self) -> list[dict[str, Any]]:
-        values = self.status_values()
-        return [{"code": s["code"], "value": values[s["code"]]} for s in self.status_specs if s["code"] in values]
+        """What the cloud shows: each DP's last reported value (a cache, possibly behind the device)."""
+        reported = self.reported()
+        return [{"code": code, "value": value} for code, (value, _) in reported.items()]
+
+    def reported(self) -> dict[str, tuple[Any, float]]:
+        """DP code -> (value, report time in wall seconds), as the cloud last heard it."""
+        values, now = self.status_values(), self.wall()
+        for spec in self.status_specs:
+            code = spec["code"]
+            if code not in values:
+                continue
+            period = self.report_every.get(code, self.report_every.get("*", 0.0))
+            last = self._reported.get(code)
+            if period <= 0 or last is None:
+                self._reported[code] = (values[code], now)
+            elif now - last[1] >= period:
+                # Reports go out on the device's own schedule: the latest slot that has passed.
+                slot = last[1] + period * int((now - last[1]) // period)
+                self._reported[code] = (values[code], slot)
+        return {code: self._reported[code] for code in (s["code"] for s in self.status_specs)
+                if code in self._reported}
+
+    def shadow_properties(self, codes: list[str] | None = None) -> list[dict[str, Any]]:
+        """Tuya's GET /v2.0/cloud/thing/{id}/shadow/properties: each DP with its report `time` (ms)."""
+        reported = self.reported()
+        ids = {s["code"]: n for n, s in enumerate(self.status_specs, start=1)}
+        return [{"code": code, "custom_name": "", "dp_id": ids[code], "time": int(at * 1000), "value": value}
+                for code, (value, at) in reported.items() if not codes or code in codes]
+
+    def report_late(self, seconds: float, codes: list[str] | None = None) -> None:
+        """From now on the listed DPs (all when None) report every `seconds` (0: at once again)."""
+        self.reported()  # what was reported so far stays as it was
+        for code in codes or ["*"]:
+            self.report_every[code] = float(seconds)
 
     def status_values(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -289,23 +328,32 @@ class MeterFleet:
         return self.devices[device_id]
 
     def set_fault(self, device_id: str, kind: str, **opts: Any) -> None:
-        """offline/online toggle the device; others: n (times, None = until cleared), seconds,
-        code (throttle: 1110/1111/1199), mode (apply_lose_answer: "sleep" or "drop")."""
+        """offline/online toggle the device; late_report: the DPs in `codes` (default all) report only
+        every `seconds`; others: n (times, None = until cleared), seconds, code (throttle:
+        1110/1111/1199; error: any Tuya code, with msg), mode (apply_lose_answer: "sleep" or "drop")."""
         meter = self.meter(device_id)
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
         if kind in ("offline", "online"):
             meter.online = kind == "online"
             return
+        if kind == "late_report":
+            codes = opts.get("codes")
+            if codes is not None and (not isinstance(codes, list) or not all(isinstance(c, str) for c in codes)):
+                raise ValueError("codes must be a list of DP codes")
+            meter.report_late(float(opts.get("seconds", 30.0)), codes)
+            return
         defaults = {"slow": 5.0, "apply_lose_answer": 30.0}
         meter.faults[kind] = Fault(kind=kind, remaining=opts.get("n", 1), code=int(opts.get("code", 1110)),
                                    seconds=float(opts.get("seconds", defaults.get(kind, 0.0))),
-                                   mode=str(opts.get("mode", "sleep")))
+                                   mode=str(opts.get("mode", "sleep")), msg=str(opts.get("msg", "")))
 
     def clear_faults(self, device_id: str) -> None:
         meter = self.meter(device_id)
         meter.faults.clear()
         meter.online = True
+        meter.report_late(0)
+        meter.report_every.clear()
 
     def consume(self, device_id: str, kwh: Decimal | int | str) -> Decimal:
         meter = self.meter(device_id)
@@ -320,7 +368,8 @@ class MeterFleet:
         meter.tick()
         return {"device_id": meter.device_id, "name": meter.name, "profile": meter.profile,
                 "online": meter.online, "status": meter.status_values(),
-                "faults": sorted(meter.faults), "total_credits": str(self.total_credits(meter.device_id))}
+                "faults": sorted(meter.faults), "report_every": dict(meter.report_every),
+                "total_credits": str(self.total_credits(meter.device_id))}
 
     def record_credit(self, meter: SandboxMeter, record: dict[str, Any]) -> None:
         self.credit_log.append({"device_id": meter.device_id, "at": time.time(), **record})

@@ -255,3 +255,12 @@ telegram_chats = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
 )
+
+# One row per worker process, written every few seconds by its loop: `lipameter doctor` (and a
+# person) can tell whether anything is running the job queue.
+worker_heartbeats = sa.Table(
+    "worker_heartbeats", metadata,
+    sa.Column("worker_id", sa.String(120), primary_key=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False, index=True),
+)

@@ -12,7 +12,7 @@ from core.jobs.model import Job
 from core.meters.model import Meter
 from core.tenants.model import Tenant
 from core.payments.model import Payment
-from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
+from core.ports import DpReport, StkPushAccepted, StkPushRequest, StkQueryResult
 from core.topups.model import TopUp
 
 
@@ -254,21 +254,26 @@ class FakeDaraja:
 class FakeMeterGateway:
     """Meters in memory, behaving like the sandbox's (our own model), with scripted failures."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: "FakeClock | None" = None) -> None:
         from sandbox.tuya_meters import make_meter
 
         self._make = make_meter
+        self.clock = clock  # report times follow it (else the wall clock)
         self.meters: dict = {}
         self.sent: list = []  # (device_id, commands) actually applied
         self.offline: set[str] = set()
         self.lose_answer: int = 0  # next N sends apply, then fail as if the answer was lost
         self.not_applied: int = 0  # next N sends answer OK but change nothing
         self.refuse: UpstreamError | None = None
+        self.report_reads = 0
 
     def add(self, device_id: str, profile: str = "seed", balance="100", price="25"):
-        self.meters[device_id] = self._make(device_id, profile, name=None, online=True,
-                                            balance=Decimal(balance), price=Decimal(price), rate_kw=Decimal(0))
-        return self.meters[device_id]
+        meter = self._make(device_id, profile, name=None, online=True,
+                           balance=Decimal(balance), price=Decimal(price), rate_kw=Decimal(0))
+        if self.clock is not None:
+            meter.wall = lambda: self.clock.now().timestamp()
+        self.meters[device_id] = meter
+        return meter
 
     def dp_specs(self, device_id: str) -> dict:
         from core.meters.profiles import parse_specifications
@@ -289,8 +294,14 @@ class FakeMeterGateway:
         return list(parse_specifications(self.meters[device_id].specifications()).values())
 
     async def status(self, device_id):
+        # What the cloud last heard (meter.report_late makes a slow meter), not the meter's truth.
         self._online(device_id)
-        return self.meters[device_id].status_values()
+        return {item["code"]: item["value"] for item in self.meters[device_id].status()}
+
+    async def reports(self, device_id, codes):
+        self.report_reads += 1
+        return {code: DpReport(value, datetime.fromtimestamp(at, timezone.utc))
+                for code, (value, at) in self.meters[device_id].reported().items() if code in codes}
 
     async def send_commands(self, device_id, commands):
         self._online(device_id)

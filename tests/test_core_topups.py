@@ -22,14 +22,15 @@ async def no_sleep(_seconds):
 @pytest.fixture
 def world():
     uow = FakeUnitOfWork()
-    tuya = FakeMeterGateway()
     clock = FakeClock()
+    tuya = FakeMeterGateway(clock=clock)
     for number, profile, balance in (("A101", "seed", "100"), ("B201", "tuya-standard", "10")):
         tuya.add(f"dev-{number}", profile, balance=balance)
         uow.store.meters[number] = Meter(id=number, number=number, name=number, device_id=f"dev-{number}",
                                          profile=profile, price_per_kwh=Decimal("25"), dp_specs=tuya.dp_specs(f"dev-{number}"))
     engine = TopUpEngine(uow=lambda: FakeUnitOfWork(uow.store), meters=tuya, profiles=BUILTIN_PROFILES, clock=clock,
-                         policy=TopUpPolicy(max_attempts=4, confirm_deadline_s=0, poll_interval_s=0), sleep=no_sleep)
+                         policy=TopUpPolicy(max_attempts=4, confirm_deadline_s=0, poll_interval_s=0,
+                                            send_window_s=0, report_settle_s=0), sleep=no_sleep)
     return uow, tuya, clock, engine
 
 
@@ -196,3 +197,80 @@ async def test_manual_topup_form_sent_twice_credits_once(world):
     other = await manual_topup("A101", "150", "refund", request_key="form-2", **args)
     assert again.id == first.id != other.id
     assert len(uow.store.topups) == 2 and len(uow.store.audit) == 2
+
+
+# --- a slow meter: the cloud's status is a cache (issue 10, money hole 3) ----------------------------
+
+def slow_engine(uow, tuya, clock, **policy) -> TopUpEngine:
+    """As in production: a charge may leave up to 45 s after `sent_at`, and a meter gets 5 s more."""
+    settings = dict(max_attempts=4, confirm_deadline_s=0, poll_interval_s=0, send_window_s=45,
+                    report_settle_s=5, report_wait_s=900) | policy
+    return TopUpEngine(uow=lambda: FakeUnitOfWork(uow.store), meters=tuya, profiles=BUILTIN_PROFILES, clock=clock,
+                       policy=TopUpPolicy(**settings), sleep=no_sleep)
+
+
+async def test_counter_reported_late_is_not_proof_so_no_second_charge(world):
+    uow, tuya, clock, _ = world
+    engine = slow_engine(uow, tuya, clock)
+    tuya.meters["dev-A101"].report_late(120)  # the meter reports its DPs every two minutes
+    add_topup(uow)
+    assert await run_until_done(engine, clock, limit=20) is TopUpStatus.APPLIED
+    assert len(tuya.sent) == 1  # the stale "unchanged" counter never led to a second charge
+    assert tuya.meters["dev-A101"].status_values()["balance"] == 60000
+    assert stored(uow).attempts == 2  # the send and the check that found it; the waits between are not counted
+
+
+async def test_unchanged_counter_reported_after_the_send_is_sent_again_once(world):
+    uow, tuya, clock, _ = world
+    engine = slow_engine(uow, tuya, clock)
+    tuya.not_applied = 1  # the cloud accepted it, the meter never acted; the meter reports promptly
+    add_topup(uow)
+    with pytest.raises(RetryLater):
+        await engine.run("t1")  # sent, not shown
+    clock.advance(11)
+    with pytest.raises(RetryLater) as wait:
+        await engine.run("t1")  # unchanged, but reported before the charge could have landed: wait
+    assert "waiting for the meter to report" in stored(uow).last_error and tuya.sent == []
+    assert 39 < wait.value.delay_s < 41  # until 50 s after the send
+    clock.advance(wait.value.delay_s)
+    assert await engine.run("t1") is TopUpStatus.APPLIED
+    assert len(tuya.sent) == 1 and stored(uow).attempts == 2
+
+
+async def test_counter_never_reported_goes_to_a_person(world):
+    uow, tuya, clock, _ = world
+    engine = slow_engine(uow, tuya, clock, report_wait_s=300)
+    tuya.meters["dev-A101"].report_late(100_000)
+    add_topup(uow)
+    assert await run_until_done(engine, clock, limit=30) is TopUpStatus.NEEDS_REVIEW
+    topup = stored(uow)
+    assert len(tuya.sent) == 1 and "has not reported electric_total" in topup.last_error
+    assert [j.payload["event"] for j in jobs_of(uow, "notify")][-1] == "topup_review"
+
+
+async def test_confirm_polls_back_off_and_tuya_calls_are_counted(world):
+    uow, tuya, clock, _ = world
+    sleeps = []
+
+    async def sleep(seconds):
+        sleeps.append(seconds)
+        clock.advance(seconds)
+
+    engine = TopUpEngine(uow=lambda: FakeUnitOfWork(uow.store), meters=tuya, profiles=BUILTIN_PROFILES, clock=clock,
+                         policy=TopUpPolicy(confirm_deadline_s=60, poll_interval_s=1), sleep=sleep)
+    tuya.meters["dev-A101"].report_late(5)  # the charge shows at the meter's next report, 5 s on
+    add_topup(uow)
+    assert await engine.run("t1") is TopUpStatus.APPLIED
+    assert sleeps == [1, 1.5, 2.25, 3.375]  # not one poll a second
+    assert engine.tuya_calls["t1"] == 6  # status, send, four polls
+
+
+async def test_configuration_error_fails_at_once_with_its_message(world):
+    from gateways.tuya_errors import error_from_response
+
+    uow, tuya, clock, engine = world
+    tuya.refuse = error_from_response({"success": False, "code": 28841002,
+                                       "msg": "No permissions. Your subscription to cloud development plan has expired."})
+    add_topup(uow)
+    assert await engine.run("t1") is TopUpStatus.FAILED  # not retried as transient
+    assert "plan has expired" in stored(uow).last_error and "platform.tuya.com" in stored(uow).last_error

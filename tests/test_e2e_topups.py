@@ -58,6 +58,16 @@ def test_accepted_but_never_applied_is_sent_again_once(stack):
     assert_invariant(stack)
 
 
+def test_slow_meter_reporting_its_counter_late_is_charged_once(stack):
+    # The cloud's status is a cache: the meter reports its purchase counter every 6 s, after the
+    # confirm deadline (3 s). The stale "unchanged" counter must not lead to a second charge.
+    stack.tuya.set_fault("dev-a101", "late_report", seconds=6, codes=["electric_total"])
+    done = pay_and_wait(stack, timeout=30)
+    assert done["topUpStatus"] == "APPLIED" and done["unitsAdded"] == 200
+    assert stack.tuya.total_credits("dev-a101") == 200  # once, not twice
+    assert_invariant(stack)
+
+
 def test_offline_spell_then_applied_once_with_delay_sms(stack):
     stack.tuya.set_fault("dev-a101", "offline")
     answer = stack.pay(amount=300)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 from decimal import Decimal as D
 
@@ -242,3 +243,52 @@ async def test_connection_refused_is_transient_not_unknown():
     with pytest.raises(TuyaTransientError) as exc:
         await gw.send_commands("seed1", [{"code": "charge_money", "value": 100}])
     assert not isinstance(exc.value, TuyaOutcomeUnknown) and exc.value.tuya_code is None
+
+
+# --- report times, and the cloud's setup errors (issue 10) --------------------------------------------
+
+async def test_reports_give_each_dp_its_report_time_on_our_clock(gateway, cloud):
+    from datetime import datetime, timedelta, timezone
+
+    meter = cloud[1].meter("seed1")
+    meter.report_late(600, ["electric_total"])
+    meter._reported["electric_total"] = (0, time.time() - 120)  # last reported two minutes ago
+    reports = await gateway.reports("seed1", ["electric_total", "balance"])
+    now = datetime.now(timezone.utc)
+    assert set(reports) == {"electric_total", "balance"} and reports["balance"].value == 10000
+    assert abs((now - reports["electric_total"].reported_at) - timedelta(seconds=120)) < timedelta(seconds=5)
+    assert abs(now - reports["balance"].reported_at) < timedelta(seconds=5)
+    with pytest.raises(InvalidInput):
+        await gateway.reports("seed1", ["bad code"])
+
+
+@pytest.mark.parametrize("code, words", [
+    (28841002, "plan has expired"), (28841004, "quota"), (28841101, "not subscribed"),
+    (28841105, "not authorized"), (28841001, "Cloud Services")])
+async def test_permission_and_quota_errors_are_configuration_errors(gateway, cloud, code, words):
+    from core.shared.errors import ConfigurationError
+    from gateways.tuya_errors import TuyaConfigurationError
+
+    cloud[1].set_project_fault("error", code=code)
+    with pytest.raises(TuyaConfigurationError) as exc:
+        await gateway.status("seed1")
+    assert isinstance(exc.value, ConfigurationError) and not exc.value.transient
+    assert exc.value.tuya_code == code and words in exc.value.message and "platform.tuya.com" in exc.value.message
+    assert [p for _, p in cloud[1].requests].count("/v1.0/devices/seed1/status") == 1  # asked once, not retried
+
+
+async def test_clock_skew_is_reported_as_such(gateway, cloud):
+    from gateways.tuya_errors import TuyaConfigurationError
+
+    cloud[1].set_project_fault("clock_skew", seconds=1200)
+    with pytest.raises(TuyaConfigurationError) as exc:
+        await gateway.status("seed1")
+    assert exc.value.tuya_code == 1013 and "clock" in exc.value.message and "NTP" in exc.value.message
+
+
+async def test_token_expiring_mid_use_is_renewed_once_and_the_call_retried(gateway, cloud):
+    await gateway.status("seed1")
+    cloud[1].set_project_fault("expire_tokens")
+    assert (await gateway.reports("seed1", ["balance"]))["balance"].value == 10000
+    paths = [p for _, p in cloud[1].requests]
+    assert paths.count("/v1.0/token") == 2 and paths.count("/v2.0/cloud/thing/seed1/shadow/properties") == 2

@@ -252,3 +252,52 @@ def test_control_routes(cloud):
     assert httpx.post(url + "/sandbox/devices/new1/consume", json={"kwh": "2"}).json() == {"consumed_kwh": "2"}
     assert httpx.post(url + "/sandbox/devices/nope/consume", json={"kwh": "2"}).status_code == 404
     assert httpx.post(url + "/sandbox/devices", json={"device_id": "x", "profile": "gas"}).status_code == 400
+
+
+# --- a slow meter's reports, the shadow properties API, project faults ---------------------------------
+
+def shadow(api: TuyaOpenAPI, device_id: str, codes: str | None = None) -> dict:
+    response = api.get(f"/v2.0/cloud/thing/{device_id}/shadow/properties", {"codes": codes} if codes else None)
+    assert response["success"], response
+    return {item["code"]: item for item in response["result"]["properties"]}
+
+
+def test_shadow_properties_give_each_dp_its_report_time(api):
+    props = shadow(api, "seed1", "balance,electric_total")
+    assert set(props) == {"balance", "electric_total"}
+    assert has(props["balance"], value=10000) and isinstance(props["balance"]["dp_id"], int)
+    assert abs(props["balance"]["time"] / 1000 - time.time()) < 5
+
+
+def test_late_reporting_dps_keep_their_old_value_and_time_until_their_next_report(api, cloud):
+    meter = cloud[1].meter("seed1")
+    clock = [1_000_000.0]
+    meter.wall = lambda: clock[0]
+    cloud[1].set_fault("seed1", "late_report", seconds=60, codes=["electric_total"])
+    assert command(api, "seed1", "charge_money", 2500)["success"]
+    clock[0] += 30
+    now = shadow(api, "seed1")
+    assert now["balance"]["value"] == 12500 and now["balance"]["time"] == 1_000_030_000  # reports at once
+    assert now["electric_total"]["value"] == 0 and now["electric_total"]["time"] == 1_000_000_000  # not yet
+    assert status(api, "seed1")["electric_total"] == 0  # the status is the same cache
+    clock[0] += 45
+    later = shadow(api, "seed1", "electric_total")["electric_total"]
+    assert later["value"] == 100 and later["time"] == 1_000_060_000  # at its scheduled report
+
+
+@pytest.mark.parametrize("code", [28841002, 28841004, 28841101, 28841105])
+def test_project_errors_answer_200_with_success_false(api, cloud, code):
+    cloud[1].set_project_fault("error", code=code)
+    response = api.get("/v1.0/devices/seed1/status")
+    assert response["success"] is False and response["code"] == code and "No permissions" in response["msg"]
+    assert TuyaOpenAPI(cloud[0].url, ACCESS_ID, SECRET).connect()["success"]  # the token is still issued
+    cloud[1].set_project_fault("clear")
+    assert api.get("/v1.0/devices/seed1/status")["success"]
+
+
+def test_scripted_device_error_and_clock_skew(api, cloud):
+    cloud[1].set_fault("seed1", "error", code=28841105)
+    assert api.get("/v1.0/devices/seed1/status")["code"] == 28841105
+    assert api.get("/v1.0/devices/seed1/status")["success"]  # once
+    cloud[1].set_project_fault("clock_skew", seconds=900)
+    assert api.get("/v1.0/devices/seed1/status")["code"] == 1013

@@ -123,6 +123,14 @@ def cmd_worker(args) -> None:
     asyncio.run(run())
 
 
+def cmd_doctor(args) -> None:
+    from web.doctor import doctor
+
+    failures = doctor(load_settings())
+    if failures:
+        fail(f"doctor: {failures} check(s) failed; fix them before going live", exit_code=1)
+
+
 def cmd_demo(args) -> None:
     from web.demo import run_demo
 
@@ -190,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--polling", action="store_true", help="fetch updates with getUpdates instead of the webhook")
     bot.add_argument("--no-worker", action="store_true", help="run jobs in a separate `lipameter worker`")
     bot.set_defaults(func=cmd_bot)
+
+    sub.add_parser("doctor", help="preflight for going live: check every configured service").set_defaults(
+        func=cmd_doctor)
 
     demo = sub.add_parser("demo", help="everything on one machine: SQLite, the sandbox, demo meters")
     demo.add_argument("--host", default="127.0.0.1")

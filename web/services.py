@@ -27,6 +27,7 @@ from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi
 from gateways.tuya import TuyaMeterGateway
 from storage.db import create_engine
+from storage.heartbeats import SqlHeartbeats
 from storage.ussd_sessions import SqlUssdSessionStore
 from storage.uow import SqlUnitOfWork
 from web.metrics import Metrics
@@ -64,7 +65,9 @@ class Services:
         policy = TopUpPolicy(max_attempts=settings.topup_max_attempts,
                              confirm_deadline_s=settings.topup_confirm_deadline_s,
                              poll_interval_s=settings.topup_poll_interval_s, schedule_s=settings.topup_backoff,
-                             attempt_lease_s=settings.topup_attempt_lease_s)
+                             attempt_lease_s=settings.topup_attempt_lease_s,
+                             # A charge can leave until the gateway's call deadline: no proof before that.
+                             send_window_s=getattr(self.meter_gateway, "deadline_s", TopUpPolicy.send_window_s))
         return TopUpEngine(uow=self.uow, meters=self.meter_gateway, profiles=self.profiles, clock=self.clock,
                            policy=policy)
 
@@ -175,4 +178,5 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
         config=WorkerConfig(worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
                             sweep_every_s=settings.sweep_every_s, lease_s=settings.job_lease_s),
         sweep=sweep,
+        heartbeat=SqlHeartbeats(services.engine).beat,
     )

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from core.shared.errors import UpstreamError
@@ -45,6 +45,7 @@ class WorkerConfig:
     batch: int = 10
     max_attempts: int = 8
     sweep_every_s: float = 30.0
+    heartbeat_every_s: float = 5.0
 
 
 class Worker:
@@ -56,6 +57,7 @@ class Worker:
         clock: Clock,
         config: WorkerConfig,
         sweep: Callable[[], Awaitable[object]] | None = None,
+        heartbeat: Callable[[str, datetime], Awaitable[object]] | None = None,
     ) -> None:
         self.uow_factory = uow_factory
         self.handlers = handlers
@@ -63,6 +65,8 @@ class Worker:
         self.config = config
         self.sweep = sweep
         self._last_sweep = float("-inf")
+        self.heartbeat = heartbeat  # "this worker is alive", for `lipameter doctor`
+        self._last_beat = float("-inf")
 
     async def run_once(self) -> int:
         """Claim and run one batch of due jobs; returns how many ran."""
@@ -112,11 +116,21 @@ class Worker:
         except Exception:
             log.exception("sweep failed; will try again")
 
+    async def maybe_beat(self, loop_time: float) -> None:
+        if self.heartbeat is None or loop_time - self._last_beat < self.config.heartbeat_every_s:
+            return
+        self._last_beat = loop_time
+        try:
+            await self.heartbeat(self.config.worker_id, self.clock.now())
+        except Exception:
+            log.warning("could not record the worker heartbeat; will try again", exc_info=True)
+
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker %s started (jobs: %s)", self.config.worker_id, ", ".join(sorted(self.handlers)))
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
+                await self.maybe_beat(loop.time())
                 await self.maybe_sweep(loop.time())
                 ran = await self.run_once()
             except Exception:

@@ -43,3 +43,13 @@ class DeviceOffline(UpstreamError):
     def __init__(self, message: str = "the meter is offline", *, code: str | None = "device_offline",
                  transient: bool = True) -> None:
         super().__init__(message, code=code, transient=True)
+
+
+class ConfigurationError(UpstreamError):
+    """An upstream refused because of how we are set up (credentials, a missing cloud subscription,
+    a used-up quota, this server's clock): retrying cannot help until a person fixes it."""
+
+    code = "configuration_error"
+
+    def __init__(self, message: str, *, code: str | None = None, transient: bool = False) -> None:
+        super().__init__(message, code=code, transient=False)

@@ -9,6 +9,7 @@ credited kWh and consumption leaves unchanged (up to the DPs' display rounding).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Iterable, Mapping
@@ -97,6 +98,16 @@ class CounterCheck:
         if applied != unchanged:
             return Verdict.APPLIED if applied else Verdict.NOT_APPLIED
         return Verdict.AMBIGUOUS
+
+
+def reported_before(reports: Mapping[str, Any], moment: datetime) -> list[str]:
+    """The DP codes whose last report (core.ports.DpReport) is not later than `moment`.
+
+    The cloud's status is a cache: a counter the meter last reported before a charge could reach it
+    reads "unchanged" whether or not the charge landed. Only when this list is empty may
+    Verdict.NOT_APPLIED be taken as proof that sending again is safe.
+    """
+    return sorted(code for code, report in reports.items() if report.reported_at <= moment)
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,27 @@ The charge command has no idempotency key, so exactness comes from the meter's o
   3. send, then poll until the counter shows the charge (a deadline, not a fixed sleep).
 A top-up found in `sending` with `sent_at` set (a timeout, a crash) is resolved by reading the counter
 again: risen by the charge -> applied; unchanged -> send; anything else -> needs_review.
+
+The cloud's status is a cache: each DP is as the device last reported it, and a slow meter reports
+minutes late. So "unchanged" proves nothing unless the counter was reported after the command could
+have reached the meter (`reports`, Tuya's shadow properties with each DP's report time); until then
+the engine waits, and after `report_wait_s` a person looks. Every Tuya call is counted per top-up
+(`tuya_calls`), for the bench and the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Awaitable, Callable, Mapping
 
-from core.shared.errors import Conflict, DeviceOffline, InvalidInput, UpstreamError
+from core.shared.errors import ConfigurationError, Conflict, DeviceOffline, InvalidInput, UpstreamError
 from core.meters.profiles import DpSpec, MeterProfile
-from core.topups.decision import ChargePlan, Verdict, plan_charge, read_meter
+from core.topups.decision import ChargePlan, Verdict, plan_charge, read_meter, reported_before
 from core.meters.model import Meter
 from core.ports import Clock, MeterGateway, UnitOfWork
 from core.topups.model import TopUp, TopUpStatus
@@ -36,7 +43,15 @@ TERMINAL = (TopUpStatus.APPLIED, TopUpStatus.FAILED, TopUpStatus.NEEDS_REVIEW)
 class TopUpPolicy:
     max_attempts: int = 12
     confirm_deadline_s: float = 20.0
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = 1.0  # the first poll after a send; later ones back off
+    poll_backoff: float = 1.5
+    poll_max_s: float = 5.0
+    # A command may still leave up to `send_window_s` after `sent_at` (the gateway's call deadline);
+    # a meter gets `report_settle_s` more to act on it. Only a counter reported after both proves
+    # "not applied". Waiting for such a report ends in needs_review after `report_wait_s`.
+    send_window_s: float = 45.0
+    report_settle_s: float = 5.0
+    report_wait_s: float = 900.0
     schedule_s: tuple[float, ...] = (10, 30, 120, 600, 1800)  # then hourly
     busy_retry_s: float = 3.0  # another top-up for the same meter is in flight
     attempt_lease_s: float = 180.0  # an attempt owns its top-up this long; then a crash is assumed
@@ -54,6 +69,14 @@ class TopUpEngine:
     clock: Clock
     policy: TopUpPolicy = TopUpPolicy()
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # Tuya calls made for each top-up (all its attempts in this process), most recent last.
+    tuya_calls: "OrderedDict[str, int]" = field(default_factory=OrderedDict)
+    keep_call_counts: int = 10_000
+
+    def _tally(self, topup_id: str) -> None:
+        self.tuya_calls[topup_id] = self.tuya_calls.pop(topup_id, 0) + 1
+        while len(self.tuya_calls) > self.keep_call_counts:
+            self.tuya_calls.popitem(last=False)
 
     async def run(self, topup_id: str) -> TopUpStatus:
         """One attempt. Raises RetryLater when it should run again; returns the status otherwise."""
@@ -70,8 +93,11 @@ class TopUpEngine:
             # The meter answered something we cannot use (a DP missing from its status, say).
             return await self._finish(topup, self._final_status(topup), error=error.message)
         except UpstreamError as error:
+            if isinstance(error, ConfigurationError):
+                log.error("top-up %s stopped by a configuration problem, fix it then retry: %s", topup.id,
+                          error.message)
             if not error.transient:
-                # A refusal (2008, 1101, 1106, 1004 ...). `failed` only if no charge may have landed.
+                # A refusal (2008, 1101, 1106, 1004, 28841xxx ...). `failed` only if no charge may have landed.
                 return await self._finish(topup, self._final_status(topup), error=error.message)
             return await self._retry_or_give_up(topup, error.message, offline=isinstance(error, DeviceOffline))
 
@@ -113,6 +139,7 @@ class TopUpEngine:
         return plan_charge(profile, specs, topup.amount, meter.price_per_kwh), profile, specs
 
     async def _attempt(self, topup, meter, plan, profile, specs) -> TopUpStatus:
+        self._tally(topup.id)
         status = await self.meters.status(meter.device_id)
         reading = read_meter(profile, specs, status)
         if plan.kind == "money" and reading.price:
@@ -120,6 +147,9 @@ class TopUpEngine:
             plan = plan_charge(profile, specs, topup.amount, reading.price)
         counter_now = plan.check.value(status)
         if topup.sent_at is not None:
+            # Values and report times from one answer: a status read a moment earlier could be staler.
+            reports = await self._reports(topup, meter, plan)
+            counter_now = plan.check.value({code: report.value for code, report in reports.items()})
             verdict = plan.check.verdict(topup.counter_before, counter_now)
             log.info("top-up %s: outcome of the last send was unknown; counter says %s", topup.id, verdict)
             if verdict == Verdict.APPLIED:
@@ -128,10 +158,14 @@ class TopUpEngine:
                 return await self._finish(topup, TopUpStatus.NEEDS_REVIEW, error=(
                     f"meter counter moved by {counter_now - topup.counter_before}, expected "
                     f"{plan.check.expected_rise} or nothing: check the meter before crediting"))
+            stale = reported_before(reports, self._proof_after(topup))
+            if stale:
+                return await self._wait_for_report(topup, stale)
         else:
             topup.balance_before = _balance(profile, reading)
         await self._record_intent(topup, plan, counter_now)
         try:
+            self._tally(topup.id)
             await self.meters.send_commands(meter.device_id, [plan.command])
         except UpstreamError as error:
             if not error.transient:
@@ -139,6 +173,38 @@ class TopUpEngine:
                 topup.sent_at = None
             raise
         return await self._confirm(topup, meter, plan, profile, specs)
+
+    async def _reports(self, topup: TopUp, meter: Meter, plan: ChargePlan) -> dict:
+        self._tally(topup.id)
+        reports = await self.meters.reports(meter.device_id, list(plan.check.codes))
+        missing = [code for code in plan.check.codes if code not in reports]
+        if missing:
+            raise InvalidInput(f"the cloud has no report of {', '.join(missing)} needed to verify the charge")
+        return reports
+
+    def _proof_after(self, topup: TopUp) -> datetime:
+        """A counter reported after this moment would show a charge sent at `sent_at`."""
+        return topup.sent_at + timedelta(seconds=self.policy.send_window_s + self.policy.report_settle_s)
+
+    async def _wait_for_report(self, topup: TopUp, stale: list[str]) -> TopUpStatus:
+        """The counter looks unchanged, but the meter has not reported it since the send: it may yet.
+        Sending again now could charge twice; wait, and after `report_wait_s` a person looks."""
+        now = self.clock.now()
+        waited = (now - topup.sent_at).total_seconds()
+        if waited >= self.policy.report_wait_s:
+            return await self._finish(topup, TopUpStatus.NEEDS_REVIEW, error=(
+                f"the meter has not reported {', '.join(stale)} since the charge was sent {waited:.0f}s ago: "
+                "check the meter's purchase counter before crediting or sending again"))
+        until_proof = (self._proof_after(topup) - now).total_seconds()
+        delay = until_proof + 0.5 if until_proof > 0 else min(60.0, max(2.0, -until_proof / 2))
+        # Waiting is not an attempt to credit: it does not count toward max_attempts.
+        topup.attempts = max(0, topup.attempts - 1)
+        topup.status, topup.next_attempt_at, topup.updated_at = TopUpStatus.SENDING, now + timedelta(seconds=delay), now
+        topup.last_error = f"waiting for the meter to report {', '.join(stale)} after the charge"
+        await self._save(topup)
+        log.info("top-up %s: counter unchanged but last reported before the charge could land; "
+                 "asking again in %.0fs", topup.id, delay)
+        raise RetryLater(delay, topup.last_error)
 
     async def _record_intent(self, topup: TopUp, plan: ChargePlan, counter_before: Decimal) -> None:
         topup.counter_before, topup.dp_code, topup.raw_value = counter_before, plan.code, plan.raw
@@ -148,8 +214,10 @@ class TopUpEngine:
     async def _confirm(self, topup, meter, plan, profile, specs) -> TopUpStatus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.policy.confirm_deadline_s
+        delay = self.policy.poll_interval_s
         while True:
-            await self.sleep(self.policy.poll_interval_s)
+            await self.sleep(delay)
+            self._tally(topup.id)
             status = await self.meters.status(meter.device_id)
             verdict = plan.check.verdict(topup.counter_before, plan.check.value(status))
             if verdict == Verdict.APPLIED:
@@ -157,9 +225,12 @@ class TopUpEngine:
             if verdict == Verdict.AMBIGUOUS:
                 return await self._finish(topup, TopUpStatus.NEEDS_REVIEW,
                                           error="meter counter moved by an unexpected amount after the charge")
-            if loop.time() >= deadline:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 raise UpstreamError("the meter accepted the charge but has not shown it yet",
                                     code="not_confirmed", transient=True)
+            # Most meters show a charge within a second or two; slower ones are asked less often.
+            delay = min(delay * self.policy.poll_backoff, self.policy.poll_max_s, remaining)
 
     async def _applied(self, topup, meter, plan, profile, specs, status) -> TopUpStatus:
         reading = read_meter(profile, specs, status)
@@ -176,8 +247,8 @@ class TopUpEngine:
             await uow.meters.save(meter)
             await uow.jobs.enqueue("notify", {"event": "topup_applied", "topup_id": topup.id})
             await uow.commit()
-        log.info("top-up %s applied to meter %s: %s -> %s", topup.id, meter.number,
-                 topup.balance_before, topup.balance_after)
+        log.info("top-up %s applied to meter %s: %s -> %s (%d Tuya calls)", topup.id, meter.number,
+                 topup.balance_before, topup.balance_after, self.tuya_calls.get(topup.id, 0))
         return TopUpStatus.APPLIED
 
     async def _retry_or_give_up(self, topup: TopUp, error: str, *, offline: bool = False) -> TopUpStatus:
