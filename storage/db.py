@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./lipameter.db"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+PG_POOL_RECYCLE_S = 300  # below common idle timeouts of proxies and managed databases
 
 
 def normalize_url(url: str) -> str:
@@ -32,7 +33,10 @@ def create_engine(url: str) -> AsyncEngine:
     url = normalize_url(url)
     if not is_sqlite(url):
         # hide_parameters: a logged database error must not carry phone numbers or receipts.
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True)
+        # No pre-ping (a round trip on every checkout); connections are recycled instead, and a dropped one
+        # fails its transaction, which every caller already handles as a database error.
+        return create_async_engine(url, pool_recycle=PG_POOL_RECYCLE_S, pool_size=10, max_overflow=10,
+                                   hide_parameters=True)
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
