@@ -1,165 +1,342 @@
-"""Throughput of the hot paths, as ratios to a bare Starlette endpoint measured in the same run.
+"""Throughput and latency under concurrency, as ratios to a bare Starlette endpoint in the same run.
 
-    make bench            # or: .venv/bin/python -m bench.run [--n 200]
+    make bench            # or: .venv/bin/python -m bench.run [--seconds 5] [--engines sqlite,postgresql]
 
-Everything runs on loopback: the app under uvicorn with its sandboxes (tests/stack.py), SQLite in a
-temporary folder (or DATABASE_URL for PostgreSQL). Absolute numbers depend on the machine; the ratios
-say what our work costs over the web stack itself. This is a measurement, not a test: nothing asserts."""
+For each engine (SQLite in a temporary folder; PostgreSQL in a throwaway database on BENCH_POSTGRES_URL,
+default the local server) it starts `lipameter serve --no-worker` and a bare Starlette app as separate
+processes under the same uvicorn options, the sandboxes (Daraja, Tuya, SMS) in this process, and drives
+both with `wrk` at 64 connections. Then `lipameter worker` applies top-ups on 100 sandbox meters whose
+every Tuya call takes 100 ms. Each line prints the figure and its goal (issue 12) beside it. Absolute
+numbers depend on the machine; the ratios say what our work costs over the web stack itself. This is a
+measurement, not a test: nothing asserts, and tests/ never imports it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
 
 import httpx
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+import sqlalchemy as sa
 
-from core.admin.operator import Actor, manual_topup
+from bench import wrk
+from bench.seed import add_bench_meters, add_history, add_pending_payments, count, run_sql
+from storage.db import create_engine
 from storage.migrate import upgrade
-from tests.servers import ServerThread
-from tests.stack import Stack, run_sql
-from web.services import build_services
+from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, add_meters, settings_env
+from tests.servers import ServerThread, reserve_port
+from web.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+VENV_BIN = Path(sys.executable).parent
+PENDING = 60_000  # distinct pending payments for the callback runs
+METERS = 100
+TUYA_LATENCY_S = 0.1
+DARAJA_LATENCY_S = 0.1
 
 
-def bare_app() -> Starlette:
-    async def ack(request):
-        await request.body()
-        return JSONResponse({"ResultCode": 0, "ResultDesc": "Accepted"})
+class Sandboxes:
+    """Daraja (callbacks held back: the runs measure our answer, not the sandbox's calls), Tuya with a
+    per-device request count, SMS; each on its own loopback port."""
 
-    async def con(request):
-        await request.body()
-        return PlainTextResponse("CON LipaMeter\n1. Buy electricity")
+    def __init__(self) -> None:
+        from sandbox.daraja import create_daraja_sandbox
+        from sandbox.sms import create_sms_sandbox
+        from sandbox.tuya import create_tuya_sandbox
 
-    return Starlette(routes=[Route("/ack", ack, methods=["POST"]), Route("/ussd", con, methods=["POST"])])
+        daraja_app = create_daraja_sandbox(callback_delay_s=3600, **DARAJA)
+        tuya_app, sms_app = create_tuya_sandbox(**TUYA), create_sms_sandbox(**SMS)
+        self.daraja, self.tuya = daraja_app.state.daraja, tuya_app.state.tuya
+        self.tuya_calls: dict[str, int] = {}
+        self.servers = [ServerThread(daraja_app).start(), ServerThread(self._counting(tuya_app)).start(),
+                        ServerThread(sms_app).start()]
+        self.daraja_url, self.tuya_url, self.sms_url = (server.url for server in self.servers)
 
+    def _counting(self, app):
+        async def counted(scope, receive, send):
+            parts = scope.get("path", "").split("/") if scope["type"] == "http" else []
+            if len(parts) > 3 and parts[2] == "devices":  # /v1.0/devices/{id}/...
+                self.tuya_calls[parts[3]] = self.tuya_calls.get(parts[3], 0) + 1
+            await app(scope, receive, send)
 
-def timed(label: str, n: int, send) -> float:
-    """Requests per second over n sequential calls (after a short warm-up)."""
-    for _ in range(5):
-        send(-1)
-    started = time.perf_counter()
-    for i in range(n):
-        send(i)
-    rate = n / (time.perf_counter() - started)
-    print(f"  {label:<44} {rate:>9.0f} /s")
-    return rate
+        return counted
 
-
-def pending_payments(stack: Stack, n: int) -> list[str]:
-    """n pending payments with known CheckoutRequestIDs, written directly (the push is not measured)."""
-    meter = run_sql(stack.database_url, "SELECT id FROM meters WHERE number = 'A101'")[0].id
-    ids = [f"ws_CO_bench_{uuid.uuid4().hex[:12]}" for _ in range(n)]
-    for i, checkout in enumerate(ids):
-        run_sql(stack.database_url,
-                "INSERT INTO payments (id, amount, phone, meter_id, channel, description, status, "
-                "checkout_request_id, created_at, updated_at) VALUES (:id, 100, :phone, :m, 'api', '', 'pending', "
-                ":c, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
-                id=str(uuid.uuid4()), phone=f"2547{i:08d}", m=meter, c=checkout)
-    return ids
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
-def callback_body(checkout: str, i: int) -> bytes:
-    return json.dumps({"Body": {"stkCallback": {
-        "MerchantRequestID": "1-1-1", "CheckoutRequestID": checkout, "ResultCode": 0,
-        "ResultDesc": "The service request is processed successfully.",
-        "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 100.0},
-                                      {"Name": "MpesaReceiptNumber", "Value": f"BEN{i:07d}"},
-                                      {"Name": "TransactionDate", "Value": 20261127101500},
-                                      {"Name": "PhoneNumber", "Value": 254700000000}]}}}}).encode()
+def settings_for(url: str, sandboxes: Sandboxes, public_url: str, concurrency: int) -> Settings:
+    return Settings(
+        _env_file=None, database_url=url, public_base_url=public_url, api_keys=API_KEY, callback_token=CALLBACK_TOKEN,
+        daraja_base_url=sandboxes.daraja_url, daraja_consumer_key=DARAJA["consumer_key"],
+        daraja_consumer_secret=DARAJA["consumer_secret"], daraja_shortcode=DARAJA["shortcode"],
+        daraja_passkey=DARAJA["passkey"], tuya_endpoint=sandboxes.tuya_url, tuya_access_id=TUYA["access_id"],
+        tuya_access_secret=TUYA["access_secret"], at_username=SMS["username"], at_api_key=SMS["api_key"],
+        at_api_base=sandboxes.sms_url, min_amount=10, max_amount=70_000, log_level="WARNING",
+        worker_concurrency=concurrency, sweep_every_s=3600,
+    )
 
 
-async def topups_per_second(stack: Stack, n: int) -> float:
-    services = build_services(stack.settings)
+class Process:
+    """A server or worker in its own process (its own interpreter: no GIL shared with the load)."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_http(self, url: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.popen.args[:3]} exited: {self.popen.stderr.read().decode()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(url, timeout=1)
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up")
+            time.sleep(0.1)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.popen.terminate()  # SIGTERM: the graceful path
+        try:
+            self.popen.wait(20)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+def serve_commands(port: int, bare_port: int, workers: int) -> tuple[list[str], list[str]]:
+    """`lipameter serve` and the bare app under the same uvicorn options (access log off, no proxy headers)."""
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    ours = [str(VENV_BIN / "lipameter"), "serve", "--no-worker", "--port", str(port), *extra]
+    bare = [sys.executable, "-m", "uvicorn", "bench.bare:app", "--host", "127.0.0.1", "--port", str(bare_port),
+            "--log-level", "warning", "--no-access-log", "--no-proxy-headers", *extra]
+    return ours, bare
+
+
+class Report:
+    def __init__(self, engine: str) -> None:
+        self.engine, self.lines = engine, []
+
+    def line(self, label: str, figure: str, goal: str, met: bool | None) -> None:
+        mark = {True: "ok", False: "MISSED", None: "--"}[met]
+        text = f"  {label:<34} {figure:<58} goal {goal:<26} {mark}"
+        self.lines.append(text)
+        print(text, flush=True)
+
+    def vs_bare(self, label: str, ours: wrk.Result, bare: wrk.Result, min_ratio: float) -> None:
+        ratio, p99x = ours.rate / bare.rate, ours.p99_ms / max(bare.p99_ms, 0.001)
+        bad = f", {ours.errors + ours.non2xx} failed" if ours.errors or ours.non2xx else ""
+        self.line(label, f"{ours.rate:7.0f}/s p50 {ours.p50_ms:5.0f} ms p99 {ours.p99_ms:5.0f} ms{bad}",
+                  "", None)
+        self.line("    bare Starlette", f"{bare.rate:7.0f}/s p50 {bare.p50_ms:5.0f} ms p99 {bare.p99_ms:5.0f} ms", "", None)
+        self.line("    ratio (throughput)", f"{ratio:.2f}", f">= {min_ratio}", ratio >= min_ratio and not bad)
+        self.line("    p99 vs bare", f"{p99x:.1f}x", "<= 3x", p99x <= 3)
+
+
+def measure(url: str, script: str, seconds: float, offset: int = 0, **fields) -> wrk.Result:
+    """A short warm-up (JIT-less Python still warms caches and pools), then the measured run."""
+    warm = wrk.run(url, script, seconds=1, offset=offset, **fields)
+    return wrk.run(url, script, seconds=seconds, offset=offset + warm.requests + 1000, **fields)
+
+
+def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> wrk.Result:
+    """Callbacks, USSD first hops and payment starts; returns the callback run (for the growth run)."""
+    port, bare_port = reserve_port(), reserve_port()
+    public = f"http://127.0.0.1:{port}"
+    env = settings_env(settings_for(url, sandboxes, public, args.concurrency))
+    ours_cmd, bare_cmd = serve_commands(port, bare_port, args.workers)
+    ours, bare = Process(ours_cmd, env), Process(bare_cmd, env)
     try:
-        for _ in range(n):
-            await manual_topup("A101", 10, "bench", actor=Actor("bench"), uow=services.uow(),
-                               profiles=services.profiles, clock=services.clock)
-        engine = services.topup_engine()
-        ids = [r.id for r in await asyncio.to_thread(
-            run_sql, stack.database_url, "SELECT id FROM topups WHERE status = 'queued'")]
-        started = time.perf_counter()
-        for topup_id in ids:
-            await engine.run(topup_id)
-        return len(ids) / (time.perf_counter() - started)
+        ours.wait_http(public + "/healthz")
+        bare.wait_http(f"http://127.0.0.1:{bare_port}/ack")
+        bare_url = f"http://127.0.0.1:{bare_port}"
+
+        body = '{"Body": {"stkCallback": {"CheckoutRequestID": "x", "ResultCode": 0}}}'
+        base = measure(bare_url + "/ack", "plain_post", args.seconds, content_type="application/json", body=body)
+        calls = measure(f"{public}/mpesa/callback/{CALLBACK_TOKEN}", "callback", args.seconds)
+        report.vs_bare("Daraja callback (distinct pending)", calls, base, 0.35)
+
+        form = "sessionId=bare&serviceCode=%2A384%2A1%23&phoneNumber=%2B254712345678&networkCode=63902&text="
+        base = measure(bare_url + "/ussd", "plain_post", args.seconds, content_type="application/x-www-form-urlencoded",
+                       body=form)
+        hops = measure(public + "/ussd", "ussd", args.seconds)
+        report.vs_bare("USSD first hop", hops, base, 0.5)
+        # Counted once the callbacks still in flight when wrk stopped have landed.
+        completed, topups = (count(url, f"SELECT count(*) FROM {table}") for table in
+                             ("payments WHERE status = 'completed'", "topups"))
+        report.line("    callbacks: completed / top-ups", f"{completed} / {topups}", "one top-up each", completed == topups)
+
+        sandboxes.daraja.slow_next_pushes(1_000_000, DARAJA_LATENCY_S)
+        pays = measure(public + "/mpesa/payments", "payment", args.seconds, api_key=API_KEY)
+        bad = f", {pays.errors + pays.non2xx} failed" if pays.errors or pays.non2xx else ""
+        report.line("Payment start (Daraja 100 ms)", f"{pays.rate:7.0f}/s p50 {pays.p50_ms:5.0f} ms "
+                    f"p99 {pays.p99_ms:5.0f} ms{bad}", ">= 200/s per process", pays.rate / args.workers >= 200)
+        sandboxes.daraja.reset()
+        served = sum(r.requests for r in (calls, hops, pays)) * 2  # the warm-ups are about as long again
+        rss = ours.rss_mb()
+        report.line("Memory (serving process RSS)", f"{rss:.0f} MB after ~{served:,} requests",
+                    "<= 150 MB after 100k", rss <= 150 if args.workers == 1 else None)
+    finally:
+        ours.stop()
+        bare.stop()
+    return calls
+
+
+def topup_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> None:
+    """One `lipameter worker`, 100 meters, every Tuya device call slowed to 100 ms; one top-up each."""
+    devices = add_bench_meters(url, sandboxes, METERS)
+    for device in devices:
+        sandboxes.tuya.set_fault(device, "slow", n=None, seconds=TUYA_LATENCY_S)
+    settings = settings_for(url, sandboxes, "http://127.0.0.1:9", args.concurrency)
+    env = settings_env(settings, TOPUP_POLL_INTERVAL_S=args.poll)
+    worker = Process([str(VENV_BIN / "lipameter"), "worker"], env)
+    try:
+        time.sleep(3)  # let it start (imports, pool); the clock starts when the top-ups are queued
+        run_sql(url, "UPDATE jobs SET status = 'done' WHERE kind = 'topup'")  # the callback phase's, on A101
+        sandboxes.tuya_calls.clear()
+        started = time.monotonic()
+        ids = asyncio.run(queue_topups(settings, [f"BM{i:03d}" for i in range(METERS)]))
+        query = f"SELECT count(*) FROM topups WHERE status = 'applied' AND id IN ({', '.join(repr(i) for i in ids)})"
+        deadline = started + 120
+        while count(url, query) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+    finally:
+        worker.stop()
+    applied = count(url, query)
+    rate = applied / elapsed
+    report.line("Top-ups, one worker, 100 meters", f"{rate:7.1f}/s ({applied}/{len(ids)} applied in {elapsed:.1f} s, "
+                f"{args.concurrency} at once)", ">= 20/s", rate >= 20)
+    rows = run_sql(url, f"SELECT applied_at, created_at FROM topups WHERE id IN ({', '.join(repr(i) for i in ids)}) "
+                        "AND applied_at IS NOT NULL")
+    delays = sorted(_seconds(r.applied_at) - _seconds(r.created_at) for r in rows)
+    if delays:
+        report.line("    queued -> applied", f"p50 {statistics.median(delays):.2f} s, p95 {percentile(delays, 95):.2f} s",
+                    "", None)
+    calls = sorted(sandboxes.tuya_calls.get(device, 0) for device in devices)
+    report.line("Tuya calls per applied top-up", f"median {statistics.median(calls):.0f}, p95 {percentile(calls, 95):.0f}",
+                "reported", None)
+
+
+async def queue_topups(settings: Settings, numbers: list[str]) -> list[str]:
+    from core.admin.operator import Actor, manual_topup
+    from web.services import build_services
+
+    services = build_services(settings)
+    try:
+        return [(await manual_topup(number, 50, "bench", actor=Actor("bench"), uow=services.uow(),
+                                    profiles=services.profiles, clock=services.clock)).id for number in numbers]
     finally:
         await services.aclose()
 
 
-async def tuya_calls_per_topup(stack: Stack, n: int, report_every_s: float = 5.0) -> list[int]:
-    """Tuya calls for each applied top-up on a meter that reports every `report_every_s` (so a charge
-    shows 0-5 s after it lands), with the production polling policy (not the fast one above)."""
-    from dataclasses import replace
-
-    from core.jobs.worker import RetryLater
-
-    stack.tuya.set_fault("dev-a101", "late_report", seconds=report_every_s)
-    services = build_services(stack.settings)
+def growth_phase(url: str, sandboxes: Sandboxes, report: Report, args, small: wrk.Result) -> None:
+    """Callbacks again with `--growth` settled payments stored; the ratio to the first callback run."""
+    started = time.monotonic()
+    add_history(url, args.growth)
+    filled = time.monotonic() - started
+    port = reserve_port()
+    public = f"http://127.0.0.1:{port}"
+    ours = Process(serve_commands(port, reserve_port(), args.workers)[0],
+                   settings_env(settings_for(url, sandboxes, public, args.concurrency)))
     try:
-        for _ in range(n):
-            await manual_topup("A101", 10, "bench", actor=Actor("bench"), uow=services.uow(),
-                               profiles=services.profiles, clock=services.clock)
-        engine = services.topup_engine()
-        engine.policy = replace(engine.policy, poll_interval_s=1.0, confirm_deadline_s=20.0)
-        ids = [r.id for r in await asyncio.to_thread(
-            run_sql, stack.database_url, "SELECT id FROM topups WHERE status = 'queued'")]
-        for topup_id in ids:
-            try:
-                await engine.run(topup_id)
-            except RetryLater:
-                pass  # counted all the same: the calls were made
-        return sorted(engine.tuya_calls[topup_id] for topup_id in ids)
+        ours.wait_http(public + "/healthz")
+        big = measure(f"{public}/mpesa/callback/{CALLBACK_TOKEN}", "callback", args.seconds, offset=PENDING // 2)
     finally:
-        stack.tuya.clear_faults("dev-a101")
-        await services.aclose()
+        ours.stop()
+    ratio = big.rate / small.rate
+    report.line(f"Growth: callbacks, +{args.growth:,} rows", f"{big.rate:7.0f}/s, {ratio:.2f} of the small table "
+                f"(rows written in {filled:.0f} s)", ">= 0.9", ratio >= 0.9)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def _seconds(value) -> float:
+    """A timestamp read back with plain SQL: a datetime (PostgreSQL) or its text (SQLite)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=None).timestamp() if value.tzinfo is None else value.timestamp()
+
+
+@contextlib.contextmanager
+def database(engine: str) -> Iterator[str]:
+    if engine == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite+aiosqlite:///{folder}/bench.db"
+        return
+    name = f"lipameter_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = PG_ADMIN_URL
+    asyncio.run(_autocommit(admin, f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(_autocommit(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _autocommit(url: str, statement: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(sa.text(statement))
+    finally:
+        await engine.dispose()
+
+
+def bench_engine(engine: str, args) -> Report:
+    report = Report(engine)
+    with database(engine) as url:
+        print(f"\n{engine}: {wrk.CONNECTIONS} connections, {args.seconds:.0f} s a run, "
+              f"{args.workers} serve process(es)", flush=True)
+        upgrade(url)
+        sandboxes = Sandboxes()
+        try:
+            add_meters(url, sandboxes)  # A101, B201, OFF1 and the tenant Wanjiku, as the tests have them
+            add_pending_payments(url, PENDING, amount=100)
+            callbacks = http_phase(url, sandboxes, report, args)
+            topup_phase(url, sandboxes, report, args)
+            if args.growth:
+                growth_phase(url, sandboxes, report, args, callbacks)
+        finally:
+            sandboxes.stop()
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200, help="requests per measurement")
-    parser.add_argument("--topups-slow", type=int, default=10,
-                        help="top-ups on a meter reporting every 5 s, to count Tuya calls (each takes seconds)")
+    parser.add_argument("--seconds", type=float, default=5, help="length of each measured wrk run")
+    parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--workers", type=int, default=1, help="serve processes (lipameter serve --workers)")
+    parser.add_argument("--concurrency", type=int, default=16, help="WORKER_CONCURRENCY for the top-up run")
+    parser.add_argument("--poll", type=float, default=0.5, help="TOPUP_POLL_INTERVAL_S for the top-up run")
+    parser.add_argument("--growth", type=int, default=0, help="also measure callbacks with this many more rows")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        url = os.environ.get("DATABASE_URL") or f"sqlite+aiosqlite:///{folder}/bench.db"
-        upgrade(url)
-        stack = Stack(url, run_worker=False, topup_poll_interval_s=0.01)
-        bare = ServerThread(bare_app()).start()
-        client = httpx.Client(timeout=10)
-        try:
-            print(f"LipaMeter bench, n={args.n}, database {url.split(':')[0]}")
-            base_ack = timed("bare Starlette JSON endpoint", args.n,
-                             lambda i: client.post(bare.url + "/ack", content=callback_body("x", i)))
-            ids = pending_payments(stack, args.n + 5)
-            callbacks = timed("M-Pesa callback (store, lock, complete, enqueue)", args.n,
-                              lambda i: client.post(stack.callback_url, content=callback_body(ids[i + 5 if i >= 0 else 0], i + 5)))
-            base_ussd = timed("bare Starlette text endpoint", args.n,
-                              lambda i: client.post(bare.url + "/ussd", data={"text": ""}))
-            form = lambda i: {"sessionId": f"bench-{uuid.uuid4().hex}", "serviceCode": "*384*1#",
-                              "phoneNumber": "+254712345678", "networkCode": "63902", "text": ""}
-            hops = timed("USSD first hop (session row, dialogue, render)", args.n,
-                         lambda i: client.post(stack.url + "/ussd", data=form(i)))
-            topups = asyncio.run(topups_per_second(stack, max(10, args.n // 10)))
-            print(f"  {'top-ups applied on a sandbox meter, one worker':<44} {topups:>9.1f} /s")
-            calls = asyncio.run(tuya_calls_per_topup(stack, args.topups_slow))
-            p95 = calls[max(0, -(-len(calls) * 95 // 100) - 1)]
-            print(f"  {'Tuya calls per top-up, meter reporting in 5 s':<44} median {statistics.median(calls):g}, "
-                  f"p95 {p95} (n={len(calls)}; goal: median <= 6)")
-            print("ratios (higher is slower than the bare endpoint):")
-            print(f"  callback ingestion  {base_ack / callbacks:6.1f}x")
-            print(f"  USSD hop            {base_ussd / hops:6.1f}x")
-            print(f"  top-up              {base_ack / topups:6.0f}x  (each reads the meter, sends, polls until it shows)")
-        finally:
-            client.close()
-            bare.stop()
-            stack.stop()
+    if not wrk.available():
+        sys.exit("bench needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    reports = [bench_engine(engine, args) for engine in args.engines.split(",")]
+    print("\nsummary")
+    for report in reports:
+        print(report.engine)
+        print("\n".join(report.lines))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,11 +28,12 @@ class _Repository:
         return self.conn.dialect.name != "sqlite"
 
     async def _insert(self, table: sa.Table, row: dict, conflict_message: str, code: str) -> None:
-        try:
-            async with self.conn.begin_nested():
-                await self.conn.execute(table.insert().values(**row))
-        except IntegrityError:
-            raise Conflict(conflict_message, code=code) from None
+        # ON CONFLICT DO NOTHING instead of a savepoint around a failing INSERT: one round trip instead
+        # of three, and the transaction stays usable. It covers every unique index (partial ones too).
+        insert = (postgresql.insert if self.conn.dialect.name == "postgresql" else sqlite.insert)(table)
+        result = await self.conn.execute(insert.values(**row).on_conflict_do_nothing())
+        if result.rowcount != 1:
+            raise Conflict(conflict_message, code=code)
 
 
 class SqlMeterRepository(_Repository):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from core.shared.errors import DomainError
@@ -43,9 +44,25 @@ def cmd_serve(args) -> None:
     if not settings.ussd_allowed_ips:
         log.warning("USSD_ALLOWED_IPS is empty: anyone who finds /ussd can post hops as any phone; "
                     "set it to Africa's Talking's addresses")
-    uvicorn.run(create_app(settings, run_worker=not args.no_worker), host=args.host, port=args.port,
-                # No access log: its lines carry CALLBACK_TOKEN (in the callback path) and phone filters.
-                log_level=settings.log_level.lower(), proxy_headers=False, access_log=False)
+    # No access log: its lines carry CALLBACK_TOKEN (in the callback path) and phone filters.
+    options = dict(host=args.host, port=args.port, log_level=settings.log_level.lower(), proxy_headers=False,
+                   access_log=False, timeout_graceful_shutdown=30)
+    if args.workers > 1:
+        # Several processes on one port: each builds its app from the environment (uvicorn's factory).
+        os.environ[SERVE_WORKER_ENV] = "0" if args.no_worker else "1"
+        uvicorn.run("web.cli:serve_app", factory=True, workers=args.workers, **options)
+        return
+    uvicorn.run(create_app(settings, run_worker=not args.no_worker), **options)
+
+
+SERVE_WORKER_ENV = "LIPAMETER_SERVE_RUNS_WORKER"
+
+
+def serve_app():
+    """The app of one `serve --workers N` process (uvicorn imports and calls this)."""
+    from web.app import create_app
+
+    return create_app(load_settings(), run_worker=os.environ.get(SERVE_WORKER_ENV, "1") == "1")
 
 
 def _check_telegram_secret(settings) -> None:
@@ -180,6 +197,12 @@ def cmd_tenant_add(args) -> None:
     print(tenant.id)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a whole number, 1 or more")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lipameter", description="Prepaid electricity paid with M-Pesa.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -190,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-worker", action="store_true", help="run jobs in a separate `lipameter worker`")
+    serve.add_argument("--workers", type=_positive, default=1,
+                       help="web processes on the port (one per core); each runs a job worker unless --no-worker")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("worker", help="run the job worker and the reconcile sweep").set_defaults(func=cmd_worker)

@@ -26,6 +26,7 @@ from gateways.daraja import DarajaGateway
 from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi
 from gateways.tuya import TuyaMeterGateway
+from gateways.tuya_pool import PooledTuyaGateway
 from storage.db import create_engine
 from storage.heartbeats import SqlHeartbeats
 from storage.ussd_sessions import SqlUssdSessionStore
@@ -95,8 +96,10 @@ class LiveBalanceReader:
 def build_meter_gateway(settings: Settings) -> TuyaMeterGateway | None:
     if not settings.tuya_enabled:
         return None
-    return TuyaMeterGateway(settings.tuya_endpoint, settings.tuya_access_id,
-                            settings.tuya_access_secret.get_secret_value(), timeout_s=settings.tuya_timeout_s)
+    # One client per job the worker runs at once: a hanging meter holds only its own.
+    return PooledTuyaGateway(settings.tuya_endpoint, settings.tuya_access_id,
+                             settings.tuya_access_secret.get_secret_value(), timeout_s=settings.tuya_timeout_s,
+                             clients=settings.worker_concurrency)
 
 
 def build_profiles(settings: Settings) -> dict[str, MeterProfile]:
@@ -176,7 +179,8 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
         handlers=handlers,
         clock=services.clock,
         config=WorkerConfig(worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
-                            sweep_every_s=settings.sweep_every_s, lease_s=settings.job_lease_s),
+                            sweep_every_s=settings.sweep_every_s, lease_s=settings.job_lease_s,
+                            concurrency=settings.worker_concurrency),
         sweep=sweep,
         heartbeat=SqlHeartbeats(services.engine).beat,
     )

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     topup_backoff_s: str = "10,30,120,600,1800"  # then hourly, up to TOPUP_MAX_ATTEMPTS
     topup_attempt_lease_s: float = Field(180, gt=0)  # longer than any one attempt can take
     job_lease_s: float = Field(120, gt=0)  # a job whose worker is silent this long is taken over
+    worker_concurrency: int = Field(8, ge=1, le=256)  # jobs one worker runs at once (one top-up per meter still)
     reconcile_after_s: float = Field(120, gt=0)
     reconcile_give_up_s: float = Field(3600, gt=0)
     sweep_every_s: float = Field(30, gt=0)

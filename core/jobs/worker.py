@@ -3,6 +3,11 @@
 A job whose worker died keeps its lease until it expires and is then claimed again, so handlers must
 be safe to run twice (they check the state they are about to change). A periodic sweep (reconcile)
 runs beside the jobs.
+
+Up to `concurrency` jobs run at once, so one slow job (a meter whose answer hangs) holds back no other:
+the loop claims only as many jobs as it has free slots, and claims more as soon as one finishes. Jobs
+that must not overlap are kept apart by the state they change (one `sending` top-up per meter is a
+unique index), not by the loop.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class WorkerConfig:
     max_attempts: int = 8
     sweep_every_s: float = 30.0
     heartbeat_every_s: float = 5.0
+    concurrency: int = 8  # jobs in flight at once in this worker (WORKER_CONCURRENCY)
 
 
 class Worker:
@@ -69,14 +75,17 @@ class Worker:
         self._last_beat = float("-inf")
 
     async def run_once(self) -> int:
-        """Claim and run one batch of due jobs; returns how many ran."""
+        """Claim and run one batch of due jobs (all at once, up to `concurrency`); returns how many ran."""
+        jobs = await self._claim(min(self.config.batch, self.config.concurrency))
+        await asyncio.gather(*(self._run(job) for job in jobs))
+        return len(jobs)
+
+    async def _claim(self, limit: int) -> list[Job]:
         async with self.uow_factory() as uow:
             jobs = await uow.jobs.claim(list(self.handlers), worker=self.config.worker_id,
-                                        lease_s=self.config.lease_s, limit=self.config.batch)
+                                        lease_s=self.config.lease_s, limit=limit)
             await uow.commit()
-        for job in jobs:
-            await self._run(job)
-        return len(jobs)
+        return jobs
 
     async def _run(self, job: Job) -> None:
         try:
@@ -126,19 +135,43 @@ class Worker:
             log.warning("could not record the worker heartbeat; will try again", exc_info=True)
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("worker %s started (jobs: %s)", self.config.worker_id, ", ".join(sorted(self.handlers)))
+        """Keep up to `concurrency` jobs running until `stop` is set; then let the running ones finish
+        (a SIGTERM ends the current jobs, it does not cut a top-up in half)."""
+        log.info("worker %s started (jobs: %s; %d at once)", self.config.worker_id,
+                 ", ".join(sorted(self.handlers)), self.config.concurrency)
         loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            try:
-                await self.maybe_beat(loop.time())
-                await self.maybe_sweep(loop.time())
-                ran = await self.run_once()
-            except Exception:
-                log.exception("worker loop error; backing off")
-                ran = 0
-            if not ran:
+        running: set[asyncio.Task] = set()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                running = self._still_running(running)
+                claimed = 0
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=self.config.poll_s)
-                except asyncio.TimeoutError:
-                    pass
+                    await self.maybe_beat(loop.time())
+                    await self.maybe_sweep(loop.time())
+                    free = self.config.concurrency - len(running)
+                    if free > 0:
+                        for job in await self._claim(min(self.config.batch, free)):
+                            running.add(asyncio.create_task(self._run(job), name=f"job-{job.id}"))
+                            claimed += 1
+                except Exception:
+                    log.exception("worker loop error; backing off")
+                if claimed and len(running) < self.config.concurrency:
+                    continue  # more may be due: claim again at once
+                # Wait for a free slot, new work (poll), or stop.
+                await asyncio.wait({*running, stopping}, timeout=self.config.poll_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if running:
+                log.info("worker %s finishing %d running job(s)", self.config.worker_id, len(running))
+                await asyncio.gather(*running, return_exceptions=True)
         log.info("worker %s stopped", self.config.worker_id)
+
+    @staticmethod
+    def _still_running(tasks: set[asyncio.Task]) -> set[asyncio.Task]:
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                # Recording the outcome failed (the database went away); the lease brings the job back.
+                log.error("job task %s failed: %r", task.get_name(), task.exception())
+        return {task for task in tasks if not task.done()}

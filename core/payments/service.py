@@ -209,8 +209,11 @@ async def receive_callback(
             await uow.callbacks.set_outcome(callback_id, outcome="malformed", checkout_request_id=None, payment_id=None)
             await uow.commit()
             raise InvalidInput(str(error), code="malformed_callback") from None
-        await uow.callbacks.lock_checkout(parsed.checkout_request_id)
         payment = await uow.payments.get_by_checkout_id(parsed.checkout_request_id, for_update=True)
+        if payment is None:
+            # The push's answer may be committing this id right now: wait for it, then look again.
+            await uow.callbacks.lock_checkout(parsed.checkout_request_id)
+            payment = await uow.payments.get_by_checkout_id(parsed.checkout_request_id, for_update=True)
         outcome = "orphan" if payment is None else await _apply_callback(uow, payment, parsed, clock=clock, verify=verify)
         await uow.callbacks.set_outcome(callback_id, outcome=outcome, checkout_request_id=parsed.checkout_request_id,
                                         payment_id=payment.id if payment else None)

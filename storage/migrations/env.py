@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
@@ -11,6 +12,7 @@ from storage.db import DEFAULT_DATABASE_URL, create_engine, normalize_url
 from storage.tables import metadata
 
 config = context.config
+MIGRATION_LOCK_KEY = 7_201_112_012  # any constant; the same in every replica
 target_metadata = metadata
 
 
@@ -35,6 +37,10 @@ async def _run_async() -> None:
     engine = create_engine(_url())
     try:
         async with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # Several replicas may start together: one migrates, the others wait here and then find
+                # the database at head. Released at commit. (SQLite: BEGIN IMMEDIATE already serialises.)
+                await connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             await connection.run_sync(_run)
             await connection.commit()
     finally:

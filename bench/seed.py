@@ -1,0 +1,85 @@
+"""Rows for the bench, written with one SQL statement where the database can generate them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+
+from storage.db import create_engine, is_sqlite
+
+PAYMENT_COLUMNS = ("id, amount, phone, meter_id, channel, description, status, checkout_request_id, "
+                   "created_at, updated_at")
+
+
+def run_sql(url: str, query: str, **params) -> list:
+    async def go():
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                result = await conn.execute(sa.text(query), params)
+                rows = list(result) if result.returns_rows else []
+                await conn.commit()
+                return rows
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def count(url: str, query: str) -> int:
+    return run_sql(url, query)[0][0]
+
+
+def _numbers(url: str, n: int, start: int = 0) -> tuple[str, str, str]:
+    """(row source, the number as text, zero-padded to 8) for n generated rows."""
+    if is_sqlite(url):
+        return (f"(WITH RECURSIVE g(n) AS (SELECT {start} UNION ALL SELECT n + 1 FROM g WHERE n < {start + n - 1}) "
+                "SELECT n FROM g) AS g", "CAST(g.n AS TEXT)", "printf('%08d', g.n)")
+    return f"generate_series({start}, {start + n - 1}) AS g(n)", "g.n::text", "lpad(g.n::text, 8, '0')"
+
+
+def add_pending_payments(url: str, n: int, *, amount: int) -> None:
+    """n pending payments on A101 with CheckoutRequestIDs ws_CO_bench_<i>, as if their pushes were accepted."""
+    source, text, padded = _numbers(url, n)
+    run_sql(url, f"INSERT INTO payments ({PAYMENT_COLUMNS}) SELECT 'bench-' || {text}, {amount}, '2541' || {padded}, "
+                 f"(SELECT id FROM meters WHERE number = 'A101'), 'api', '', 'pending', 'ws_CO_bench_' || {text}, "
+                 f"CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM {source}")
+
+
+def add_history(url: str, n: int) -> None:
+    """n settled (failed) payments: a grown table that the hot paths must not scan."""
+    source, text, padded = _numbers(url, n, start=10_000_000)
+    run_sql(url, f"INSERT INTO payments ({PAYMENT_COLUMNS}) SELECT 'hist-' || {text}, 100, '2542' || {padded}, "
+                 f"(SELECT id FROM meters WHERE number = 'A101'), 'api', '', 'failed', 'ws_CO_hist_' || {text}, "
+                 f"CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM {source}")
+    if not is_sqlite(url):
+        run_sql(url, "ANALYZE payments")
+
+
+def add_bench_meters(url: str, sandboxes, n: int) -> list[str]:
+    """n seed-profile meters BM000.. on sandbox devices dev-bm000..; returns the device ids."""
+    from core.admin.registry import AddMeter, register_meter
+    from core.meters.profiles import BUILTIN_PROFILES
+    from gateways.tuya import TuyaMeterGateway
+    from storage.uow import SqlUnitOfWork
+    from tests.stack import TUYA
+
+    devices = [f"dev-bm{i:03d}" for i in range(n)]
+    for device in devices:
+        sandboxes.tuya.add_device(device, "seed", balance="0", price="25")
+    gateway = TuyaMeterGateway(sandboxes.tuya_url, TUYA["access_id"], TUYA["access_secret"], timeout_s=5)
+
+    async def go():
+        engine = create_engine(url)
+        try:
+            for i, device in enumerate(devices):
+                await register_meter(AddMeter(number=f"BM{i:03d}", name=f"Bench {i}", device_id=device,
+                                              price_per_kwh="25"), uow=SqlUnitOfWork(engine), meters=gateway,
+                                     profiles=BUILTIN_PROFILES)
+        finally:
+            await engine.dispose()
+            gateway.close()
+
+    asyncio.run(go())
+    return devices
