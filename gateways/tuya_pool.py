@@ -36,17 +36,17 @@ class PooledTuyaGateway(TuyaMeterGateway):
         for lane in self._lanes:
             lane.close()
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, **options: Any) -> Any:
         _enough_threads(asyncio.get_running_loop(), self.clients)
-        return await super()._call(method, path, body)
+        return await super()._call(method, path, body, **options)
 
-    def _locked_exchange(self, method: str, path: str, body: dict[str, Any] | None, guard) -> Any:
+    def _locked_exchange(self, method: str, path: str, body: dict[str, Any] | None, guard, *extra: Any) -> Any:
         try:
             lane = self._free.get(timeout=self.deadline_s)
         except queue.Empty:
             raise TuyaTransientError("every Tuya client is busy") from None
         try:
-            return lane._locked_exchange(method, path, body, guard)
+            return lane._locked_exchange(method, path, body, guard, *extra)
         finally:
             self._free.put(lane)
 
