@@ -222,7 +222,7 @@ async def receive_callback(
 async def _apply_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *, clock: Clock, verify: bool) -> str:
     now = clock.now()
     if payment.status is not PaymentStatus.PENDING:
-        return "duplicate"
+        return await _late_callback(uow, payment, cb, now=now)
     if not cb.succeeded:
         pm.settle(payment, result_code=cb.result_code, result_desc=cb.result_desc, now=now)
         await uow.payments.save(payment)
@@ -241,6 +241,29 @@ async def _apply_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *,
         return "awaiting_verification"
     await complete_and_queue_topup(uow, payment, cb, now=now)
     return "completed"
+
+
+async def _late_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *, now: datetime) -> str:
+    """A callback for a payment we have settled already. A success carrying a receipt we have not
+    recorded means the tenant paid after we decided otherwise: a person looks (issue 10, hole 1).
+    Copies of a callback we applied, and late failures, change nothing."""
+    if not cb.succeeded or payment.status not in pm.LATE_SUCCESS_FROM:
+        return "duplicate"
+    if cb.receipt is not None and cb.receipt == payment.mpesa_receipt:
+        return "duplicate"
+    if cb.receipt is None and payment.status is PaymentStatus.NEEDS_REVIEW and payment.resolved_at is None:
+        return "duplicate"  # already waiting for a person, and this says nothing new
+    note = ""
+    if cb.amount is None or cb.amount != Decimal(payment.amount):
+        note += f"; M-Pesa reported {cb.amount if cb.amount is not None else 'no amount'} paid for KES {payment.amount}"
+    if payment.mpesa_receipt is None:
+        _record_success_fields(payment, cb)
+    elif cb.receipt:
+        note += f"; second receipt {cb.receipt}"
+    pm.reopen_for_late_success(payment, now=now, note=note)
+    await uow.payments.save(payment)
+    log.warning("payment %s: %s", payment.id, payment.review_reason)
+    return "late_success"
 
 
 def _record_success_fields(payment: Payment, cb: StkCallback) -> None:
