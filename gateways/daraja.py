@@ -26,6 +26,8 @@ from gateways.daraja_errors import (
     BUSY_MESSAGE,
     UNCONFIRMED_MESSAGE,
     Answer,
+    ConfigurationError,
+    ConfigurationProblem,
     Refused,
     Retryable,
     check_answer,
@@ -91,6 +93,8 @@ class DarajaGateway:
         self._token_lock = asyncio.Lock()
         self._token: str | None = None
         self._token_expiry = 0.0
+        # The last refusal of our setup by Daraja (None once a call succeeds): for `doctor` and logs.
+        self.configuration_problem: ConfigurationProblem | None = None
 
     def __repr__(self) -> str:
         return f"DarajaGateway(base_url={self._base!r}, shortcode={self._shortcode!r})"
@@ -172,7 +176,14 @@ class DarajaGateway:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(path, build)
+                    answer = await self._attempt(path, build)
+                    self.configuration_problem = None
+                    return answer
+        except ConfigurationError as exc:
+            log.error("daraja %s refused: configuration error %s %s (check the shortcode, passkey, consumer "
+                      "key and DARAJA_BASE_URL)", op, exc.code, exc.message)
+            self.configuration_problem = ConfigurationProblem(exc.code, exc.message)
+            raise UpstreamError(refusal_message(op, exc.code, exc.message), code=exc.code) from None
         except Refused as exc:
             log.warning("daraja %s refused: %s %s", op, exc.code, exc.message)
             raise UpstreamError(refusal_message(op, exc.code, exc.message), code=exc.code) from None
@@ -215,7 +226,7 @@ class DarajaGateway:
                 if answer.status == 429 or answer.status >= 500:
                     check_answer(answer)  # raises: busy or down, worth another try
                 # Any other refusal here means our consumer key or secret is wrong.
-                raise Refused(answer.code, "Invalid Authentication")
+                raise ConfigurationError(answer.code, "Invalid Authentication")
             ttl = _seconds(answer.body.get("expires_in"))
             # Renew a little early so a token never expires between our check and Daraja's.
             self._token, self._token_expiry = token, time.monotonic() + ttl - min(60.0, ttl / 10)

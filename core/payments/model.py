@@ -43,6 +43,11 @@ class Channel(str, enum.Enum):
 
 
 CANCELLED_RESULT_CODES = frozenset({"1032"})
+# STK query ResultCodes known to be final without money (Safaricom's Daraja pages and well-known
+# clients): insufficient funds, Party B unavailable, system busy, subscriber locked, expired, prompt
+# not sent, cancelled, unreachable, wrong PIN, push error. Any other answer may still turn into a
+# payment, so it never fails one: reconcile asks again, then hands it to a person.
+FINAL_QUERY_FAILURE_CODES = frozenset({"1", "17", "26", "1001", "1019", "1025", "1032", "1037", "2001", "9999"})
 # Settled without money, or left to a person: a later "paid" from M-Pesa sends these (back) to review.
 LATE_SUCCESS_FROM = (PaymentStatus.FAILED, PaymentStatus.CANCELLED, PaymentStatus.PUSH_FAILED,
                      PaymentStatus.NEEDS_REVIEW)
