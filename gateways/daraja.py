@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -43,6 +44,31 @@ OAUTH_PATH = "/oauth/v1/generate"
 PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 QUERY_PATH = "/mpesa/stkpushquery/v1/query"
 INVALID_TOKEN = "404.001.03"
+SANDBOX_HOST, PRODUCTION_HOST = "sandbox.safaricom.co.ke", "api.safaricom.co.ke"
+SANDBOX_SHORTCODE = "174379"  # Safaricom's published Lipa na M-Pesa test shortcode
+# SHA-256 of the sandbox's published test passkey (kept as a hash so no passkey-looking string is in code).
+SANDBOX_PASSKEY_SHA256 = "6b933448d12f658cae3204515c314d7745b132307854ba107b16922825446b73"
+# Idle pooled connections are dropped after this long: shorter than any server's keep-alive (Apigee,
+# nginx and uvicorn use 5 s or more), so a push never goes out on a connection the server has just
+# closed, which would come back as a ReadError: "outcome unknown" (issue 10).
+KEEPALIVE_EXPIRY_S = 2.0
+
+
+def daraja_http_client(timeout_s: float, *, keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(keepalive_expiry=keepalive_expiry_s))
+
+
+def environment_warnings(base_url: str, shortcode: str, passkey: str) -> list[str]:
+    """Live credentials against the sandbox host, or sandbox ones against production: every push fails."""
+    host = httpx.URL(base_url).host if base_url else ""
+    sandbox_passkey = hashlib.sha256(passkey.encode()).hexdigest() == SANDBOX_PASSKEY_SHA256
+    if host == SANDBOX_HOST and shortcode and shortcode != SANDBOX_SHORTCODE and not sandbox_passkey:
+        return [f"DARAJA_BASE_URL is Safaricom's sandbox ({SANDBOX_HOST}) but DARAJA_SHORTCODE {shortcode} is "
+                f"not its test shortcode: live credentials only work against https://{PRODUCTION_HOST}"]
+    if host == PRODUCTION_HOST and (shortcode == SANDBOX_SHORTCODE or sandbox_passkey):
+        return [f"DARAJA_BASE_URL is Safaricom's production ({PRODUCTION_HOST}) but the shortcode or passkey is "
+                f"the sandbox's test one: set your live credentials, or use https://{SANDBOX_HOST}"]
+    return []
 
 # A push that died while its answer was on the way may already be on the tenant's phone;
 # sending it again would only hit Daraja's subscriber lock and lose the first CheckoutRequestID.
@@ -76,6 +102,7 @@ class DarajaGateway:
         max_retries: int = 3,
         backoff_base_s: float = 0.5,
         clock: Callable[[], datetime] | Any | None = None,
+        keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S,
     ) -> None:
         if transaction_type not in TRANSACTION_TYPES:
             raise ValueError(f"transaction_type must be one of {TRANSACTION_TYPES}")
@@ -86,7 +113,7 @@ class DarajaGateway:
         self._callback_url = callback_url
         self._timeout = httpx.Timeout(timeout_s)
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=self._timeout)
+        self._client = client or daraja_http_client(timeout_s, keepalive_expiry_s=keepalive_expiry_s)
         self._max_retries, self._backoff = max_retries, backoff_base_s
         # Accept either core.ports.Clock (has .now()) or a bare callable.
         self._now: Callable[[], datetime] = getattr(clock, "now", clock) or (lambda: datetime.now(UTC))
