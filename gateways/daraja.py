@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ from gateways.daraja_errors import (
     BUSY_MESSAGE,
     UNCONFIRMED_MESSAGE,
     Answer,
+    ConfigurationError,
+    ConfigurationProblem,
     Refused,
     Retryable,
     check_answer,
@@ -41,6 +44,31 @@ OAUTH_PATH = "/oauth/v1/generate"
 PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 QUERY_PATH = "/mpesa/stkpushquery/v1/query"
 INVALID_TOKEN = "404.001.03"
+SANDBOX_HOST, PRODUCTION_HOST = "sandbox.safaricom.co.ke", "api.safaricom.co.ke"
+SANDBOX_SHORTCODE = "174379"  # Safaricom's published Lipa na M-Pesa test shortcode
+# SHA-256 of the sandbox's published test passkey (kept as a hash so no passkey-looking string is in code).
+SANDBOX_PASSKEY_SHA256 = "6b933448d12f658cae3204515c314d7745b132307854ba107b16922825446b73"
+# Idle pooled connections are dropped after this long: shorter than any server's keep-alive (Apigee,
+# nginx and uvicorn use 5 s or more), so a push never goes out on a connection the server has just
+# closed, which would come back as a ReadError: "outcome unknown" (issue 10).
+KEEPALIVE_EXPIRY_S = 2.0
+
+
+def daraja_http_client(timeout_s: float, *, keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(keepalive_expiry=keepalive_expiry_s))
+
+
+def environment_warnings(base_url: str, shortcode: str, passkey: str) -> list[str]:
+    """Live credentials against the sandbox host, or sandbox ones against production: every push fails."""
+    host = httpx.URL(base_url).host if base_url else ""
+    sandbox_passkey = hashlib.sha256(passkey.encode()).hexdigest() == SANDBOX_PASSKEY_SHA256
+    if host == SANDBOX_HOST and shortcode and shortcode != SANDBOX_SHORTCODE and not sandbox_passkey:
+        return [f"DARAJA_BASE_URL is Safaricom's sandbox ({SANDBOX_HOST}) but DARAJA_SHORTCODE {shortcode} is "
+                f"not its test shortcode: live credentials only work against https://{PRODUCTION_HOST}"]
+    if host == PRODUCTION_HOST and (shortcode == SANDBOX_SHORTCODE or sandbox_passkey):
+        return [f"DARAJA_BASE_URL is Safaricom's production ({PRODUCTION_HOST}) but the shortcode or passkey is "
+                f"the sandbox's test one: set your live credentials, or use https://{SANDBOX_HOST}"]
+    return []
 
 # A push that died while its answer was on the way may already be on the tenant's phone;
 # sending it again would only hit Daraja's subscriber lock and lose the first CheckoutRequestID.
@@ -74,6 +102,7 @@ class DarajaGateway:
         max_retries: int = 3,
         backoff_base_s: float = 0.5,
         clock: Callable[[], datetime] | Any | None = None,
+        keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S,
     ) -> None:
         if transaction_type not in TRANSACTION_TYPES:
             raise ValueError(f"transaction_type must be one of {TRANSACTION_TYPES}")
@@ -84,13 +113,15 @@ class DarajaGateway:
         self._callback_url = callback_url
         self._timeout = httpx.Timeout(timeout_s)
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=self._timeout)
+        self._client = client or daraja_http_client(timeout_s, keepalive_expiry_s=keepalive_expiry_s)
         self._max_retries, self._backoff = max_retries, backoff_base_s
         # Accept either core.ports.Clock (has .now()) or a bare callable.
         self._now: Callable[[], datetime] = getattr(clock, "now", clock) or (lambda: datetime.now(UTC))
         self._token_lock = asyncio.Lock()
         self._token: str | None = None
         self._token_expiry = 0.0
+        # The last refusal of our setup by Daraja (None once a call succeeds): for `doctor` and logs.
+        self.configuration_problem: ConfigurationProblem | None = None
 
     def __repr__(self) -> str:
         return f"DarajaGateway(base_url={self._base!r}, shortcode={self._shortcode!r})"
@@ -172,7 +203,14 @@ class DarajaGateway:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(path, build)
+                    answer = await self._attempt(path, build)
+                    self.configuration_problem = None
+                    return answer
+        except ConfigurationError as exc:
+            log.error("daraja %s refused: configuration error %s %s (check the shortcode, passkey, consumer "
+                      "key and DARAJA_BASE_URL)", op, exc.code, exc.message)
+            self.configuration_problem = ConfigurationProblem(exc.code, exc.message)
+            raise UpstreamError(refusal_message(op, exc.code, exc.message), code=exc.code) from None
         except Refused as exc:
             log.warning("daraja %s refused: %s %s", op, exc.code, exc.message)
             raise UpstreamError(refusal_message(op, exc.code, exc.message), code=exc.code) from None
@@ -215,7 +253,7 @@ class DarajaGateway:
                 if answer.status == 429 or answer.status >= 500:
                     check_answer(answer)  # raises: busy or down, worth another try
                 # Any other refusal here means our consumer key or secret is wrong.
-                raise Refused(answer.code, "Invalid Authentication")
+                raise ConfigurationError(answer.code, "Invalid Authentication")
             ttl = _seconds(answer.body.get("expires_in"))
             # Renew a little early so a token never expires between our check and Daraja's.
             self._token, self._token_expiry = token, time.monotonic() + ttl - min(60.0, ttl / 10)

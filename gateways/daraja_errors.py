@@ -34,6 +34,7 @@ _REASONS: tuple[tuple[str, str], ...] = (
     ("invalid authentication", _SETUP),
     ("invalid grant type", _SETUP),
     ("invalid access token", _SETUP),
+    ("merchant does not exist", _SETUP),
 )
 
 class Retryable(Exception):
@@ -44,6 +45,17 @@ class Retryable(Exception):
 
 class Refused(Retryable):
     """Not worth retrying: Daraja looked at the request and said no."""
+
+
+class ConfigurationError(Refused):
+    """Daraja refuses our setup (consumer key, shortcode, passkey, merchant): every payment will fail
+    until a person fixes the settings, so it is logged as such and kept for `doctor`."""
+
+
+@dataclass(frozen=True)
+class ConfigurationProblem:
+    code: str
+    message: str  # Daraja's errorMessage, never a secret
 
 
 @dataclass(frozen=True)
@@ -89,9 +101,12 @@ def check_answer(answer: Answer) -> None:
     text = answer.message.lower()
     if answer.status == 429 or answer.code in ("500.003.02", "500.003.03") or "spike arrest" in text:
         raise Retryable(answer.code, answer.message)
-    # Daraja reuses 500.001.1001 for refusals that no retry can fix.
-    if answer.code == IN_PROCESS and any(k in text for k in ("wrong credentials", "lock subscriber", "in process")):
-        raise Refused(answer.code, answer.message)
+    # Daraja reuses 500.001.1001 for refusals that no retry can fix: a prompt already open on the
+    # phone, or (any other errorMessage, e.g. "Wrong credentials", "Merchant does not exist") our setup.
+    if answer.code == IN_PROCESS:
+        if any(k in text for k in ("lock subscriber", "in process")):
+            raise Refused(answer.code, answer.message)
+        raise ConfigurationError(answer.code, answer.message)
     if answer.status >= 500:
         raise Retryable(answer.code, answer.message)
     raise Refused(answer.code, answer.message)
@@ -103,6 +118,6 @@ def refusal_message(op: str, code: str, daraja_message: str) -> str:
         return DUPLICATE_MESSAGE
     reason = next((r for key, r in _REASONS if key in text), None)
     if reason is None:
-        reason = _SETUP if code.startswith(("400.008", "404.001", "401")) else "the request was refused."
+        reason = _SETUP if code.startswith(("400.008", "404.001", "401", IN_PROCESS)) else "the request was refused."
     prefix = "M-Pesa could not send the payment prompt" if op == "push" else "M-Pesa could not check the payment"
     return f"{prefix}: {reason}"

@@ -35,8 +35,12 @@ def create_daraja_sandbox(
     callback_delay_s: float = 0.5,
     token_ttl_s: int = 3599,
     clock: Callable[[], datetime] | None = None,
+    callback_retries: int = 2,
+    callback_retry_delay_s: float = 0.2,
 ) -> Starlette:
     sandbox = DarajaSandbox(
+        callback_retries=callback_retries,
+        callback_retry_delay_s=callback_retry_delay_s,
         consumer_key=consumer_key,
         consumer_secret=consumer_secret,
         shortcode=shortcode,
@@ -157,6 +161,11 @@ async def _deliver(sandbox: DarajaSandbox, txn: Transaction) -> None:
         async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT_S) as client:
             for body in bodies:
                 await _post_callback(sandbox, client, txn, body)
+            if txn.script.outcome == "late_success":
+                await asyncio.sleep(txn.script.late_after_s)
+                late = sandbox.late_success(txn.checkout_request_id)
+                if late is not None:
+                    await _post_callback(sandbox, client, txn, late)
     except asyncio.CancelledError:
         raise
     except Exception:  # a sandbox bug must not take the server down with it
@@ -164,15 +173,21 @@ async def _deliver(sandbox: DarajaSandbox, txn: Transaction) -> None:
 
 
 async def _post_callback(sandbox: DarajaSandbox, client: httpx.AsyncClient, txn: Transaction, body: dict[str, Any]) -> None:
-    try:
-        response = await client.post(txn.callback_url, json=body)
-    except httpx.HTTPError as exc:
-        log.warning("daraja sandbox: callback to %s failed: %s", _origin(txn.callback_url), type(exc).__name__)
-        sandbox.record_callback(txn.checkout_request_id, body, None, type(exc).__name__)
-        return
-    if response.status_code >= 400:
-        log.warning("daraja sandbox: callback to %s answered %s", _origin(txn.callback_url), response.status_code)
-    sandbox.record_callback(txn.checkout_request_id, body, response.status_code, None)
+    """POST one callback; like Daraja, post it again (a few times) while the answer is not 200."""
+    for attempt in range(sandbox.retries_for(txn) + 1):
+        if attempt:
+            await asyncio.sleep(sandbox.callback_retry_delay_s)
+        try:
+            response = await client.post(txn.callback_url, json=body)
+        except httpx.HTTPError as exc:
+            log.warning("daraja sandbox: callback to %s failed: %s", _origin(txn.callback_url), type(exc).__name__)
+            sandbox.record_callback(txn.checkout_request_id, body, None, type(exc).__name__)
+            continue
+        if response.status_code != 200:
+            log.warning("daraja sandbox: callback to %s answered %s", _origin(txn.callback_url), response.status_code)
+        sandbox.record_callback(txn.checkout_request_id, body, response.status_code, None)
+        if response.status_code == 200:
+            return
 
 
 def _origin(url: str) -> str:

@@ -32,7 +32,15 @@ RESULTS: dict[str, tuple[int, str]] = {
     "insufficient_funds": (1, "The balance is insufficient for the transaction."),
     "lost_callback": (0, "The service request is processed successfully."),
     "duplicate_callback": (0, "The service request is processed successfully."),
+    # The prompt times out (1037, the callback and the STK query say so), then the tenant's payment goes
+    # through after all and a success callback follows: the money moved after the failure.
+    "late_success": (1037, "DS timeout user cannot be reached"),
 }
+SUCCESS_RESULT = RESULTS["success"]
+# Apigee's own answer when a caller exceeds the spike-arrest rate (HTTP 429, not Daraja's error shape).
+SPIKE_ARREST_CODE = "policies.ratelimit.SpikeArrestViolation"
+SPIKE_ARREST_MESSAGE = ("Spike arrest violation. Allowed rate : MessageRate{messagesPerPeriod=5, "
+                        "periodInMicroseconds=1000000, maxBurstMessageCount=5.0}")
 PUSH_ERROR = "push_error"
 OUTCOMES = frozenset(RESULTS) | {PUSH_ERROR}
 
@@ -44,7 +52,9 @@ class DarajaError(Exception):
         super().__init__(f"{status} {code} {message}")
         self.status, self.code, self.message = status, code, message
 
-    def body(self) -> dict[str, str]:
+    def body(self) -> dict[str, Any]:
+        if self.code == SPIKE_ARREST_CODE:
+            return {"fault": {"faultstring": self.message, "detail": {"errorcode": self.code}}}
         return error_body(self.code, self.message)
 
 
@@ -157,6 +167,10 @@ class Script:
     balance_item: bool = False  # add the value-less {"Name": "Balance"} item
     amount_style: str = "float"  # "float" sends 500.0 like Safaricom, "int" sends 500
     delay_s: float | None = None  # overrides callback_delay_s for this push
+    balance_value: str | None = None  # a Balance item whose Value is a string, as some callbacks carry
+    masked_phone: bool = False  # PhoneNumber as Safaricom now sends it: "254708***149", a string
+    late_after_s: float = 1.0  # late_success: seconds between the failure and the success callback
+    callback_retries: int | None = None  # overrides the sandbox's retries after a non-200 answer
 
 
 @dataclass
@@ -195,15 +209,17 @@ class Transaction:
         return data
 
 
-def callback_body(txn: Transaction, settled_at: datetime) -> dict[str, Any]:
-    """The stkCallback exactly as Safaricom's samples show it; metadata only on success."""
+def callback_body(txn: Transaction, settled_at: datetime, result: tuple[int, str] | None = None) -> dict[str, Any]:
+    """The stkCallback exactly as Safaricom's samples show it; metadata only on success. `result`
+    overrides the transaction's own (the late success after a failure)."""
+    code, desc = result or (txn.result_code, txn.result_desc)
     callback: dict[str, Any] = {
         "MerchantRequestID": txn.merchant_request_id,
         "CheckoutRequestID": txn.checkout_request_id,
-        "ResultCode": txn.result_code,
-        "ResultDesc": txn.result_desc,
+        "ResultCode": code,
+        "ResultDesc": desc,
     }
-    if txn.result_code == 0:
+    if code == 0:
         callback["CallbackMetadata"] = {"Item": _metadata_items(txn, settled_at)}
     return {"Body": {"stkCallback": callback}}
 
@@ -218,6 +234,9 @@ def _metadata_items(txn: Transaction, settled_at: datetime) -> list[dict[str, An
     if txn.script.balance_item:
         # Older callbacks carry a Balance item with no Value at all, third in the list.
         items.append({"Name": "Balance"})
+    elif txn.script.balance_value is not None:
+        items.append({"Name": "Balance", "Value": txn.script.balance_value})
     items.append({"Name": "TransactionDate", "Value": int(f"{settled_at.astimezone(NAIROBI):%Y%m%d%H%M%S}")})
-    items.append({"Name": "PhoneNumber", "Value": int(txn.phone)})
+    phone: int | str = f"{txn.phone[:6]}***{txn.phone[-3:]}" if txn.script.masked_phone else int(txn.phone)
+    items.append({"Name": "PhoneNumber", "Value": phone})
     return items

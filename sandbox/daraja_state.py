@@ -21,6 +21,9 @@ from sandbox.daraja_rules import (
     OUTCOMES,
     PUSH_ERROR,
     RESULTS,
+    SPIKE_ARREST_CODE,
+    SPIKE_ARREST_MESSAGE,
+    SUCCESS_RESULT,
     DarajaError,
     Fault,
     Script,
@@ -50,8 +53,12 @@ class DarajaSandbox:
         callback_delay_s: float = 0.5,
         token_ttl_s: int = 3599,
         clock: Callable[[], datetime] | None = None,
+        callback_retries: int = 2,
+        callback_retry_delay_s: float = 0.2,
     ) -> None:
         self._key, self._secret = consumer_key, consumer_secret
+        # Daraja posts a callback again when the answer is not 200 (a few times, then gives up).
+        self.callback_retries, self.callback_retry_delay_s = callback_retries, callback_retry_delay_s
         self.shortcode, self._passkey = str(shortcode), passkey
         self.callback_delay_s, self.token_ttl_s = callback_delay_s, token_ttl_s
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -167,6 +174,12 @@ class DarajaSandbox:
         with self._lock:
             self._query_faults.extend(Fault(status, error_code, message) for _ in range(n))
 
+    def spike_arrest_next(self, n: int = 1, api: str = "push") -> None:
+        """The next `n` pushes (or queries) hit Apigee's spike arrest: HTTP 429 with its fault body."""
+        faults = self._push_faults if api == "push" else self._query_faults
+        with self._lock:
+            faults.extend(Fault(429, SPIKE_ARREST_CODE, SPIKE_ARREST_MESSAGE) for _ in range(n))
+
     def slow_next_pushes(self, n: int, delay_s: float) -> None:
         """Process the next pushes normally but answer only after `delay_s` (a lost answer)."""
         with self._lock:
@@ -264,6 +277,18 @@ class DarajaSandbox:
             body = callback_body(txn, txn.settled_at)
             copies = {"lost_callback": 0, "duplicate_callback": 3}.get(txn.script.outcome, 1)
             return [body] * copies
+
+    def late_success(self, checkout_request_id: str) -> dict[str, Any] | None:
+        """The success callback that follows a `late_success` failure (the query keeps saying 1037)."""
+        with self._lock:
+            txn = self._txns.get(checkout_request_id)
+            if txn is None or txn.script.outcome != "late_success" or txn.receipt is not None:
+                return None
+            txn.receipt = self._unique_receipt()
+            return callback_body(txn, self.now(), SUCCESS_RESULT)
+
+    def retries_for(self, txn: Transaction) -> int:
+        return txn.script.callback_retries if txn.script.callback_retries is not None else self.callback_retries
 
     def _unique_receipt(self) -> str:
         used = {t.receipt for t in self._txns.values()}

@@ -118,6 +118,9 @@ class SqlPaymentRepository(_Repository):
     async def get_by_idempotency_key(self, key: str) -> Payment | None:
         return await self._one(payments.c.idempotency_key == key)
 
+    async def get_by_receipt(self, receipt: str) -> Payment | None:
+        return await self._one(payments.c.mpesa_receipt == receipt)
+
     async def active_for_phone(self, phone: str) -> Payment | None:
         return await self._one(payments.c.phone == phone, payments.c.status.in_(["requested", "pending"]))
 
@@ -152,10 +155,20 @@ class SqlCallbackRepository(_Repository):
                  .where(mpesa_callbacks.c.outcome == "orphan").order_by(mpesa_callbacks.c.id).limit(limit))
         return [tuple(row) for row in await self.conn.execute(query)]
 
+    async def unapplied(self, limit: int = 100) -> list[tuple[int, str | None, datetime]]:
+        """Callbacks kept but not applied because applying them failed (outcome `error`)."""
+        query = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.checkout_request_id, mpesa_callbacks.c.received_at)
+                 .where(mpesa_callbacks.c.outcome == "error").order_by(mpesa_callbacks.c.id).limit(limit))
+        return [tuple(row) for row in await self.conn.execute(query)]
+
     async def resolve_orphan(self, callback_id: int) -> bool:
-        result = await self.conn.execute(mpesa_callbacks.update().where(
-            mpesa_callbacks.c.id == callback_id, mpesa_callbacks.c.outcome == "orphan").values(outcome="orphan_resolved"))
-        return result.rowcount == 1
+        for outcome in ("orphan", "error"):
+            result = await self.conn.execute(mpesa_callbacks.update().where(
+                mpesa_callbacks.c.id == callback_id, mpesa_callbacks.c.outcome == outcome).values(
+                outcome=f"{outcome}_resolved"))
+            if result.rowcount == 1:
+                return True
+        return False
 
     async def lock_checkout(self, checkout_request_id: str) -> None:
         """Serialise the push answer and the callback for one CheckoutRequestID (PostgreSQL; on SQLite

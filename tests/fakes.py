@@ -107,6 +107,9 @@ class FakePayments(_Repo):
     async def get_by_idempotency_key(self, key):
         return self._find(lambda p: p.idempotency_key == key)
 
+    async def get_by_receipt(self, receipt):
+        return self._find(lambda p: p.mpesa_receipt == receipt)
+
     async def active_for_phone(self, phone):
         return self._find(lambda p: p.phone == phone and p.status.value in ("requested", "pending"))
 
@@ -135,11 +138,15 @@ class FakeCallbacks(_Repo):
     async def unresolved_orphans(self, limit=100):
         return [(c["id"], c["body"], FakeClock().now()) for c in self.data.callbacks if c["outcome"] == "orphan"][:limit]
 
+    async def unapplied(self, limit=100):
+        return [(c["id"], c["checkout_request_id"], FakeClock().now()) for c in self.data.callbacks
+                if c["outcome"] == "error"][:limit]
+
     async def resolve_orphan(self, callback_id):
         callback = self.data.callbacks[callback_id - 1]
-        if callback["outcome"] != "orphan":
+        if callback["outcome"] not in ("orphan", "error"):
             return False
-        callback["outcome"] = "orphan_resolved"
+        callback["outcome"] += "_resolved"
         return True
 
     async def lock_checkout(self, checkout_request_id):

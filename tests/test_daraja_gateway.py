@@ -13,7 +13,7 @@ import pytest
 from core.shared.errors import InvalidInput, UpstreamError
 from core.ports import StkPushRequest, StkQueryResult
 from gateways.daraja import DarajaGateway
-from gateways.daraja_errors import DUPLICATE_MESSAGE, Answer, Refused, Retryable, check_answer, mask_phone
+from gateways.daraja_errors import DUPLICATE_MESSAGE, Answer, ConfigurationError, Refused, Retryable, check_answer, mask_phone
 from tests.servers import reserve_port
 from tests.test_daraja_sandbox import KEY, PASSKEY, PHONE, SECRET, SHORTCODE, daraja, daraja_server, receiver
 
@@ -283,7 +283,9 @@ def test_mask_phone() -> None:
         (429, {"fault": {"faultstring": "Spike arrest violation. Allowed rate : 5ps", "detail": {"errorcode": "x"}}}, Retryable),
         (500, {"errorCode": "500.003.03", "errorMessage": "Quota Violation"}, Retryable),
         (502, {}, Retryable),
-        (500, {"errorCode": "500.001.1001", "errorMessage": "Wrong credentials"}, Refused),
+        (500, {"errorCode": "500.001.1001", "errorMessage": "Wrong credentials"}, ConfigurationError),
+        (500, {"errorCode": "500.001.1001", "errorMessage": "Merchant does not exist"}, ConfigurationError),
+        (500, {"errorCode": "500.001.1001", "errorMessage": "Unable to lock subscriber, a transaction is already in process for the current subscriber"}, Refused),
         (400, {"errorCode": "400.002.02", "errorMessage": "Bad Request - Invalid Amount"}, Refused),
         (500, {"errorCode": "500.001.1001", "errorMessage": "The transaction is being processed"}, None),
     ],

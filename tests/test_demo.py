@@ -43,6 +43,9 @@ def test_demo_starts_pays_and_leaves_a_failed_top_up_to_fix(tmp_path):
             return sorted(r.status for r in rows) == ["applied", "applied", "failed"]
 
         wait_for(history_made, what="the demo history (2 applied top-ups, 1 failed)")
+        wait_for(lambda: [r.review_reason for r in run_sql(url, "SELECT review_reason FROM payments WHERE "
+                                                                "status = 'needs_review'")]
+                 == ["M-Pesa says paid after we settled it as failed"], what="the demo's late-success review")
         paid = httpx.post(f"{base}/mpesa/payments", headers={"Authorization": "Bearer demo-api-key"},
                           json={"amount": 100, "phoneNumber": "0712345678", "meterId": "A102"}, timeout=20)
         assert paid.status_code == 200, paid.text

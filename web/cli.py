@@ -41,6 +41,8 @@ def cmd_serve(args) -> None:
              "`lipameter demo` runs with the sandbox instead)")
     _check_telegram_secret(settings)
     configure_logging(settings.log_level)
+    for warning in settings.startup_warnings():
+        log.warning("!!! %s", warning)
     if not settings.ussd_allowed_ips:
         log.warning("USSD_ALLOWED_IPS is empty: anyone who finds /ussd can post hops as any phone; "
                     "set it to Africa's Talking's addresses")

@@ -133,7 +133,8 @@ Buy by USSD as Africa's Talking would post it (Wanjiku has meters A101 and A102;
   or by hand: curl -s {base}/ussd -d sessionId=demo-1 -d serviceCode='*384*1#' \\
     --data-urlencode phoneNumber=+254712345678 -d text=        (then text=1, text=1*1, text=1*1*100, text=1*1*100*1)
 
-Make the next payment from a phone fail (cancelled, wrong_pin, insufficient_funds, unreachable, lost_callback):
+Make the next payment from a phone fail (cancelled, wrong_pin, insufficient_funds, unreachable, lost_callback,
+or late_success: it fails, then M-Pesa says paid, and the payment waits on the dashboard's review list):
 
   curl -s -X POST {base}/sandbox/daraja/sandbox/script -H 'Content-Type: application/json' \\
     -d '{{"phone": "254712345678", "outcome": "cancelled"}}'

@@ -1,7 +1,8 @@
 """A little history for `lipameter demo`, made through the product itself once the server is up: real
 STK pushes to the Daraja sandbox, real callbacks, real top-ups on the sandbox meters. One top-up fails on
 purpose (the Tuya project "loses permission" on meter A102 for one request), so that a landlord can find
-it on the dashboard and fix it with "retry top-up"."""
+it on the dashboard and fix it with "retry top-up"; one payment is paid after M-Pesa reported it failed,
+so it waits on the review list to be credited or dismissed."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ HISTORY = [
     ("0722000111", "B201", 500, "success", None),
     ("0733000222", "A101", 100, "cancelled", None),
     ("0744000333", "A102", 300, "success", ("sbx-a102", {"kind": "throttle", "code": 1106, "n": 1})),
+    # The prompt "times out", then M-Pesa says paid after all: the payment waits on the review list.
+    ("0755000444", "B201", 150, "late_success", None),
 ]
 
 

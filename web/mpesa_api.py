@@ -143,5 +143,6 @@ def payment_document(row: dict) -> dict:
 routes = [
     Route("/mpesa/payments", create_payment, methods=["POST"]),
     Route("/mpesa/payments/{payment_id}", get_payment, methods=["GET"]),
-    Route("/mpesa/callback/{token}", mpesa_callback, methods=["POST"]),
+    Route("/mpesa/callback/{token}", mpesa_callback, methods=["POST"]),  # the seed's contract, kept
+    Route("/payments/callback/{token}", mpesa_callback, methods=["POST"]),  # the STK push's CallBackURL
 ]

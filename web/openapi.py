@@ -124,7 +124,17 @@ def _document(schemas: dict) -> dict:
                               "401": _error("Missing or wrong API key."), "404": _error("No such payment.")},
             }},
             "/mpesa/callback/{token}": {"post": {
-                "summary": "Daraja's STK callback (Safaricom only)",
+                "summary": "Daraja's STK callback, the seed's path (same handler as /payments/callback/{token})",
+                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+                                "description": "CALLBACK_TOKEN; anything else answers 404 and writes nothing."}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StkCallback"}}}},
+                "responses": {"200": _json({"$ref": "#/components/schemas/CallbackAck"}, "Stored and applied at most once."),
+                              "400": _json({"$ref": "#/components/schemas/CallbackAck"}, "Not an STK callback (stored for review)."),
+                              "403": _error("Source address not in CALLBACK_ALLOWED_IPS."), "404": _error("Wrong token."),
+                              "413": _error("Body too large.")},
+            }},
+            "/payments/callback/{token}": {"post": {
+                "summary": "Daraja's STK callback (Safaricom only); the CallBackURL of every STK push",
                 "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
                                 "description": "CALLBACK_TOKEN; anything else answers 404 and writes nothing."}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StkCallback"}}}},

@@ -22,7 +22,7 @@ from core.ports import Clock, MeterGateway, PaymentGateway, SmsSender, TelegramS
 from core.payments.reconcile import reconcile_payments, verify_payment
 from core.topups.service import TopUpEngine, TopUpPolicy, requeue_stale_topups
 from core.jobs.worker import Worker, WorkerConfig
-from gateways.daraja import DarajaGateway
+from gateways.daraja import DarajaGateway, daraja_http_client
 from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi
 from gateways.tuya import TuyaMeterGateway
@@ -109,7 +109,7 @@ def build_profiles(settings: Settings) -> dict[str, MeterProfile]:
 
 
 def build_services(settings: Settings) -> Services:
-    http = httpx.AsyncClient(timeout=httpx.Timeout(settings.daraja_timeout_s))
+    http = daraja_http_client(settings.daraja_timeout_s)  # idle connections expire before any server's
     daraja = DarajaGateway(
         base_url=settings.daraja_base_url,
         consumer_key=settings.daraja_consumer_key.get_secret_value(),

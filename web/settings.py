@@ -80,7 +80,20 @@ class Settings(BaseSettings):
 
     @property
     def callback_url(self) -> str:
-        return f"{self.public_base_url.rstrip('/')}/mpesa/callback/{self.callback_token.get_secret_value()}"
+        # Not /mpesa/...: Safaricom's guidance says callback URLs naming M-Pesa or Safaricom may be filtered.
+        return f"{self.public_base_url.rstrip('/')}/payments/callback/{self.callback_token.get_secret_value()}"
+
+    def startup_warnings(self) -> list[str]:
+        """Settings `serve` runs with but that will not work against the real Daraja."""
+        from gateways.daraja import environment_warnings
+
+        warnings = []
+        if self.public_base_url and not self.public_base_url.lower().startswith("https://"):
+            warnings.append(f"PUBLIC_BASE_URL {self.public_base_url!r} is not https://: Daraja calls back only over "
+                            "HTTPS, so no payment will ever be confirmed by its callback")
+        warnings += environment_warnings(self.daraja_base_url, self.daraja_shortcode,
+                                         self.daraja_passkey.get_secret_value())
+        return warnings
 
     def missing_for_serve(self) -> list[str]:
         """What `lipameter serve` cannot run without. It never falls back to the sandbox silently."""

@@ -124,10 +124,15 @@ async def list_reviews(*, uow: UnitOfWork) -> list[ReviewItem]:
         payments = await uow.payments.in_review()
         topups = await uow.topups.in_review()
         orphans = await uow.callbacks.unresolved_orphans()
+        unapplied = await uow.callbacks.unapplied()
     items = [ReviewItem("payment", p.id, p.meter_id, Decimal(p.amount), p.review_reason or "", p.updated_at)
              for p in payments]
     items += [ReviewItem("topup", t.id, t.meter_id, t.amount, t.last_error or "", t.updated_at) for t in topups]
     items += [_orphan_item(callback_id, body, received_at) for callback_id, body, received_at in orphans]
+    items += [ReviewItem("callback", str(callback_id), None, Decimal(0),
+                         f"M-Pesa callback for CheckoutRequestID {checkout_id or '(unreadable)'} was kept but could "
+                         f"not be applied: check that payment by hand, then dismiss", received_at)
+              for callback_id, checkout_id, received_at in unapplied]
     return sorted((item for item in items if item is not None), key=lambda item: item.since)
 
 

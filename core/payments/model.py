@@ -4,7 +4,8 @@ requested --push ok--> pending --ResultCode 0--> completed
     |                     |--ResultCode 1032--> cancelled
     '--push refused--> push_failed  |--other ResultCode--> failed
                           '--unprovable (amount mismatch, unverified, no answer)--> needs_review
-A terminal state never moves: late and duplicate callbacks are recorded and change nothing.
+failed | cancelled | push_failed | needs_review --M-Pesa says paid (a receipt we had not recorded)--> needs_review
+A terminal state never moves otherwise: late and duplicate callbacks are recorded and change nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ class Channel(str, enum.Enum):
 
 
 CANCELLED_RESULT_CODES = frozenset({"1032"})
+# STK query ResultCodes known to be final without money (Safaricom's Daraja pages and well-known
+# clients): insufficient funds, Party B unavailable, system busy, subscriber locked, expired, prompt
+# not sent, cancelled, unreachable, wrong PIN, push error. Any other answer may still turn into a
+# payment, so it never fails one: reconcile asks again, then hands it to a person.
+FINAL_QUERY_FAILURE_CODES = frozenset({"1", "17", "26", "1001", "1019", "1025", "1032", "1037", "2001", "9999"})
+# Settled without money, or left to a person: a later "paid" from M-Pesa sends these (back) to review.
+LATE_SUCCESS_FROM = (PaymentStatus.FAILED, PaymentStatus.CANCELLED, PaymentStatus.PUSH_FAILED,
+                     PaymentStatus.NEEDS_REVIEW)
+REVIEW_REASON_MAX = 255
 
 
 @dataclass
@@ -130,5 +140,16 @@ def send_to_review(payment: Payment, *, reason: str, now: datetime) -> None:
     """Money may have moved but we cannot prove how much: a person decides, nothing is credited."""
     _require(payment, PaymentStatus.REQUESTED, PaymentStatus.PENDING)
     payment.status = PaymentStatus.NEEDS_REVIEW
-    payment.review_reason = reason
+    payment.review_reason = reason[:REVIEW_REASON_MAX]
+    payment.updated_at = now
+
+
+def reopen_for_late_success(payment: Payment, *, now: datetime, note: str = "") -> None:
+    """M-Pesa says the tenant paid after we settled the payment without money (or after a person
+    closed its review): a person decides again, so any earlier resolution is lifted."""
+    _require(payment, *LATE_SUCCESS_FROM)
+    reason = f"M-Pesa says paid after we settled it as {payment.status.value}{note}"
+    payment.status = PaymentStatus.NEEDS_REVIEW
+    payment.review_reason = reason[:REVIEW_REASON_MAX]
+    payment.resolved_at = payment.resolved_by = payment.resolution = None
     payment.updated_at = now

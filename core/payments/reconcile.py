@@ -1,7 +1,8 @@
 """Settle payments whose callback never came, and confirm callbacks when VERIFY_CALLBACKS is on.
 
-A query result settles a payment exactly like a callback would; a payment still unanswered past the
-give-up cutoff goes to a person (`needs_review`). A callback-confirmed success is never downgraded:
+A query result settles a payment exactly like a callback would, but only an answer known to be final
+(0, or a code in FINAL_QUERY_FAILURE_CODES): anything else is asked again. A payment still without a
+final answer past the give-up cutoff goes to a person (`needs_review`). A callback-confirmed success is never downgraded:
 only `pending` payments are touched, under the row lock.
 """
 
@@ -14,7 +15,7 @@ from datetime import timedelta
 from core.payments import model as pm
 from core.shared.errors import UpstreamError
 from core.payments.service import complete_and_queue_topup
-from core.payments.model import PaymentStatus
+from core.payments.model import FINAL_QUERY_FAILURE_CODES, PaymentStatus
 from core.ports import Clock, PaymentGateway, StkQueryResult, UnitOfWork
 
 log = logging.getLogger("lipameter.reconcile")
@@ -54,9 +55,9 @@ async def _reconcile_one(payment, *, uow, gateway, clock, give_up_s, report) -> 
     except UpstreamError as error:
         log.warning("payment %s: STK query failed: %s", payment.id, error.message)
         result = StkQueryResult(processing=True)
-    if result.processing:
+    if not is_final(result):
         age = (clock.now() - (payment.pushed_at or payment.created_at)).total_seconds()
-        if age >= give_up_s and await _to_review(uow, payment.id, "no M-Pesa answer before the cutoff", clock):
+        if age >= give_up_s and await _to_review(uow, payment.id, _give_up_reason(result), clock):
             report.to_review.append(payment.id)
         else:
             report.still_processing += 1
@@ -65,7 +66,28 @@ async def _reconcile_one(payment, *, uow, gateway, clock, give_up_s, report) -> 
     {"completed": report.completed, "failed": report.failed, "review": report.to_review}.get(outcome, []).append(payment.id)
 
 
+def is_final(result: StkQueryResult) -> bool:
+    """Paid, or a failure Safaricom documents as final. "Still under processing" (4999 and the like)
+    and codes nobody documented may yet become a payment."""
+    if result.processing:
+        return False
+    if result.result_code == "0" or result.result_code in FINAL_QUERY_FAILURE_CODES:
+        return True
+    log.warning("STK query answered %r (%s): not known to be final; asking again later",
+                result.result_code, (result.result_desc or "")[:120])
+    return False
+
+
+def _give_up_reason(result: StkQueryResult) -> str:
+    if result.processing:
+        return "no M-Pesa answer before the cutoff"
+    desc = f" ({result.result_desc[:80]})" if result.result_desc else ""
+    return f"STK query answered {result.result_code or '(no code)'}{desc}, not known to be final, until the cutoff"
+
+
 async def settle_from_query(payment_id: str, result: StkQueryResult, *, uow: UnitOfWork, clock: Clock) -> str:
+    if not is_final(result):
+        return "unchanged"
     async with uow:
         payment = await uow.payments.get_for_update(payment_id)
         if payment is None or payment.status is not PaymentStatus.PENDING:
@@ -95,7 +117,7 @@ async def verify_payment(payment_id: str, *, uow: UnitOfWork, gateway: PaymentGa
     if payment is None or payment.status is not PaymentStatus.PENDING:
         return "unchanged"
     result = await gateway.stk_query(payment.checkout_request_id)  # UpstreamError: the job retries
-    if result.processing:
+    if not is_final(result):
         raise UpstreamError("M-Pesa is still processing this payment", code="processing", transient=True)
     async with uow:
         payment = await uow.payments.get_for_update(payment_id)

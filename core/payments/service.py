@@ -192,45 +192,75 @@ async def initiate_payment(
 @dataclass(frozen=True)
 class CallbackReceipt:
     callback_id: int
-    outcome: str  # completed | settled | duplicate | orphan | mismatch | awaiting_verification | malformed
+    # completed | settled | duplicate | orphan | mismatch | review | late_success | awaiting_verification
+    # | malformed | error
+    outcome: str
     payment_id: str | None
 
 
 async def receive_callback(
     body: bytes, *, source: str | None, uow: UnitOfWork, clock: Clock, verify: bool
 ) -> CallbackReceipt:
-    """Store the raw body first, then apply it once. Malformed bodies are kept and refused."""
-    text = body.decode("utf-8", errors="replace")
+    """Store the raw body first, in its own transaction, then apply it once. Malformed bodies are kept
+    and refused; a failure while applying is recorded on the stored callback (`error`), for a person."""
     async with uow:
-        callback_id = await uow.callbacks.add(body=text, source=source, received_at=clock.now())
-        try:
-            parsed = parse_stk_callback(text)
-        except MalformedCallback as error:
-            await uow.callbacks.set_outcome(callback_id, outcome="malformed", checkout_request_id=None, payment_id=None)
-            await uow.commit()
-            raise InvalidInput(str(error), code="malformed_callback") from None
-        payment = await uow.payments.get_by_checkout_id(parsed.checkout_request_id, for_update=True)
-        if payment is None:
-            # The push's answer may be committing this id right now: wait for it, then look again.
-            await uow.callbacks.lock_checkout(parsed.checkout_request_id)
-            payment = await uow.payments.get_by_checkout_id(parsed.checkout_request_id, for_update=True)
-        outcome = "orphan" if payment is None else await _apply_callback(uow, payment, parsed, clock=clock, verify=verify)
-        await uow.callbacks.set_outcome(callback_id, outcome=outcome, checkout_request_id=parsed.checkout_request_id,
-                                        payment_id=payment.id if payment else None)
+        callback_id = await uow.callbacks.add(body=storable_body(body), source=(source or "")[:64] or None,
+                                              received_at=clock.now())
         await uow.commit()
+    try:
+        parsed = parse_stk_callback(storable_body(body))
+    except MalformedCallback as error:
+        await _set_outcome(uow, callback_id, "malformed", None, None)
+        raise InvalidInput(str(error), code="malformed_callback") from None
+    try:
+        async with uow:
+            payment = await uow.payments.get_by_checkout_id(parsed.checkout_request_id, for_update=True)
+            if payment is None:
+                # The push's answer may be committing this id right now: wait for it, then look again.
+                await uow.callbacks.lock_checkout(parsed.checkout_request_id)
+                payment = await uow.payments.get_by_checkout_id(parsed.checkout_request_id, for_update=True)
+            outcome = "orphan" if payment is None else await _apply_callback(uow, payment, parsed, clock=clock,
+                                                                             verify=verify)
+            await uow.callbacks.set_outcome(callback_id, outcome=outcome, checkout_request_id=parsed.checkout_request_id,
+                                            payment_id=payment.id if payment else None)
+            await uow.commit()
+    except Exception:
+        # Never lose the body nor answer 5xx for it: the stored callback shows in the review list.
+        log.exception("callback %s for %s could not be applied", callback_id, parsed.checkout_request_id)
+        await _set_outcome(uow, callback_id, "error", parsed.checkout_request_id, None)
+        return CallbackReceipt(callback_id, "error", None)
     log.info("callback %s for %s: result %s -> %s", callback_id, parsed.checkout_request_id, parsed.result_code, outcome)
     return CallbackReceipt(callback_id, outcome, payment.id if payment else None)
+
+
+def storable_body(body: bytes) -> str:
+    """The body as text any database keeps: invalid UTF-8 and NUL bytes become U+FFFD."""
+    return body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+async def _set_outcome(uow: UnitOfWork, callback_id: int, outcome: str, checkout_id: str | None,
+                       payment_id: str | None) -> None:
+    async with uow:
+        await uow.callbacks.set_outcome(callback_id, outcome=outcome, checkout_request_id=checkout_id,
+                                        payment_id=payment_id)
+        await uow.commit()
 
 
 async def _apply_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *, clock: Clock, verify: bool) -> str:
     now = clock.now()
     if payment.status is not PaymentStatus.PENDING:
-        return "duplicate"
+        return await _late_callback(uow, payment, cb, now=now)
     if not cb.succeeded:
         pm.settle(payment, result_code=cb.result_code, result_desc=cb.result_desc, now=now)
         await uow.payments.save(payment)
         await uow.jobs.enqueue("notify", {"event": "payment_failed", "payment_id": payment.id})
         return "settled"
+    problem = _unreadable_reason(cb) or await _receipt_taken_reason(uow, payment, cb)
+    if problem:
+        pm.send_to_review(payment, reason=problem, now=now)
+        await uow.payments.save(payment)
+        log.warning("payment %s sent to review: %s", payment.id, problem)
+        return "review"
     if cb.amount is None or cb.amount != Decimal(payment.amount):
         reason = f"M-Pesa reported {cb.amount if cb.amount is not None else 'no amount'} paid for a KES {payment.amount} request"
         _record_success_fields(payment, cb)
@@ -244,6 +274,48 @@ async def _apply_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *,
         return "awaiting_verification"
     await complete_and_queue_topup(uow, payment, cb, now=now)
     return "completed"
+
+
+def _unreadable_reason(cb: StkCallback) -> str | None:
+    if not cb.unreadable:
+        return None
+    return f"M-Pesa says paid, but its {' and '.join(cb.unreadable)} could not be read (see the stored callback)"
+
+
+async def _receipt_taken_reason(uow: UnitOfWork, payment: Payment, cb: StkCallback) -> str | None:
+    """One M-Pesa receipt pays one payment: a receipt already on another payment is for a person."""
+    if cb.receipt is None:
+        return None
+    other = await uow.payments.get_by_receipt(cb.receipt)
+    if other is None or other.id == payment.id:
+        return None
+    return f"M-Pesa receipt {cb.receipt} is already recorded on payment {other.id}"
+
+
+async def _late_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *, now: datetime) -> str:
+    """A callback for a payment we have settled already. A success carrying a receipt we have not
+    recorded means the tenant paid after we decided otherwise: a person looks (issue 10, hole 1).
+    Copies of a callback we applied, and late failures, change nothing."""
+    if not cb.succeeded or payment.status not in pm.LATE_SUCCESS_FROM:
+        return "duplicate"
+    if cb.receipt is not None and cb.receipt == payment.mpesa_receipt:
+        return "duplicate"
+    if cb.receipt is None and payment.status is PaymentStatus.NEEDS_REVIEW and payment.resolved_at is None:
+        return "duplicate"  # already waiting for a person, and this says nothing new
+    note = ""
+    if cb.amount is None or cb.amount != Decimal(payment.amount):
+        note += f"; M-Pesa reported {cb.amount if cb.amount is not None else 'no amount'} paid for KES {payment.amount}"
+    taken = _unreadable_reason(cb) or await _receipt_taken_reason(uow, payment, cb)
+    if taken:
+        note += f"; {taken}"
+    elif payment.mpesa_receipt is None:
+        _record_success_fields(payment, cb)
+    elif cb.receipt:
+        note += f"; second receipt {cb.receipt}"
+    pm.reopen_for_late_success(payment, now=now, note=note)
+    await uow.payments.save(payment)
+    log.warning("payment %s: %s", payment.id, payment.review_reason)
+    return "late_success"
 
 
 def _record_success_fields(payment: Payment, cb: StkCallback) -> None:
