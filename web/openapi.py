@@ -69,7 +69,8 @@ SCHEMAS = {
             "type": "object", "required": ["stkCallback"], "properties": {"stkCallback": {
                 "type": "object", "required": ["CheckoutRequestID", "ResultCode"],
                 "properties": {"MerchantRequestID": {"type": "string"},
-                               "CheckoutRequestID": {"type": "string", "minLength": 1},
+                               "CheckoutRequestID": {"type": "string", "minLength": 1, "maxLength": 64,
+                                                     "pattern": "^[^\\x00-\\x1f\\x7f]+$"},
                                "ResultCode": {"type": ["integer", "string"]}, "ResultDesc": {"type": "string"},
                                "CallbackMetadata": {"type": "object", "properties": {"Item": {"type": "array"}}}}}}}},
     },
