@@ -6,12 +6,14 @@ on its own port; the callback crosses real HTTP back to the app."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 import httpx
 import sqlalchemy as sa
 
+from core.admin.registry import AddMeter, AddTenant, add_tenant, register_meter
 from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox
@@ -161,8 +163,6 @@ def with_container(settings: Settings | str, fn: Callable[[Container], Awaitable
 
 def add_meters(stack: "Stack") -> None:
     """A101 (seed profile, KES 100 on it), B201 (tuya-standard, 10 kWh), OFF1 (inactive); tenant Wanjiku."""
-    from core.admin.registry import AddMeter, AddTenant, add_tenant, register_meter
-
     stack.tuya.add_device("dev-a101", "seed", balance="100", price="25")
     stack.tuya.add_device("dev-b201", "tuya-standard", balance="10")
     stack.tuya.add_device("dev-off1", "seed")
@@ -186,8 +186,6 @@ def add_meters(stack: "Stack") -> None:
 
 def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
     """The settings as environment variables, for a `lipameter` subprocess."""
-    import os
-
     env = {k: v for k, v in os.environ.items() if k.isupper() and not k.startswith(("DARAJA_", "TUYA_", "AT_"))}
     for name, value in settings.model_dump().items():
         if hasattr(value, "get_secret_value"):
