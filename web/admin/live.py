@@ -34,7 +34,7 @@ def last_known(meter: dict, problem: str = "") -> Reading:
                    meter.get("last_balance_at"), live=False, problem=problem)
 
 
-async def _read_one(container, meter: dict) -> Reading:
+async def _read_one(container: Container, meter: dict) -> Reading:
     gateway = container.meter_gateway
     _, reading = await read_balance(meter["number"], uow=container.uow(), meters=gateway, profiles=container.profiles,
                                     clock=container.clock)
@@ -46,7 +46,7 @@ async def _read_one(container, meter: dict) -> Reading:
                    prepayment=reading.prepayment)
 
 
-async def read_live(container, meters: list[dict], timeout_s: float = LIVE_TIMEOUT_S) -> dict[str, Reading]:
+async def read_live(container: Container, meters: list[dict], timeout_s: float = LIVE_TIMEOUT_S) -> dict[str, Reading]:
     """Number -> reading, for every meter given; inactive meters are not asked."""
     readings = {m["number"]: last_known(m) for m in meters}
     if container.meter_gateway is None:

@@ -36,7 +36,8 @@ async def add_meter(ctx: Ctx) -> Response:
                        profile=values["profile"] or "seed", price_per_kwh=values["price"] or None)
     try:
         meter = await register_meter(command, uow=ctx.container.uow(), meters=ctx.container.meter_gateway,
-                                     profiles=ctx.container.profiles, clock=ctx.container.clock, actor=ctx.user.username)
+                                     profiles=ctx.container.profiles, clock=ctx.container.clock,
+                                     actor=ctx.user.username)
     except DomainError as error:
         return await meters_page(ctx, status=domain_status(error), error=error.message, values=values)
     return ctx.redirect(f"/admin/meters/{meter.number}", f"Meter {meter.number} added; its specifications fit "

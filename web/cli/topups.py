@@ -43,8 +43,8 @@ def cmd_topup(args: argparse.Namespace) -> None:
 
 def cmd_topup_retry(args: argparse.Namespace) -> None:
     async def go(container: Container):
-        topup = await retry_topup(args.ref, args.reason or "retried from the command line", actor=Actor(cli_actor(args)),
-                                  uow=container.uow(), clock=container.clock)
+        topup = await retry_topup(args.ref, args.reason or "retried from the command line",
+                                  actor=Actor(cli_actor(args)), uow=container.uow(), clock=container.clock)
         return topup, await _apply_now(container, topup.id)
 
     topup, outcome = run_with_container(go)
