@@ -237,9 +237,9 @@ def topup_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> None:
 
 async def queue_topups(settings: Settings, numbers: list[str]) -> list[str]:
     from core.admin.operator import Actor, manual_topup
-    from web.services import build_services
+    from web.bootstrap import build_container
 
-    services = build_services(settings)
+    services = build_container(settings)
     try:
         return [(await manual_topup(number, 50, "bench", actor=Actor("bench"), uow=services.uow(),
                                     profiles=services.profiles, clock=services.clock)).id for number in numbers]

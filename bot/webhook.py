@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from bot.runtime import TelegramBot
+
 log = logging.getLogger("lipameter.bot")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -28,8 +30,16 @@ async def _body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-async def telegram_webhook(request: Request) -> Response:
-    bot = getattr(request.app.state, "telegram", None)
+def webhook_routes(bot: TelegramBot | None) -> list[Route]:
+    """`POST /telegram/webhook` bound to the process's bot (None: the bot is not configured, 404)."""
+
+    async def endpoint(request: Request) -> Response:
+        return await telegram_webhook(request, bot)
+
+    return [Route("/telegram/webhook", endpoint, methods=["POST"])]
+
+
+async def telegram_webhook(request: Request, bot: TelegramBot | None) -> Response:
     if bot is None:
         return PlainTextResponse("the Telegram bot is not configured", status_code=404)
     given = request.headers.get(SECRET_HEADER, "")
@@ -50,6 +60,3 @@ async def telegram_webhook(request: Request) -> Response:
         # Acknowledged anyway: Telegram would only send the same malformed update again.
         log.warning("telegram webhook: ignored a malformed update (%d bytes)", len(body))
     return Response(status_code=200)
-
-
-routes = [Route("/telegram/webhook", telegram_webhook, methods=["POST"])]

@@ -3,7 +3,6 @@ logs in and posts forms the way a browser does (cookie jar, CSRF field read from
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 import time
@@ -12,10 +11,7 @@ from typing import Any
 import httpx
 
 from core.admin.auth import create_admin_user
-from core.shared.clock import SystemClock
-from storage.admin_users import SqlAdminUsers
-from storage.db import create_engine
-from tests.stack import Stack
+from tests.stack import Stack, with_container
 
 SECRET = "dashboard-test-secret-0123456789abcdef"
 # TRUSTED_PROXIES: the tests play clients at other addresses with X-Forwarded-For.
@@ -46,15 +42,8 @@ def module_database(request, tmp_path_factory, sqlite_template) -> str:
 
 
 def add_user(database_url: str, username: str, role: str, password: str | None = None) -> None:
-    async def go():
-        engine = create_engine(database_url)
-        try:
-            await create_admin_user(username, password or PASSWORDS[username], role, users=SqlAdminUsers(engine),
-                                    now=SystemClock().now(), actor="test")
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
+    with_container(database_url, lambda c: create_admin_user(
+        username, password or PASSWORDS[username], role, users=c.admin_users, now=c.clock.now(), actor="test"))
 
 
 class Browser(httpx.Client):

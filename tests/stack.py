@@ -6,20 +6,26 @@ on its own port; the callback crosses real HTTP back to the app."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import httpx
 import sqlalchemy as sa
 
+from core.admin.registry import AddMeter, AddTenant, add_tenant, register_meter
 from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox
 from sandbox.tuya import create_tuya_sandbox
 from storage.db import create_engine
 from tests.servers import ServerThread, reserve_port
+from ussd.hop import UssdConfig
 from web.app import create_app
+from web.bootstrap import Container, build_container
 from web.settings import Settings
+
+T = TypeVar("T")
 
 API_KEY = "test-api-key-1"
 CALLBACK_TOKEN = "test-callback-token-0123456789"
@@ -31,7 +37,8 @@ TELEGRAM = dict(token="7000000001:sandbox-test-token", secret="test-webhook-secr
 
 class Stack:
     def __init__(self, database_url: str, *, callback_delay_s: float = 0.1, run_worker: bool = True,
-                 seed: bool = True, telegram: bool = False, **overrides: Any) -> None:
+                 seed: bool = True, telegram: bool = False, ussd_config: UssdConfig | None = None,
+                 **overrides: Any) -> None:
         self.database_url = database_url
         self.daraja_app = create_daraja_sandbox(callback_delay_s=callback_delay_s, **DARAJA)
         self.daraja = self.daraja_app.state.daraja
@@ -40,8 +47,6 @@ class Stack:
         self.tuya, self.sms = tuya_app.state.tuya, sms_app.state.sms
         self._tuya_server, self._sms_server = ServerThread(tuya_app).start(), ServerThread(sms_app).start()
         self.tuya_url = self._tuya_server.url
-        if seed:
-            add_meters(database_url, self)
         port = reserve_port()
         self.url = f"http://127.0.0.1:{port}"
         settings = dict(
@@ -62,7 +67,11 @@ class Stack:
                             telegram_api_base=self._telegram_server.url)
         settings.update(overrides)
         self.settings = Settings(_env_file=None, **settings)
-        self.app = create_app(self.settings, run_worker=run_worker)
+        if seed:
+            add_meters(self)
+        self.ussd_config = ussd_config
+        self.container = build_container(self.settings, ussd_config=ussd_config)
+        self.app = create_app(self.container, run_worker=run_worker)
         self._app_server = ServerThread(self.app, port=port).start()
         self.port = port
         self._wait_for_bot()
@@ -75,14 +84,15 @@ class Stack:
     def restart_app(self) -> None:
         """A new app process on the same database and port (the sandboxes keep running)."""
         self._app_server.stop()
-        self.app = create_app(self.settings, run_worker=True)
+        self.container = build_container(self.settings, ussd_config=self.ussd_config)
+        self.app = create_app(self.container, run_worker=True)
         self._app_server = ServerThread(self.app, port=self.port).start()
         self._wait_for_bot()
 
     def _wait_for_bot(self, timeout: float = 10) -> None:
         """The bot starts in the background (getMe, setWebhook); updates wait until it is up."""
         deadline = time.monotonic() + timeout
-        while self.telegram is not None and not getattr(getattr(self.app.state, "telegram", None), "ready", False):
+        while self.telegram is not None and not (self.container.telegram_bot and self.container.telegram_bot.ready):
             if time.monotonic() > deadline:
                 raise RuntimeError("the Telegram bot did not start")
             time.sleep(0.01)
@@ -136,50 +146,46 @@ def run_sql(database_url: str, query: str, **params: Any) -> list[sa.Row]:
     return asyncio.run(go())
 
 
-def meter_gateway(stack: "Stack"):
-    from gateways.tuya import TuyaMeterGateway
+def with_container(settings: Settings | str, fn: Callable[[Container], Awaitable[T]]) -> T:
+    """Run `fn` against a container of its own (settings, or just a database URL), then close it."""
+    if isinstance(settings, str):
+        settings = Settings(_env_file=None, database_url=settings)
 
-    return TuyaMeterGateway(stack.tuya_url, TUYA["access_id"], TUYA["access_secret"], timeout_s=2)
+    async def go() -> T:
+        container = build_container(settings)
+        try:
+            return await fn(container)
+        finally:
+            await container.aclose()
+
+    return asyncio.run(go())
 
 
-def add_meters(database_url: str, stack: "Stack") -> None:
+def add_meters(stack: "Stack") -> None:
     """A101 (seed profile, KES 100 on it), B201 (tuya-standard, 10 kWh), OFF1 (inactive); tenant Wanjiku."""
-    from core.admin.registry import AddMeter, AddTenant, add_tenant, register_meter
-    from core.meters.profiles import BUILTIN_PROFILES
-    from storage.uow import SqlUnitOfWork
-
     stack.tuya.add_device("dev-a101", "seed", balance="100", price="25")
     stack.tuya.add_device("dev-b201", "tuya-standard", balance="10")
     stack.tuya.add_device("dev-off1", "seed")
-    gateway = meter_gateway(stack)
 
-    async def go():
-        engine = create_engine(database_url)
-        register = dict(meters=gateway, profiles=BUILTIN_PROFILES)
-        try:
-            await register_meter(AddMeter(number="A101", name="Flat A1", device_id="dev-a101", price_per_kwh="25"),
-                                 uow=SqlUnitOfWork(engine), **register)
-            await register_meter(AddMeter(number="B201", name="Shop 1", device_id="dev-b201", profile="tuya-standard",
-                                          price_per_kwh="25"), uow=SqlUnitOfWork(engine), **register)
-            meter = await register_meter(AddMeter(number="OFF1", name="Closed shop", device_id="dev-off1"),
-                                         uow=SqlUnitOfWork(engine), **register)
-            async with SqlUnitOfWork(engine) as uow:
-                meter.active = False
-                await uow.meters.save(meter)
-                await uow.commit()
-            await add_tenant(AddTenant(phone="0712345678", name="Wanjiku", meter_numbers=["A101"]),
-                             uow=SqlUnitOfWork(engine))
-        finally:
-            await engine.dispose()
-            gateway.close()
+    async def go(c: Container) -> None:
+        register = dict(meters=c.meter_gateway, profiles=c.profiles)
+        await register_meter(AddMeter(number="A101", name="Flat A1", device_id="dev-a101", price_per_kwh="25"),
+                             uow=c.uow(), **register)
+        await register_meter(AddMeter(number="B201", name="Shop 1", device_id="dev-b201", profile="tuya-standard",
+                                      price_per_kwh="25"), uow=c.uow(), **register)
+        meter = await register_meter(AddMeter(number="OFF1", name="Closed shop", device_id="dev-off1"),
+                                     uow=c.uow(), **register)
+        async with c.uow() as uow:
+            meter.active = False
+            await uow.meters.save(meter)
+            await uow.commit()
+        await add_tenant(AddTenant(phone="0712345678", name="Wanjiku", meter_numbers=["A101"]), uow=c.uow())
 
-    asyncio.run(go())
+    with_container(stack.settings, go)
 
 
 def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
     """The settings as environment variables, for a `lipameter` subprocess."""
-    import os
-
     env = {k: v for k, v in os.environ.items() if k.isupper() and not k.startswith(("DARAJA_", "TUYA_", "AT_"))}
     for name, value in settings.model_dump().items():
         if hasattr(value, "get_secret_value"):

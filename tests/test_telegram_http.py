@@ -21,6 +21,7 @@ from tests.servers import ServerThread
 from tests.stack import TELEGRAM, Stack, settings_env
 from tests.telegram_helpers import TelegramUser
 from web.app import create_app
+from web.bootstrap import build_container
 
 WARN = "\u26a0\ufe0f "
 STALE = "This button is from an earlier message. Please use the latest one."
@@ -165,10 +166,10 @@ def test_restart_mid_conversation_and_a_double_tap_across_two_replicas(stack):
     assert user.send("300") == "Confirm payment:\nMeter A101 Flat A1\nAmount KES 300\nPhone 0712345678"
     confirm = user.last
 
-    replica = create_app(stack.settings, run_worker=False)
-    other = ServerThread(replica).start()  # a second replica
+    replica = build_container(stack.settings)
+    other = ServerThread(create_app(replica, run_worker=False)).start()  # a second replica
     try:
-        user._wait(lambda: getattr(getattr(replica.state, "telegram", None), "ready", False), "a replica's start-up")
+        user._wait(lambda: replica.telegram_bot.ready, "a replica's start-up")
         taps = [stack.telegram.press(user.chat_id, confirm["message_id"], label="Pay now") for _ in range(2)]
         posts = [(stack.url, taps[0]), (other.url, taps[1])]
         with ThreadPoolExecutor(2) as pool:

@@ -11,8 +11,8 @@ import pytest
 
 from tests.stack import Stack
 from tests.ussd_helpers import seed_ussd
-from web.cli_common import CliError
-from web.dial import dial, gateway_phone, ussd_url
+from web.cli.common import CliError
+from web.cli.dial import dial, gateway_phone, ussd_url
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ PUSH_DELAY_S = 1.2
 
 @pytest.fixture
 def stack(database_url):
-    stack = Stack(database_url)
+    stack = Stack(database_url, ussd_config=UssdConfig(push_delay_s=PUSH_DELAY_S))
     seed_ussd(database_url)
-    stack.app.state.ussd_config = UssdConfig(push_delay_s=PUSH_DELAY_S)
     yield stack
     stack.stop()
 

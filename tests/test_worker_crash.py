@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from core.admin.operator import Actor, manual_topup
 from tests.stack import Stack, settings_env
-from web.services import build_services, build_worker
+from web.bootstrap import build_container
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,18 +69,17 @@ async def test_two_workers_keep_one_top_up_in_flight_per_meter(pg_url):
 
     await asyncio.to_thread(_truncate_pg, pg_url)
     stack = await asyncio.to_thread(Stack, pg_url, run_worker=False, topup_backoff_s="0.2")
-    services = [build_services(stack.settings) for _ in range(2)]
+    containers = [build_container(stack.settings, worker_id=f"w{i}") for i in range(2)]
     stop = asyncio.Event()
     try:
         stack.tuya.set_fault("dev-a101", "slow", n=None, seconds=0.2)  # widen every window
         for amount in (50, 60, 70, 80):
-            await manual_topup("A101", amount, "load test", actor=Actor("test"), uow=services[0].uow(),
-                               profiles=services[0].profiles, clock=services[0].clock)
-        workers = [build_worker(s, worker_id=f"w{i}") for i, s in enumerate(services)]
-        tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+            await manual_topup("A101", amount, "load test", actor=Actor("test"), uow=containers[0].uow(),
+                               profiles=containers[0].profiles, clock=containers[0].clock)
+        tasks = [asyncio.create_task(c.worker.run(stop)) for c in containers]
         deadline = time.monotonic() + 60
         while True:
-            async with services[0].engine.connect() as conn:
+            async with containers[0].engine.connect() as conn:
                 left = await conn.scalar(sa.text("SELECT count(*) FROM topups WHERE status <> 'applied'"))
             if left == 0:
                 break
@@ -88,15 +87,15 @@ async def test_two_workers_keep_one_top_up_in_flight_per_meter(pg_url):
             await asyncio.sleep(0.2)
         stop.set()
         await asyncio.gather(*tasks)
-        async with services[0].engine.connect() as conn:
+        async with containers[0].engine.connect() as conn:
             rows = (await conn.execute(sa.text("SELECT sent_at, applied_at FROM topups ORDER BY sent_at"))).all()
         for earlier, later in zip(rows, rows[1:]):
             assert earlier.applied_at <= later.sent_at  # never two charges in the air for one meter
         assert stack.tuya.total_credits("dev-a101") == Decimal(260)
     finally:
         stop.set()
-        for s in services:
-            await s.aclose()
+        for c in containers:
+            await c.aclose()
         await asyncio.to_thread(stack.stop)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -10,9 +9,9 @@ from decimal import Decimal
 import httpx
 
 from core.admin.registry import AddMeter, AddTenant, add_meter, add_tenant
-from storage.db import create_engine
-from storage.uow import SqlUnitOfWork
+from tests.stack import with_container
 from ussd.render import LIMIT
+from web.bootstrap import Container
 
 WANJIKU, OTIENO, AKINYI, STRANGER = "+254712345678", "+254722000111", "+254733000222", "+254744000333"
 TWELVE = [f"M{i:02d}" for i in range(1, 13)]
@@ -64,28 +63,22 @@ def seed_ussd(database_url: str) -> None:
     """On top of the Stack's A101/B201/OFF1 and Wanjiku: A102 for Wanjiku, Otieno (Swahili) with B201,
     Akinyi with twelve meters, and A101's last known balance 1,250.50 read three hours ago."""
 
-    async def go():
-        engine = create_engine(database_url)
-        try:
-            await add_meter(AddMeter(number="A102", name="Flat A2, Kilimani Court", device_id="dev-a102"),
-                            uow=SqlUnitOfWork(engine))
-            for number in TWELVE:
-                await add_meter(AddMeter(number=number, name=f"Block {number[1:]}", device_id=f"dev-{number}"),
-                                uow=SqlUnitOfWork(engine))
-            await add_tenant(AddTenant(phone=WANJIKU, meter_numbers=["A101", "A102"]), uow=SqlUnitOfWork(engine))
-            await add_tenant(AddTenant(phone=OTIENO, name="Otieno", meter_numbers=["B201"], language="sw"),
-                             uow=SqlUnitOfWork(engine))
-            await add_tenant(AddTenant(phone=AKINYI, name="Akinyi", meter_numbers=TWELVE), uow=SqlUnitOfWork(engine))
-            async with SqlUnitOfWork(engine) as uow:
-                meter = await uow.meters.get_by_number("A101")
-                meter.last_balance = Decimal("1250.50")
-                meter.last_balance_at = datetime.now(timezone.utc) - timedelta(hours=3, minutes=5)
-                await uow.meters.save(meter)
-                await uow.commit()
-        finally:
-            await engine.dispose()
+    async def go(c: Container) -> None:
+        await add_meter(AddMeter(number="A102", name="Flat A2, Kilimani Court", device_id="dev-a102"), uow=c.uow())
+        for number in TWELVE:
+            await add_meter(AddMeter(number=number, name=f"Block {number[1:]}", device_id=f"dev-{number}"),
+                            uow=c.uow())
+        await add_tenant(AddTenant(phone=WANJIKU, meter_numbers=["A101", "A102"]), uow=c.uow())
+        await add_tenant(AddTenant(phone=OTIENO, name="Otieno", meter_numbers=["B201"], language="sw"), uow=c.uow())
+        await add_tenant(AddTenant(phone=AKINYI, name="Akinyi", meter_numbers=TWELVE), uow=c.uow())
+        async with c.uow() as uow:
+            meter = await uow.meters.get_by_number("A101")
+            meter.last_balance = Decimal("1250.50")
+            meter.last_balance_at = datetime.now(timezone.utc) - timedelta(hours=3, minutes=5)
+            await uow.meters.save(meter)
+            await uow.commit()
 
-    asyncio.run(go())
+    with_container(database_url, go)
 
 
 def as_datetime(value) -> datetime:

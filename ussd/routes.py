@@ -8,8 +8,6 @@ here calls Daraja or Tuya: the STK push goes out from a job after the session ha
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, Counter
@@ -19,7 +17,7 @@ from starlette.routing import Route
 
 from core.dialogue import texts
 from core.shared.phone import mask_phone
-from ussd.hop import Answer, UssdConfig, UssdDeps, answer, ending, parse_hop
+from ussd.hop import Answer, UssdDeps, answer, ending, parse_hop
 
 log = logging.getLogger("lipameter.ussd")
 
@@ -53,26 +51,14 @@ async def _form(request: Request) -> dict[str, list[str]]:
     return {name: [value.replace("\x00", "") for value in values] for name, values in fields.items()}
 
 
-def ussd_routes(build: Callable[[Any], UssdDeps], *, registry_of: Callable[[Any], CollectorRegistry | None]
-                = lambda services: None) -> list[Route]:
-    """Routes bound to `build(app.state.services)`, made once per app. `app.state.ussd_config`, when
-    set, overrides the USSD timings (the tests shorten the push delay with it)."""
-
-    def deps_of(request: Request) -> tuple[UssdDeps, UssdMetrics]:
-        state = request.app.state
-        services = state.services
-        cached = getattr(state, "ussd_deps", None)
-        if cached is None or cached[0] is not services:
-            cached = (services, build(services), UssdMetrics(registry_of(services)))
-            state.ussd_deps = cached
-        config: UssdConfig | None = getattr(state, "ussd_config", None)
-        return (cached[1] if config is None else replace(cached[1], config=config)), cached[2]
+def ussd_routes(deps: UssdDeps, metrics: UssdMetrics) -> list[Route]:
+    """Routes bound to the process's USSD dependencies (built once, by the composition root)."""
 
     async def ussd(request: Request) -> Response:
-        return await answer_hop(request, *deps_of(request))
+        return await answer_hop(request, deps, metrics)
 
     async def events(request: Request) -> Response:
-        return await record_event(request, *deps_of(request))
+        return await record_event(request, deps, metrics)
 
     return [Route("/ussd", ussd, methods=["POST"]), Route("/ussd/events", events, methods=["POST"])]
 

@@ -1,9 +1,9 @@
-"""`lipameter demo`: the whole product on one machine. SQLite, the sandbox mounted in the same process
-(reached over real HTTP on loopback, like the real services), demo meters and tenants, a printed how-to."""
+"""What `lipameter demo` (web/cli/demo.py) runs: the whole product on one machine. SQLite, the sandbox
+mounted in the same process (reached over real HTTP on loopback, like the real services), demo meters
+and tenants, a printed how-to."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -18,11 +18,8 @@ from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox
 from sandbox.tuya import create_tuya_sandbox
-from storage.db import create_engine
-from storage.migrate import upgrade
-from storage.uow import SqlUnitOfWork
 from web.admin.demo_admin import DEMO_ADMIN, ensure_demo_admin
-from web.demo_history import start_history
+from web.bootstrap import Container
 from web.settings import Settings
 
 log = logging.getLogger("lipameter.demo")
@@ -88,24 +85,22 @@ def _dp_specs(tuya_app, device: str) -> dict:
     return {code: spec.to_dict() for code, spec in specs.items()}
 
 
-async def seed_demo_data(database_url: str, tuya_app) -> bool:
+async def seed_demo_data(container: Container, tuya_app) -> bool:
     """Meters, tenants and the demo admin; answers whether the database already has payments."""
-    engine = create_engine(database_url)
-    try:
-        for number, name, device, profile, price in DEMO_METERS:
-            try:
-                await add_meter(AddMeter(number=number, name=name, device_id=device, profile=profile,
-                                         price_per_kwh=price, dp_specs=_dp_specs(tuya_app, device)),
-                                uow=SqlUnitOfWork(engine))
-            except Conflict:
-                pass  # already there from an earlier demo run
-        for phone, name, numbers in DEMO_TENANTS:
-            await add_tenant(AddTenant(phone=phone, name=name, meter_numbers=numbers), uow=SqlUnitOfWork(engine))
-        await ensure_demo_admin(engine)
-        async with engine.connect() as conn:
-            return bool(await conn.scalar(sa.text("SELECT count(*) FROM payments")))
-    finally:
-        await engine.dispose()
+    for number, name, device, profile, price in DEMO_METERS:
+        try:
+            await add_meter(AddMeter(number=number, name=name, device_id=device, profile=profile,
+                                     price_per_kwh=price, dp_specs=_dp_specs(tuya_app, device)), uow=container.uow())
+        except Conflict:
+            pass  # already there from an earlier demo run
+    for phone, name, numbers in DEMO_TENANTS:
+        await add_tenant(AddTenant(phone=phone, name=name, meter_numbers=numbers), uow=container.uow())
+    await ensure_demo_admin(container.admin_users, now=container.clock.now())
+    async with container.engine.connect() as conn:
+        has_payments = bool(await conn.scalar(sa.text("SELECT count(*) FROM payments")))
+    # The server runs on another event loop: it must not inherit this loop's pooled connections.
+    await container.engine.dispose()
+    return has_payments
 
 
 def how_to(settings: Settings) -> str:
@@ -151,24 +146,3 @@ Take meter A101 offline (payments wait, then credit once it is back: fault "onli
 Admin dashboard:     {base}/admin  (log in as {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}; add logins with `lipameter admin create`)
 Also: {base}/openapi.json, {base}/metrics; `lipameter meter list`, `lipameter review list` (same DATABASE_URL).
 """
-
-
-def run_demo(*, host: str = "127.0.0.1", port: int = 8000, database_url: str | None = None) -> None:
-    import uvicorn
-
-    from web.app import create_app
-    from web.cli import configure_logging
-
-    settings = demo_settings(host=host, port=port, database_url=database_url)
-    configure_logging(settings.log_level)
-    upgrade(settings.database_url)
-    tuya_app = demo_tuya()
-    has_payments = asyncio.run(seed_demo_data(settings.database_url, tuya_app))
-    app = create_app(settings, extra_routes=sandbox_mounts(tuya_app))
-    print(how_to(settings), flush=True)
-    if not has_payments:
-        print("Making a little history now: 4 payments through the sandbox; the top-up on A102 fails on purpose.\n"
-              "Find it on the dashboard (Overview -> Top-ups failed -> the payment) and press \"Retry top-up\".\n",
-              flush=True)
-    start_history(settings.public_base_url, DEMO_API_KEY, database_has_payments=has_payments)
-    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from core.meters.profiles import DpSpec, missing_codes
 from core.shared.errors import ConfigurationError, UpstreamError
-from web.services import Services
+from web.bootstrap import Container, build_container
 from web.settings import Settings
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -56,7 +56,7 @@ def fail(name: str, message: str) -> Check:
 
 # --- database ---------------------------------------------------------------------------------------
 
-async def check_database(s: Services) -> list[Check]:
+async def check_database(s: Container) -> list[Check]:
     from alembic.script import ScriptDirectory
 
     from storage.migrate import alembic_config
@@ -88,7 +88,7 @@ def daraja_environment(base_url: str) -> tuple[str, str]:
     return host, SAFARICOM_HOSTS.get(host, f"a stand-in at {host or base_url!r}")
 
 
-async def check_daraja(s: Services) -> list[Check]:
+async def check_daraja(s: Container) -> list[Check]:
     settings = s.settings
     host, environment = daraja_environment(settings.daraja_base_url)
     lines = []
@@ -138,7 +138,7 @@ def _shortcode_and_passkey(settings: Settings, *, production: bool) -> list[Chec
 
 # --- callback URL -----------------------------------------------------------------------------------
 
-async def check_callback_url(s: Services) -> list[Check]:
+async def check_callback_url(s: Container) -> list[Check]:
     base = s.settings.public_base_url.strip()
     if not base:
         return [fail("callback url", "PUBLIC_BASE_URL is empty: set the https:// address Safaricom can reach")]
@@ -173,7 +173,7 @@ async def _not_public(host: str) -> str | None:
 
 # --- Tuya -------------------------------------------------------------------------------------------
 
-async def check_tuya(s: Services) -> list[Check]:
+async def check_tuya(s: Container) -> list[Check]:
     gateway = s.meter_gateway
     if gateway is None:
         return [fail("tuya", "TUYA_ENDPOINT, TUYA_ACCESS_ID and TUYA_ACCESS_SECRET are not all set: paid "
@@ -230,7 +230,7 @@ async def _check_meter(s: Services, meter) -> tuple[Check, bool]:
 
 # --- Africa's Talking, Telegram ---------------------------------------------------------------------
 
-async def check_sms(s: Services) -> list[Check]:
+async def check_sms(s: Container) -> list[Check]:
     from gateways.sms import account_balance
 
     settings = s.settings
@@ -249,7 +249,7 @@ async def check_sms(s: Services) -> list[Check]:
     return [ok("sms", f"Africa's Talking credentials valid, balance {balance}{sandbox}")]
 
 
-async def check_telegram(s: Services) -> list[Check]:
+async def check_telegram(s: Container) -> list[Check]:
     settings = s.settings
     token = settings.telegram_bot_token.get_secret_value()
     if not token:
@@ -280,7 +280,7 @@ async def check_telegram(s: Services) -> list[Check]:
 
 # --- allowlists, worker -----------------------------------------------------------------------------
 
-async def check_allowlists(s: Services) -> list[Check]:
+async def check_allowlists(s: Container) -> list[Check]:
     settings, lines = s.settings, []
     for name, value, who in (("CALLBACK_ALLOWED_IPS", settings.callback_allowed_ips, "Safaricom's callback addresses"),
                              ("USSD_ALLOWED_IPS", settings.ussd_allowed_ips, "Africa's Talking's addresses")):
@@ -291,7 +291,7 @@ async def check_allowlists(s: Services) -> list[Check]:
     return lines
 
 
-async def check_worker(s: Services) -> list[Check]:
+async def check_worker(s: Container) -> list[Check]:
     from storage.heartbeats import SqlHeartbeats
 
     try:
@@ -308,13 +308,13 @@ async def check_worker(s: Services) -> list[Check]:
     return [ok("worker", f"alive, seen {max(age, 0):.0f}s ago ({worker_id})")]
 
 
-CHECKS: list[Callable[[Services], Awaitable[list[Check]]]] = [
+CHECKS: list[Callable[[Container], Awaitable[list[Check]]]] = [
     check_database, check_daraja, check_callback_url, check_tuya, check_sms, check_telegram,
     check_allowlists, check_worker,
 ]
 
 
-async def run_checks(services: Services) -> list[Check]:
+async def run_checks(services: Container) -> list[Check]:
     lines: list[Check] = []
     for check in CHECKS:
         name = check.__name__.removeprefix("check_")
@@ -327,10 +327,9 @@ async def run_checks(services: Services) -> list[Check]:
 
 def doctor(settings: Settings, out: Callable[[str], None] = print) -> int:
     """Print one line per check; the number of failures is the result."""
-    from web.services import build_services
 
     async def go() -> list[Check]:
-        services = build_services(settings)
+        services = build_container(settings)
         try:
             return await run_checks(services)
         finally:

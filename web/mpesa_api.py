@@ -14,6 +14,7 @@ from core.shared.errors import DomainError
 from core.payments.service import InitiatePayment, PaymentStarted, initiate_payment, receive_callback
 from core.payments.model import Channel, PaymentStatus
 from storage.views import payment_view
+from web.bootstrap import container_of
 from web.http import (
     HttpError, address_allowed, client_address, domain_status, error_response, read_body,
     read_json_object, require_api_key, wire_number,
@@ -26,7 +27,7 @@ ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
 
 async def create_payment(request: Request) -> Response:
-    services = request.app.state.services
+    services = container_of(request)
     try:
         require_api_key(request, services.settings.api_key_list)
         body = await read_json_object(request, services.settings.max_body_bytes)
@@ -76,7 +77,7 @@ def _started_response(started: PaymentStarted) -> JSONResponse:
 
 
 async def mpesa_callback(request: Request) -> Response:
-    services = request.app.state.services
+    services = container_of(request)
     settings = services.settings
     expected = settings.callback_token.get_secret_value().encode()
     presented = request.path_params["token"].encode()
@@ -100,7 +101,7 @@ async def mpesa_callback(request: Request) -> Response:
 
 
 async def get_payment(request: Request) -> Response:
-    services = request.app.state.services
+    services = container_of(request)
     try:
         require_api_key(request, services.settings.api_key_list)
     except HttpError as error:

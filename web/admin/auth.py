@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from core.admin.auth import BadCredentials, Throttled, authenticate, verify_password
-from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 from web.admin import csrf
 from web.admin.forms import FormError, read_form
 from web.admin.site import SECURITY_HEADERS, AdminSite, Ctx
@@ -53,12 +52,12 @@ async def login(site: AdminSite, request: Request) -> Response:
 
 
 async def _check_password(request: Request, site: AdminSite, username: str, password: str, next_url: str) -> Response:
-    services = request.app.state.services
-    now = services.clock.now()
-    address = client_address(request, services.settings.trusted_proxy_list) or "unknown"
-    attempts = SqlLoginAttempts(services.engine)
+    container = site.container
+    now = container.clock.now()
+    address = client_address(request, container.settings.trusted_proxy_list) or "unknown"
+    attempts = container.login_attempts
     try:
-        user = await authenticate(username, password, address=address, users=SqlAdminUsers(services.engine),
+        user = await authenticate(username, password, address=address, users=container.admin_users,
                                   attempts=attempts, now=now,
                                   verify=lambda p, h: asyncio.to_thread(verify_password, p, h))
     except Throttled as error:

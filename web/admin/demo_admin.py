@@ -3,21 +3,19 @@ demo run: the printed login always works, whatever an earlier run left in the da
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from datetime import datetime
 
 from core.admin.auth import create_admin_user, hash_password
-from core.shared.clock import SystemClock
 from core.shared.errors import Conflict
 from storage.admin_users import SqlAdminUsers
 
 DEMO_ADMIN = ("admin", "lipameter-demo")
 
 
-async def ensure_demo_admin(engine: AsyncEngine) -> tuple[str, str]:
+async def ensure_demo_admin(users: SqlAdminUsers, *, now: datetime) -> tuple[str, str]:
     username, password = DEMO_ADMIN
-    users = SqlAdminUsers(engine)
     try:
-        await create_admin_user(username, password, "admin", users=users, now=SystemClock().now(), actor="demo")
+        await create_admin_user(username, password, "admin", users=users, now=now, actor="demo")
     except Conflict:
         await users.set_password(username, hash_password(password))
     return DEMO_ADMIN

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from core.admin.operator import read_balance
 from storage.dashboard import set_meter_online
+from web.bootstrap import Container
 
 log = logging.getLogger("lipameter.admin.live")
 
@@ -33,24 +34,24 @@ def last_known(meter: dict, problem: str = "") -> Reading:
                    meter.get("last_balance_at"), live=False, problem=problem)
 
 
-async def _read_one(services, meter: dict) -> Reading:
-    gateway = services.meter_gateway
-    _, reading = await read_balance(meter["number"], uow=services.uow(), meters=gateway, profiles=services.profiles,
-                                    clock=services.clock)
+async def _read_one(container: Container, meter: dict) -> Reading:
+    gateway = container.meter_gateway
+    _, reading = await read_balance(meter["number"], uow=container.uow(), meters=gateway, profiles=container.profiles,
+                                    clock=container.clock)
     # read_balance takes any status answer as "online", but Tuya answers status for offline devices
     # too (their last values): the device info's flag is the one to believe.
     online = bool((await gateway.device_info(meter["device_id"])).get("online"))
-    await set_meter_online(services.engine, meter["id"], online)
-    return Reading(reading.money_balance, reading.energy_balance, online, services.clock.now(), live=True,
+    await set_meter_online(container.engine, meter["id"], online)
+    return Reading(reading.money_balance, reading.energy_balance, online, container.clock.now(), live=True,
                    prepayment=reading.prepayment)
 
 
-async def read_live(services, meters: list[dict], timeout_s: float = LIVE_TIMEOUT_S) -> dict[str, Reading]:
+async def read_live(container: Container, meters: list[dict], timeout_s: float = LIVE_TIMEOUT_S) -> dict[str, Reading]:
     """Number -> reading, for every meter given; inactive meters are not asked."""
     readings = {m["number"]: last_known(m) for m in meters}
-    if services.meter_gateway is None:
+    if container.meter_gateway is None:
         return {n: last_known(m, "Tuya is not configured") for n, m in zip(readings, meters)}
-    tasks = {asyncio.create_task(_read_one(services, m)): m for m in meters if m.get("active")}
+    tasks = {asyncio.create_task(_read_one(container, m)): m for m in meters if m.get("active")}
     if not tasks:
         return readings
     done, pending = await asyncio.wait(tasks, timeout=timeout_s)

@@ -21,22 +21,23 @@ ADD_FIELDS = ("number", "name", "device_id", "profile", "price")
 
 
 async def meters_page(ctx: Ctx, *, status: int = 200, error: str | None = None, values: dict | None = None) -> Response:
-    meters = await meters_with_last_topup(ctx.services.engine)
-    readings = await read_live(ctx.services, meters)
+    meters = await meters_with_last_topup(ctx.container.engine)
+    readings = await read_live(ctx.container, meters)
     return ctx.render("admin/meters.html", status, title="Meters", meters=meters, readings=readings, error=error,
-                      values=values or {"profile": "seed"}, profiles=sorted(ctx.services.profiles))
+                      values=values or {"profile": "seed"}, profiles=sorted(ctx.container.profiles))
 
 
 async def add_meter(ctx: Ctx) -> Response:
     values = {name: text(ctx.form, name, limit=64) for name in ADD_FIELDS}
-    if ctx.services.meter_gateway is None:
+    if ctx.container.meter_gateway is None:
         return await meters_page(ctx, status=503, values=values,
                                  error="Tuya is not configured here, so the meter's specifications cannot be checked.")
     command = AddMeter(number=values["number"], name=values["name"], device_id=values["device_id"],
                        profile=values["profile"] or "seed", price_per_kwh=values["price"] or None)
     try:
-        meter = await register_meter(command, uow=ctx.services.uow(), meters=ctx.services.meter_gateway,
-                                     profiles=ctx.services.profiles, clock=ctx.services.clock, actor=ctx.user.username)
+        meter = await register_meter(command, uow=ctx.container.uow(), meters=ctx.container.meter_gateway,
+                                     profiles=ctx.container.profiles, clock=ctx.container.clock,
+                                     actor=ctx.user.username)
     except DomainError as error:
         return await meters_page(ctx, status=domain_status(error), error=error.message, values=values)
     return ctx.redirect(f"/admin/meters/{meter.number}", f"Meter {meter.number} added; its specifications fit "
@@ -44,7 +45,7 @@ async def add_meter(ctx: Ctx) -> Response:
 
 
 async def _meter_or_404(ctx: Ctx) -> dict:
-    meter = await meter_detail(ctx.services.engine, ctx.request.path_params["number"])
+    meter = await meter_detail(ctx.container.engine, ctx.request.path_params["number"])
     if meter is None:
         raise not_found("meter with that number")
     return meter
@@ -52,7 +53,7 @@ async def _meter_or_404(ctx: Ctx) -> dict:
 
 async def meter_page(ctx: Ctx, *, status: int = 200, error: str | None = None, values: dict | None = None) -> Response:
     meter = await _meter_or_404(ctx)
-    reading = (await read_live(ctx.services, [meter]))[meter["number"]]
+    reading = (await read_live(ctx.container, [meter]))[meter["number"]]
     return ctx.render("admin/meter.html", status, title=f"Meter {meter['number']}", meter=meter, reading=reading,
                       error=error, values=values or {}, request_key=uuid.uuid4().hex)
 
@@ -70,15 +71,15 @@ async def _act(ctx: Ctx, action, done: str, values: dict | None = None) -> Respo
 
 
 async def topup(ctx: Ctx) -> Response:
-    number, services = ctx.request.path_params["number"], ctx.services
+    number, container = ctx.request.path_params["number"], ctx.container
     values = {"amount": text(ctx.form, "amount", limit=20), "reason": text(ctx.form, "reason", limit=500),
               "request_key": text(ctx.form, "request_key", limit=64)}
 
     async def action():
         if not values["amount"]:
             raise FormError("enter the amount in KES")
-        await manual_topup(number, values["amount"], values["reason"], actor=ctx.actor, uow=services.uow(),
-                           profiles=services.profiles, clock=services.clock,
+        await manual_topup(number, values["amount"], values["reason"], actor=ctx.actor, uow=container.uow(),
+                           profiles=container.profiles, clock=container.clock,
                            request_key=values["request_key"] or None)
 
     return await _act(ctx, action, f"Manual top-up of KES {values['amount']} queued for meter {number}; "
@@ -86,14 +87,14 @@ async def topup(ctx: Ctx) -> Response:
 
 
 def _command(ctx: Ctx, operation: str, value: object):
-    services = ctx.services
+    container = ctx.container
 
     async def action():
-        if services.meter_gateway is None:
+        if container.meter_gateway is None:
             raise FormError("Tuya is not configured here: meter commands cannot be sent", status=503)
         await meter_command(ctx.request.path_params["number"], operation, value, actor=ctx.actor,
-                            reason=text(ctx.form, "reason", limit=500) or None, uow=services.uow(),
-                            meters=services.meter_gateway, profiles=services.profiles, clock=services.clock)
+                            reason=text(ctx.form, "reason", limit=500) or None, uow=container.uow(),
+                            meters=container.meter_gateway, profiles=container.profiles, clock=container.clock)
 
     return action
 

@@ -53,7 +53,7 @@ async def payments_page(ctx: Ctx) -> Response:
     except FormError as error:
         return ctx.render("admin/payments.html", error.status, title="Payments", payments=[], error=error.message,
                           filters=ctx.query, statuses=PAYMENT_FILTERS, topup_statuses=TOPUP_FILTERS, csv_query="")
-    rows = await list_payments(ctx.services.engine, chosen)
+    rows = await list_payments(ctx.container.engine, chosen)
     return ctx.render("admin/payments.html", title="Payments", payments=rows, filters=shown, statuses=PAYMENT_FILTERS,
                       topup_statuses=TOPUP_FILTERS, csv_query=ctx.request.url.query)
 
@@ -64,20 +64,20 @@ PAYMENT_CSV = ("created_at", "id", "status", "amount", "phone", "meter_number", 
 
 async def payments_csv(ctx: Ctx) -> Response:
     chosen, shown = payment_filter(ctx.query)
-    rows = await list_payments(ctx.services.engine, chosen, limit=None)
+    rows = await list_payments(ctx.container.engine, chosen, limit=None)
     span = f"{shown['from'] or 'start'}_{shown['to'] or 'now'}"
     return csv_response(f"lipameter-payments_{span}.csv", PAYMENT_CSV, rows)
 
 
 async def payment_page(ctx: Ctx, *, payment_id: str | None = None, status: int = 200, error: str | None = None,
                        values: dict | None = None) -> Response:
-    payment = await payment_detail(ctx.services.engine, payment_id or ctx.request.path_params["payment_id"])
+    payment = await payment_detail(ctx.container.engine, payment_id or ctx.request.path_params["payment_id"])
     if payment is None:
         raise not_found("payment with that id")
     topup = payment["topup"]
     return ctx.render("admin/payment.html", status, title=f"Payment KES {payment['amount']:,}", payment=payment,
                       topup=topup, error=error, values=values or {}, resolutions=RESOLUTIONS,
-                      units=units_of(ctx.services.profiles, payment["meter_profile"]),
+                      units=units_of(ctx.container.profiles, payment["meter_profile"]),
                       refresh=5 if topup and topup["status"] in IN_FLIGHT and not error else None)
 
 
@@ -85,21 +85,21 @@ async def topups_page(ctx: Ctx) -> Response:
     status, meter = ctx.query.get("status", ""), ctx.query.get("meter", "")[:12]
     if status and status not in TOPUP_FILTERS:
         raise FormError(f"unknown top-up status {status[:20]!r}", status=400)
-    rows = await list_topups(ctx.services.engine, status=status, meter=meter)
+    rows = await list_topups(ctx.container.engine, status=status, meter=meter)
     return ctx.render("admin/topups.html", title="Top-ups", topups=rows, filters={"status": status, "meter": meter},
                       topup_statuses=TOPUP_FILTERS)
 
 
 async def topup_page(ctx: Ctx, *, status: int = 200, error: str | None = None, values: dict | None = None,
                      topup: dict | None = None) -> Response:
-    topup = topup or await topup_detail(ctx.services.engine, ctx.request.path_params["topup_id"])
+    topup = topup or await topup_detail(ctx.container.engine, ctx.request.path_params["topup_id"])
     if topup is None:
         raise not_found("top-up with that id")
     if topup["payment_id"] and not error:
         return ctx.redirect(f"/admin/payments/{topup['payment_id']}")  # one page per payment, with its actions
     return ctx.render("admin/topup.html", status, title="Manual top-up" if not topup["payment_id"] else "Top-up",
                       topup=topup, error=error, values=values or {}, resolutions=RESOLUTIONS,
-                      units=units_of(ctx.services.profiles, topup["meter_profile"]),
+                      units=units_of(ctx.container.profiles, topup["meter_profile"]),
                       refresh=5 if topup["status"] in IN_FLIGHT and not error else None)
 
 
@@ -111,12 +111,12 @@ async def _back(ctx: Ctx, payment_id: str | None, topup: dict | None, **shown) -
 
 
 async def retry(ctx: Ctx) -> Response:
-    topup = await topup_detail(ctx.services.engine, ctx.request.path_params["topup_id"])
+    topup = await topup_detail(ctx.container.engine, ctx.request.path_params["topup_id"])
     if topup is None:
         raise not_found("top-up with that id")
     reason = text(ctx.form, "reason", limit=500)
     try:
-        await retry_topup(topup["id"], reason, actor=ctx.actor, uow=ctx.services.uow(), clock=ctx.services.clock)
+        await retry_topup(topup["id"], reason, actor=ctx.actor, uow=ctx.container.uow(), clock=ctx.container.clock)
     except DomainError as error:
         return await _back(ctx, topup["payment_id"], topup, status=domain_status(error), error=error.message,
                            values={"retry_reason": reason})
@@ -126,14 +126,14 @@ async def retry(ctx: Ctx) -> Response:
 
 async def resolve(ctx: Ctx) -> Response:
     ref = ctx.request.path_params["ref"]
-    payment = await payment_detail(ctx.services.engine, ref)
-    topup = None if payment else await topup_detail(ctx.services.engine, ref)
+    payment = await payment_detail(ctx.container.engine, ref)
+    topup = None if payment else await topup_detail(ctx.container.engine, ref)
     if payment is None and topup is None:
         raise not_found("payment or top-up with that id")
     reason, action = text(ctx.form, "reason", limit=500), text(ctx.form, "action", limit=20)
     try:
-        await resolve_review(ref, reason, action=action, actor=ctx.actor, uow=ctx.services.uow(),
-                             clock=ctx.services.clock)
+        await resolve_review(ref, reason, action=action, actor=ctx.actor, uow=ctx.container.uow(),
+                             clock=ctx.container.clock)
     except DomainError as error:
         payment_id = payment["id"] if payment else topup["payment_id"]
         return await _back(ctx, payment_id, topup, status=domain_status(error), error=error.message,

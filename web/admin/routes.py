@@ -1,4 +1,4 @@
-"""The dashboard's URL map. `admin_routes(settings)` is called once by web/app.py's create_app."""
+"""The dashboard's URL map. `admin_routes(container)` is called once by web/app.py's create_app."""
 
 from __future__ import annotations
 
@@ -13,23 +13,25 @@ from web.admin import auth, meters, payments, reports, tenants
 from web.admin.sessions import SessionStore
 from web.admin.site import AdminSite, guarded
 from web.admin.views import build_environment
+from web.bootstrap import Container
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 MIN_SECRET_LEN = 16
 
 
-def build_site(settings) -> AdminSite:
+def build_site(container: Container) -> AdminSite:
+    settings = container.settings
     secret = settings.secret_key.get_secret_value()
     env = build_environment()
     if len(secret) < MIN_SECRET_LEN:
-        return AdminSite(env, None, disabled_reason=f"The dashboard is off: set SECRET_KEY (at least "
+        return AdminSite(env, container, None, disabled_reason=f"The dashboard is off: set SECRET_KEY (at least "
                                                     f"{MIN_SECRET_LEN} random characters) to sign its sessions.")
     secure = settings.public_base_url.lower().startswith("https://")
-    return AdminSite(env, SessionStore(secret, secure=secure))
+    return AdminSite(env, container, SessionStore(secret, secure=secure))
 
 
-def admin_routes(settings) -> list[BaseRoute]:
-    site = build_site(settings)
+def admin_routes(container: Container) -> list[BaseRoute]:
+    site = build_site(container)
     view = functools.partial(guarded, site)  # GET pages: any logged-in user
 
     def act(handler, need: Role = Role.ADMIN):  # POST forms: CSRF, admins unless said otherwise

@@ -15,10 +15,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from core.admin.model import AdminUser, Role
 from core.shared.errors import DomainError, NotFound
 from core.admin.operator import Actor
-from storage.admin_users import SqlAdminUsers
 from web.admin import csrf
 from web.admin.forms import FormError, read_form
 from web.admin.sessions import SessionStore
+from web.bootstrap import Container
 from web.http import domain_status
 
 log = logging.getLogger("lipameter.admin")
@@ -34,9 +34,10 @@ SECURITY_HEADERS = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdminSite:
     env: Environment
+    container: Container
     sessions: SessionStore | None  # None: SECRET_KEY is missing, the dashboard is off
     disabled_reason: str = ""
 
@@ -49,7 +50,7 @@ class AdminSite:
 class Ctx:
     request: Request
     site: AdminSite
-    services: Any
+    container: Container
     user: AdminUser
     session: dict
     form: dict[str, str] = field(default_factory=dict)
@@ -69,7 +70,7 @@ class Ctx:
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         flash = self.session.pop("f", None)
         response = self.site.html(template, status, user=self.user, csrf=self.session.get("c"),
-                                  can_edit=self.can_edit, flash=flash, now=self.services.clock.now(),
+                                  can_edit=self.can_edit, flash=flash, now=self.container.clock.now(),
                                   path=self.request.url.path, **context)
         if flash:
             self.site.sessions.write(response, self.session)
@@ -98,12 +99,11 @@ def guarded(site: AdminSite, handler: Handler, *, need: Role = Role.VIEWER,
             return site.html("admin/error.html", 503, title="Dashboard off", message=site.disabled_reason,
                              user=None)
         session = site.sessions.read(request)
-        user = await SqlAdminUsers(request.app.state.services.engine).get(session.get("u") or "") \
-            if session.get("u") else None
+        user = await site.container.admin_users.get(session.get("u") or "") if session.get("u") else None
         if user is None or not user.active:
             target = request.url.path if request.method == "GET" else "/admin"
             return RedirectResponse(f"/admin/login?next={quote(target)}", status_code=303, headers=SECURITY_HEADERS)
-        ctx = Ctx(request=request, site=site, services=request.app.state.services, user=user, session=session)
+        ctx = Ctx(request=request, site=site, container=site.container, user=user, session=session)
         return await _run(ctx, handler, need=need, write=write)
 
     return endpoint

@@ -15,7 +15,7 @@ from web.http import domain_status
 
 async def tenants_page(ctx: Ctx, *, status: int = 200, error: str | None = None,
                        values: dict | None = None) -> Response:
-    tenants = await list_tenants(ctx.services.engine)
+    tenants = await list_tenants(ctx.container.engine)
     return ctx.render("admin/tenants.html", status, title="Tenants", tenants=tenants, error=error, values=values or {})
 
 
@@ -25,7 +25,7 @@ async def add(ctx: Ctx) -> Response:
     try:
         required(ctx.form, "phone", "the phone number")
         tenant = await add_tenant(AddTenant(phone=values["phone"], name=values["name"], meter_numbers=numbers),
-                                  uow=ctx.services.uow(), clock=ctx.services.clock, actor=ctx.user.username)
+                                  uow=ctx.container.uow(), clock=ctx.container.clock, actor=ctx.user.username)
     except FormError as error:
         return await tenants_page(ctx, status=error.status, error=error.message, values=values)
     except DomainError as error:
@@ -34,7 +34,7 @@ async def add(ctx: Ctx) -> Response:
 
 
 async def tenant_page(ctx: Ctx, *, status: int = 200, error: str | None = None) -> Response:
-    tenant = await tenant_detail(ctx.services.engine, ctx.request.path_params["tenant_id"])
+    tenant = await tenant_detail(ctx.container.engine, ctx.request.path_params["tenant_id"])
     if tenant is None:
         raise not_found("tenant with that id")
     return ctx.render("admin/tenant.html", status, title=f"Tenant {tenant['phone']}", tenant=tenant, error=error)
@@ -42,13 +42,13 @@ async def tenant_page(ctx: Ctx, *, status: int = 200, error: str | None = None) 
 
 async def _link(ctx: Ctx, use_case, done: str) -> Response:
     tenant_id = ctx.request.path_params["tenant_id"]
-    if await tenant_detail(ctx.services.engine, tenant_id, limit=1) is None:
+    if await tenant_detail(ctx.container.engine, tenant_id, limit=1) is None:
         raise not_found("tenant with that id")
     number = text(ctx.form, "meter", limit=12)
     try:
         if not number:
             raise FormError("choose a meter number")
-        await use_case(tenant_id, number, actor=ctx.user.username, uow=ctx.services.uow(), clock=ctx.services.clock)
+        await use_case(tenant_id, number, actor=ctx.user.username, uow=ctx.container.uow(), clock=ctx.container.clock)
     except FormError as error:
         return await tenant_page(ctx, status=error.status, error=error.message)
     except DomainError as error:

@@ -3,14 +3,15 @@ The password comes from a prompt (typed twice, not echoed) or the first line of 
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import getpass
 import sys
 
+from core.admin.auth import create_admin_user
+from web.cli.common import cli_actor, fail, load_settings, run_with_container
 
-def _read_password(args) -> str:
-    from web.cli_common import fail
 
+def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -22,26 +23,11 @@ def _read_password(args) -> str:
     return password
 
 
-def cmd_admin_create(args) -> None:
-    from core.admin.auth import create_admin_user
-    from core.shared.clock import SystemClock
-    from storage.admin_users import SqlAdminUsers
-    from storage.db import create_engine
-    from web.cli import cli_actor
-    from web.cli_common import load_settings
-
-    settings = load_settings()
+def cmd_admin_create(args: argparse.Namespace) -> None:
+    load_settings()  # a configuration mistake is reported before the password is asked for
     password = _read_password(args)
-
-    async def run():
-        engine = create_engine(settings.database_url)
-        try:
-            return await create_admin_user(args.username, password, args.role, users=SqlAdminUsers(engine),
-                                           now=SystemClock().now(), actor=cli_actor(args))
-        finally:
-            await engine.dispose()
-
-    user = asyncio.run(run())
+    user = run_with_container(lambda c: create_admin_user(args.username, password, args.role, users=c.admin_users,
+                                                          now=c.clock.now(), actor=cli_actor(args)))
     print(f"dashboard user {user.username} ({user.role.value}) created; log in at /admin")
 
 

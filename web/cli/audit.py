@@ -9,7 +9,7 @@ from core.audit.checks import AuditReport, audit, summary_line
 from core.shared.clock import SystemClock
 from storage.db import create_engine
 from storage.integrity import read_facts
-from web.cli_common import load_settings
+from web.cli.common import load_settings
 
 
 async def run_audit(database_url: str) -> AuditReport:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.backup import BackupError, backup, restore
-from web.cli_common import fail, load_settings
+from web.cli.common import fail, load_settings
 
 
 def cmd_backup(args) -> None:

@@ -15,7 +15,7 @@ import httpx
 
 from core.shared.errors import InvalidInput
 from core.shared.phone import normalize_kenyan_mobile
-from web.cli_common import fail
+from web.cli.common import fail
 
 SERVICE_CODE = "*384*1#"
 NETWORK_CODE = "63902"  # Safaricom
