@@ -14,13 +14,14 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
-from zoneinfo import ZoneInfo
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity import wait_exponential, wait_random
 
+from core.shared.clock import NAIROBI
 from core.shared.errors import InvalidInput, UpstreamError
+from core.shared.phone import mask_phone
 from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
 from gateways.daraja_errors import (
     BUSY_MESSAGE,
@@ -29,13 +30,11 @@ from gateways.daraja_errors import (
     Refused,
     Retryable,
     check_answer,
-    mask_phone,
     parse_answer,
     refusal_message,
 )
 
 log = logging.getLogger("lipameter.daraja")
-NAIROBI = ZoneInfo("Africa/Nairobi")
 TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
 OAUTH_PATH = "/oauth/v1/generate"
 PUSH_PATH = "/mpesa/stkpush/v1/processrequest"

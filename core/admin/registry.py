@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 from decimal import Decimal, InvalidOperation
 
 from core.shared.errors import InvalidInput, NotFound
-from core.meters.model import MAX_METER_NUMBER_LEN, Meter
+from core.meters.model import MAX_METER_NUMBER_LEN, METER_NUMBER, Meter
 from core.tenants.model import Tenant
 from core.shared.ids import new_id
 from core.shared.phone import normalize_kenyan_mobile
 from core.meters.profiles import MeterProfile, as_spec_map, profile_problems
 from core.ports import MeterGateway, UnitOfWork
 from core.shared.clock import SystemClock
-
-METER_NUMBER = re.compile(r"^[A-Za-z0-9-]{1,%d}$" % MAX_METER_NUMBER_LEN)
-
 
 @dataclass(frozen=True)
 class AddMeter:

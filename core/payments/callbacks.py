@@ -9,9 +9,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from zoneinfo import ZoneInfo
 
-NAIROBI = ZoneInfo("Africa/Nairobi")
+from core.shared.clock import NAIROBI
 
 
 class MalformedCallback(ValueError):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from urllib.parse import parse_qs
-from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 
-NAIROBI = ZoneInfo("Africa/Nairobi")
+from core.shared.clock import NAIROBI
+
 MAX_FORM_BYTES = 16 * 1024
 
 
