@@ -12,7 +12,6 @@ import base64
 import logging
 import time
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 import httpx
@@ -21,6 +20,7 @@ from tenacity import wait_exponential, wait_random
 
 from core.shared.clock import NAIROBI
 from core.shared.errors import InvalidInput, UpstreamError
+from core.shared.money import read_decimal
 from core.shared.phone import mask_phone
 from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
 from gateways.daraja_errors import (
@@ -47,11 +47,8 @@ _AMBIGUOUS = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 def _whole_amount(amount: Any) -> int:
-    try:
-        value = Decimal(str(amount))
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if isinstance(amount, bool) or not value.is_finite() or value != value.to_integral_value():
+    value = read_decimal(amount)
+    if value is None or value != value.to_integral_value():
         raise InvalidInput("The amount must be a whole number of shillings.", code="invalid_amount")
     return int(value)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Mapping
 
-from core.admin.registry import parse_price
 from core.payments.callbacks import MalformedCallback, parse_stk_callback
 from core.payments.service import find_meter
 from core.shared.errors import Conflict, InvalidInput, NotFound
@@ -16,6 +15,7 @@ from core.meters.profiles import DpSpec, MeterProfile, to_raw
 from core.topups.decision import MeterReading, plan_charge, read_meter
 from core.meters.model import Meter
 from core.shared.ids import new_id
+from core.shared.money import parse_amount, parse_price
 from core.ports import Clock, MeterGateway, UnitOfWork
 from core.topups.model import TopUp, TopUpStatus, topup_for_payment
 
@@ -35,18 +35,6 @@ def require_reason(reason: str | None) -> str:
     return reason.strip()[:500]
 
 
-def parse_manual_amount(value: object) -> Decimal:
-    try:
-        amount = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        raise InvalidInput(f"amount must be a number of KES, not {str(value)[:20]!r}", code="invalid_amount") from None
-    if not amount.is_finite() or amount <= 0:
-        raise InvalidInput("amount must be more than 0 KES", code="invalid_amount")
-    if amount != amount.quantize(Decimal("0.01")):
-        raise InvalidInput("amount can have at most 2 decimals (cents)", code="invalid_amount")
-    return amount
-
-
 def _profile_and_specs(meter: Meter, profiles: Mapping[str, MeterProfile]) -> tuple[MeterProfile, dict[str, DpSpec]]:
     profile = profiles.get(meter.profile)
     if profile is None:
@@ -58,7 +46,7 @@ async def manual_topup(meter_number: str, amount: object, reason: str | None, *,
                        profiles: Mapping[str, MeterProfile], clock: Clock, request_key: str | None = None) -> TopUp:
     """The seed's fallback 2: an admin adds balance, through the same engine, with a reason.
     `request_key` (one per form shown) makes a double-clicked or re-sent form credit once."""
-    reason, money = require_reason(reason), parse_manual_amount(amount)
+    reason, money = require_reason(reason), parse_amount(amount, cents=True)
     now = clock.now()
     if request_key:
         async with uow:

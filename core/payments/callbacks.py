@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from core.shared.clock import NAIROBI
+from core.shared.money import read_decimal
 
 
 class MalformedCallback(ValueError):
@@ -49,7 +50,7 @@ def parse_stk_callback(body: bytes | str) -> StkCallback:
         checkout_request_id=checkout_id,
         result_code=str(result_code).strip(),
         result_desc=_text(stk.get("ResultDesc")) or "",
-        amount=_decimal(items.get("Amount")),
+        amount=read_decimal(items.get("Amount")),
         receipt=_text(items.get("MpesaReceiptNumber")),
         transaction_date=_daraja_datetime(items.get("TransactionDate")),
         phone=_text(items.get("PhoneNumber")),
@@ -71,17 +72,6 @@ def _text(value: object) -> str | None:
         return None
     text = str(value).strip()
     return text or None
-
-
-def _decimal(value: object) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        # repr() keeps 1.00 from JSON as the float 1.0 written out, without binary noise.
-        amount = Decimal(repr(value) if isinstance(value, float) else str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return amount if amount.is_finite() else None
 
 
 def _daraja_datetime(value: object) -> datetime | None:
