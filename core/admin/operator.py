@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Mapping
 
 from core.payments.callbacks import MalformedCallback, parse_stk_callback
-from core.payments.service import find_meter
+from core.meters.lookup import find_meter
 from core.shared.errors import Conflict, InvalidInput, NotFound
 from core.meters.profiles import DpSpec, MeterProfile, to_raw
 from core.topups.decision import MeterReading, plan_charge, read_meter

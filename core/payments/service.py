@@ -14,6 +14,7 @@ from decimal import Decimal
 from core.payments import model as pm
 from core.payments.callbacks import MalformedCallback, StkCallback, parse_stk_callback
 from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from core.meters.lookup import find_meter
 from core.meters.model import Meter
 from core.shared.ids import new_id
 from core.shared.money import parse_whole_kes
@@ -48,17 +49,6 @@ class InitiatePayment:
 class PaymentStarted:
     payment: Payment
     replayed: bool  # True when an Idempotency-Key returned an earlier answer
-
-
-async def find_meter(uow: UnitOfWork, ref: object) -> Meter:
-    if not isinstance(ref, str) or not ref.strip():
-        raise InvalidInput("give the meter's id or its number", code="invalid_meter")
-    ref = ref.strip()
-    meter = await uow.meters.get(ref) if len(ref) == 36 else None
-    meter = meter or await uow.meters.get_by_number(ref)
-    if meter is None:
-        raise NotFound(f"no meter with id or number {ref[:40]!r}", code="meter_not_found")
-    return meter
 
 
 async def request_payment(
