@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Mapping
 
 from core.payments.callbacks import MalformedCallback, parse_stk_callback
+from core.payments.model import PaymentStatus
 from core.meters.lookup import find_meter
 from core.shared.errors import Conflict, InvalidInput, NotFound
 from core.meters.profiles import DpSpec, MeterProfile, to_raw
@@ -87,7 +88,7 @@ async def retry_topup(ref: str, reason: str | None, *, actor: Actor, uow: UnitOf
                            code="not_retryable")
         # `sent_at` and `counter_before` stay: if a send is on record, the next attempt reads the
         # counter before sending anything (FAILED should mean nothing landed; this keeps it so).
-        topup.status, topup.attempts, topup.next_attempt_at, topup.updated_at = TopUpStatus.QUEUED, 0, now, now
+        topup.requeue(now=now)
         topup.delay_notified = False
         await uow.topups.save(topup)
         await uow.jobs.enqueue("topup", {"topup_id": topup.id})
@@ -150,7 +151,8 @@ async def resolve_review(ref: str, reason: str | None, *, action: str, actor: Ac
         if action not in RESOLUTIONS[kind]:
             raise InvalidInput(f"a {kind} review is resolved with {' or '.join(RESOLUTIONS[kind])}", code="invalid_action")
         item = payment or topup
-        if item.status.value != "needs_review" or item.resolved_at is not None:
+        waiting = PaymentStatus.NEEDS_REVIEW if payment else TopUpStatus.NEEDS_REVIEW
+        if item.status is not waiting or item.resolved_at is not None:
             raise Conflict(f"{kind} {ref} is not waiting for review", code="not_in_review")
         item.resolved_at, item.resolved_by, item.resolution = now, actor.name, f"{action}: {reason}"
         if payment:
@@ -187,14 +189,13 @@ async def _resolve_payment(uow: UnitOfWork, payment, action: str, now) -> None:
 
 async def _resolve_topup(uow: UnitOfWork, topup: TopUp, action: str, actor: Actor, now) -> None:
     if action == "applied":
-        topup.status, topup.applied_at, topup.applied_by = TopUpStatus.APPLIED, now, actor.name
+        topup.mark_applied(by=actor.name, now=now)
     elif action == "retry":
-        topup.status, topup.attempts, topup.next_attempt_at = TopUpStatus.QUEUED, 0, now
+        topup.requeue(now=now)
         topup.sent_at = topup.counter_before = None
         await uow.jobs.enqueue("topup", {"topup_id": topup.id})
     else:
-        topup.status = TopUpStatus.FAILED
-    topup.updated_at = now
+        topup.dismiss(now=now)
     await uow.topups.save(topup)
 
 

@@ -93,8 +93,7 @@ class TopUpEngine:
             if topup.next_attempt_at and topup.next_attempt_at > now + timedelta(seconds=1):
                 # Scheduled for later, or another attempt holds it (a duplicate job): not ours now.
                 raise RetryLater((topup.next_attempt_at - now).total_seconds(), "not due yet")
-            topup.status, topup.attempts, topup.updated_at = TopUpStatus.SENDING, topup.attempts + 1, now
-            topup.next_attempt_at = now + timedelta(seconds=self.policy.attempt_lease_s)
+            topup.claim(now=now, lease_until=now + timedelta(seconds=self.policy.attempt_lease_s))
             try:
                 await uow.topups.save(topup)
             except Conflict:
@@ -166,8 +165,8 @@ class TopUpEngine:
         now = self.clock.now()
         topup.balance_after = _balance(profile, reading)
         topup.units_added = plan.money_added if plan.kind == "money" else plan.kwh_added
-        topup.applied_at, topup.applied_by = now, topup.applied_by or "worker"
-        topup.status, topup.last_error, topup.next_attempt_at, topup.updated_at = TopUpStatus.APPLIED, None, None, now
+        topup.mark_applied(by=topup.applied_by or "worker", now=now)
+        topup.last_error = None
         async with self.uow() as uow:
             await uow.topups.save(topup)
             meter.last_balance = reading.money_balance
@@ -186,9 +185,7 @@ class TopUpEngine:
                                       error=f"gave up after {topup.attempts} attempts: {error}")
         delay = self.policy.backoff_s(topup.attempts)
         now = self.clock.now()
-        # Only a top-up with nothing possibly in the air gives up its meter's in-flight slot.
-        topup.status = TopUpStatus.QUEUED if topup.sent_at is None else TopUpStatus.SENDING
-        topup.last_error, topup.next_attempt_at, topup.updated_at = error[:500], now + timedelta(seconds=delay), now
+        topup.back_off(error=error, retry_at=now + timedelta(seconds=delay), now=now)
         tell_payer = topup.payment_id and not topup.delay_notified and topup.attempts >= self.policy.delay_notice_after
         topup.delay_notified = topup.delay_notified or bool(tell_payer)
         async with self.uow() as uow:
@@ -205,9 +202,7 @@ class TopUpEngine:
 
     async def _finish(self, topup: TopUp, status: TopUpStatus, *, error: str) -> TopUpStatus:
         now = self.clock.now()
-        topup.status, topup.last_error, topup.next_attempt_at, topup.updated_at = status, error[:500], None, now
-        if status is TopUpStatus.NEEDS_REVIEW:
-            topup.resolved_at = topup.resolved_by = None  # a new review (the audit log keeps the old one)
+        topup.give_up(status, error=error, now=now)
         async with self.uow() as uow:
             await uow.topups.save(topup)
             event = "topup_failed" if status is TopUpStatus.FAILED else "topup_review"
