@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Mapping
+from typing import Callable, Mapping
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +21,7 @@ from core.payments.service import PaymentLimits, push_payment
 from core.ports import Clock, MeterGateway, PaymentGateway, SmsSender, TelegramSender
 from core.payments.reconcile import reconcile_payments, verify_payment
 from core.topups.service import TopUpEngine, TopUpPolicy, requeue_stale_topups
+from core.jobs.kinds import JobKind, Notify, PushStk, RunTopUp, VerifyPayment, handler_table
 from core.jobs.worker import Worker, WorkerConfig
 from gateways.daraja import DarajaGateway
 from gateways.sms import AfricasTalkingSms
@@ -137,16 +138,16 @@ def build_services(settings: Settings) -> Services:
 def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
     settings = services.settings
 
-    async def push_stk(payload: dict) -> None:
-        await push_payment(payload["payment_id"], uow=services.uow(), gateway=services.payment_gateway,
+    async def push_stk(job: PushStk) -> None:
+        await push_payment(job.payment_id, uow=services.uow(), gateway=services.payment_gateway,
                            clock=services.clock, verify=settings.verify_callbacks)
 
-    async def verify(payload: dict) -> None:
-        await verify_payment(payload["payment_id"], uow=services.uow(), gateway=services.payment_gateway,
+    async def verify(job: VerifyPayment) -> None:
+        await verify_payment(job.payment_id, uow=services.uow(), gateway=services.payment_gateway,
                              clock=services.clock)
 
-    async def send_notification(payload: dict) -> None:
-        await notify(payload, uow=services.uow(), sms=services.sms, clock=services.clock, telegram=services.telegram)
+    async def send_notification(job: Notify) -> None:
+        await notify(job, uow=services.uow(), sms=services.sms, clock=services.clock, telegram=services.telegram)
 
     async def sweep() -> None:
         await reconcile_payments(uow=services.uow(), gateway=services.payment_gateway, clock=services.clock,
@@ -156,7 +157,8 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
         # A USSD session lasts minutes; a week of them is kept for support questions.
         await SqlUssdSessionStore(services.engine).purge(before=services.clock.now() - timedelta(days=7))
 
-    handlers = {"push_stk": push_stk, "verify_payment": verify, "notify": send_notification}
+    handlers: dict[JobKind, Callable] = {JobKind.PUSH_STK: push_stk, JobKind.VERIFY_PAYMENT: verify,
+                                         JobKind.NOTIFY: send_notification}
     longest_attempt = settings.topup_confirm_deadline_s + 6 * settings.tuya_timeout_s
     if settings.topup_attempt_lease_s < longest_attempt:
         log.warning("TOPUP_ATTEMPT_LEASE_S (%.0fs) is shorter than one top-up attempt can take (~%.0fs): "
@@ -164,13 +166,13 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
     if services.meter_gateway is not None:
         engine = services.topup_engine()
 
-        async def topup(payload: dict) -> None:
-            await engine.run(payload["topup_id"])
+        async def topup(job: RunTopUp) -> None:
+            await engine.run(job.topup_id)
 
-        handlers["topup"] = topup
+        handlers[JobKind.TOPUP] = topup
     return Worker(
         uow_factory=services.uow,
-        handlers=handlers,
+        handlers=handler_table(handlers),
         clock=services.clock,
         config=WorkerConfig(worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
                             sweep_every_s=settings.sweep_every_s, lease_s=settings.job_lease_s),

@@ -12,6 +12,7 @@ from core.payments.callbacks import MalformedCallback, parse_stk_callback
 from core.payments.model import PaymentStatus
 from core.meters.lookup import find_meter
 from core.shared.errors import Conflict, InvalidInput, NotFound
+from core.jobs.kinds import RunTopUp, enqueue
 from core.meters.profiles import DpSpec, MeterProfile, to_raw
 from core.topups.decision import MeterReading, plan_charge, read_meter
 from core.meters.model import Meter
@@ -62,7 +63,7 @@ async def manual_topup(meter_number: str, amount: object, reason: str | None, *,
                       next_attempt_at=now, applied_by=actor.name, reason=reason,
                       request_key=request_key[:64] if request_key else None)
         await uow.topups.add(topup)
-        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await enqueue(uow.jobs, RunTopUp(topup.id))
         await uow.audit.record(at=now, actor=actor.name, action="manual_topup", target=meter.number, reason=reason,
                                details={"topup_id": topup.id, "amount": str(money)})
         await uow.commit()
@@ -91,7 +92,7 @@ async def retry_topup(ref: str, reason: str | None, *, actor: Actor, uow: UnitOf
         topup.requeue(now=now)
         topup.delay_notified = False
         await uow.topups.save(topup)
-        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await enqueue(uow.jobs, RunTopUp(topup.id))
         await uow.audit.record(at=now, actor=actor.name, action="retry_topup", target=topup.id, reason=reason,
                                details={"payment_id": topup.payment_id, "last_error": topup.last_error})
         await uow.commit()
@@ -184,7 +185,7 @@ async def _resolve_payment(uow: UnitOfWork, payment, action: str, now) -> None:
     if action == "credit":
         topup = topup_for_payment(payment, now=now)
         await uow.topups.add(topup)
-        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await enqueue(uow.jobs, RunTopUp(topup.id))
 
 
 async def _resolve_topup(uow: UnitOfWork, topup: TopUp, action: str, actor: Actor, now) -> None:
@@ -193,7 +194,7 @@ async def _resolve_topup(uow: UnitOfWork, topup: TopUp, action: str, actor: Acto
     elif action == "retry":
         topup.requeue(now=now)
         topup.sent_at = topup.counter_before = None
-        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await enqueue(uow.jobs, RunTopUp(topup.id))
     else:
         topup.dismiss(now=now)
     await uow.topups.save(topup)

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from core.payments import model as pm
 from core.payments.callbacks import MalformedCallback, StkCallback, parse_stk_callback
+from core.jobs.kinds import Notify, NotifyEvent, PushStk, RunTopUp, VerifyPayment, enqueue
 from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from core.meters.lookup import find_meter
 from core.meters.model import Meter
@@ -80,7 +81,7 @@ async def request_payment(
         await uow.payments.add(payment)  # unique indexes close the race between two requests
         if defer_push:
             run_after = now + timedelta(seconds=push_delay_s) if push_delay_s > 0 else None
-            await uow.jobs.enqueue("push_stk", {"payment_id": payment.id}, run_after=run_after)
+            await enqueue(uow.jobs, PushStk(payment.id), run_after=run_after)
         await uow.commit()
     log.info("payment %s requested: KES %s for meter %s from %s via %s",
              payment.id, amount, meter.number, mask_phone(phone), cmd.channel.value)
@@ -216,7 +217,7 @@ async def _apply_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *,
     if not cb.succeeded:
         pm.settle(payment, result_code=cb.result_code, result_desc=cb.result_desc, now=now)
         await uow.payments.save(payment)
-        await uow.jobs.enqueue("notify", {"event": "payment_failed", "payment_id": payment.id})
+        await enqueue(uow.jobs, Notify(NotifyEvent.PAYMENT_FAILED, payment_id=payment.id))
         return "settled"
     if cb.amount is None or cb.amount != Decimal(payment.amount):
         reason = f"M-Pesa reported {cb.amount if cb.amount is not None else 'no amount'} paid for a KES {payment.amount} request"
@@ -227,7 +228,7 @@ async def _apply_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *,
     if verify:
         _record_success_fields(payment, cb)
         await uow.payments.save(payment)
-        await uow.jobs.enqueue("verify_payment", {"payment_id": payment.id})
+        await enqueue(uow.jobs, VerifyPayment(payment.id))
         return "awaiting_verification"
     await complete_and_queue_topup(uow, payment, cb, now=now)
     return "completed"
@@ -252,4 +253,4 @@ async def complete_and_queue_topup(uow: UnitOfWork, payment: Payment, cb: StkCal
     await uow.payments.save(payment)
     topup = topup_for_payment(payment, now=now)
     await uow.topups.add(topup)
-    await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+    await enqueue(uow.jobs, RunTopUp(topup.id))

@@ -26,6 +26,7 @@ from core.meters.model import Meter
 from core.ports import Clock, MeterGateway, UnitOfWork
 from core.topups.model import TopUp, TopUpStatus
 from core.jobs.worker import RetryLater
+from core.jobs.kinds import Notify, NotifyEvent, RunTopUp, enqueue
 
 log = logging.getLogger("lipameter.topup")
 
@@ -173,7 +174,7 @@ class TopUpEngine:
             meter.last_energy = reading.energy_balance
             meter.last_balance_at, meter.online = now, True
             await uow.meters.save(meter)
-            await uow.jobs.enqueue("notify", {"event": "topup_applied", "topup_id": topup.id})
+            await enqueue(uow.jobs, Notify(NotifyEvent.TOPUP_APPLIED, topup_id=topup.id))
             await uow.commit()
         log.info("top-up %s applied to meter %s: %s -> %s", topup.id, meter.number,
                  topup.balance_before, topup.balance_after)
@@ -195,7 +196,7 @@ class TopUpEngine:
                 meter.online = False
                 await uow.meters.save(meter)
             if tell_payer:
-                await uow.jobs.enqueue("notify", {"event": "topup_delayed", "topup_id": topup.id})
+                await enqueue(uow.jobs, Notify(NotifyEvent.TOPUP_DELAYED, topup_id=topup.id))
             await uow.commit()
         log.warning("top-up %s attempt %s failed (%s); next in %.0fs", topup.id, topup.attempts, error, delay)
         raise RetryLater(delay, error)
@@ -205,8 +206,8 @@ class TopUpEngine:
         topup.give_up(status, error=error, now=now)
         async with self.uow() as uow:
             await uow.topups.save(topup)
-            event = "topup_failed" if status is TopUpStatus.FAILED else "topup_review"
-            await uow.jobs.enqueue("notify", {"event": event, "topup_id": topup.id})
+            event = NotifyEvent.TOPUP_FAILED if status is TopUpStatus.FAILED else NotifyEvent.TOPUP_REVIEW
+            await enqueue(uow.jobs, Notify(event, topup_id=topup.id))
             await uow.commit()
         log.error("top-up %s %s: %s", topup.id, status.value, error)
         return status
@@ -232,7 +233,7 @@ async def requeue_stale_topups(*, uow: UnitOfWork, clock: Clock, stale_s: float 
         for topup in stale:
             topup.next_attempt_at, topup.updated_at = now, now
             await uow.topups.save(topup)
-            await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+            await enqueue(uow.jobs, RunTopUp(topup.id))
         await uow.commit()
     if stale:
         log.warning("re-queued %d stale top-up(s)", len(stale))
