@@ -1,4 +1,4 @@
-"""Operator use cases: register meters and tenants. (Top-up admin actions live with the top-up engine.)"""
+"""Operator use cases: register meters and tenants. (Top-ups and meter commands an operator gives: core/admin/operator.py.)"""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
   is over. `expects` says when free text is wanted (a meter number, an amount).
 - `Effect` is something the dialogue needs done outside itself (look a meter up, read a balance, list
   payments, start a payment, save the language). The caller performs it through the core services
-  (`core.dialogue.service.perform`) and feeds the `Outcome` back with `dialogue.resume`.
+  (`core.dialogue.service.perform`) and feeds the `Outcome` back with `core.dialogue.machine.resume`.
 - `DialogueState` is everything the dialogue remembers between two inputs; it is a pydantic model so a
   channel can store it as JSON (USSD keeps it in `ussd_sessions`, keyed by Africa's Talking's sessionId).
 """
@@ -87,7 +87,7 @@ class PaymentLine(_Model):
     at: datetime
     meter_number: str
     amount: int
-    status: str  # core.payments.PaymentStatus value
+    status: str  # core.payments.model.PaymentStatus value
 
 
 class DialogueState(_Model):
@@ -104,7 +104,7 @@ class DialogueState(_Model):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is talking, loaded by the channel before each step (see dialogue_service.load_caller)."""
+    """Who is talking, loaded by the channel before each step (see core.dialogue.service.load_caller)."""
 
     phone: str  # 2547XXXXXXXX, the paying phone
     language: str = "en"  # the tenant's saved language, used when a conversation starts
