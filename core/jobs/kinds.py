@@ -41,15 +41,16 @@ class _Payload:
 
 
 @dataclass(frozen=True)
-class PushStk(_Payload):
+class _ForPayment(_Payload):
+    payment_id: str
+
+
+class PushStk(_ForPayment):
     kind: ClassVar[JobKind] = JobKind.PUSH_STK
-    payment_id: str
 
 
-@dataclass(frozen=True)
-class VerifyPayment(_Payload):
+class VerifyPayment(_ForPayment):
     kind: ClassVar[JobKind] = JobKind.VERIFY_PAYMENT
-    payment_id: str
 
 
 @dataclass(frozen=True)
