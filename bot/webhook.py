@@ -13,21 +13,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.runtime import TelegramBot
+from core.shared.inbound import NUL_IN_JSON, TooLarge, has_nul, read_capped
 
 log = logging.getLogger("lipameter.bot")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY = 256 * 1024  # updates are a few KB; anything this large is not from Telegram
-
-
-async def _body(request: Request) -> bytes | None:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def webhook_routes(bot: TelegramBot | None) -> list[Route]:
@@ -46,14 +37,15 @@ async def telegram_webhook(request: Request, bot: TelegramBot | None) -> Respons
     # No configured secret refuses everything: an open webhook would let anyone speak as any user.
     if not bot.secret or not hmac.compare_digest(given.encode(), bot.secret.encode()):
         return PlainTextResponse("forbidden", status_code=403)
-    body = await _body(request)
-    if body is None:
+    try:
+        body = await read_capped(request.stream(), MAX_BODY, declared=request.headers.get("content-length"))
+    except TooLarge:
         return PlainTextResponse("request body too large", status_code=413)
     if not bot.ready:
         return PlainTextResponse("the bot is starting", status_code=503)  # Telegram retries later
     try:
         # Telegram never sends NUL; PostgreSQL would refuse it in text: such an update is malformed.
-        data = None if b"\\u0000" in body.lower() else json.loads(body)
+        data = None if has_nul(body, NUL_IN_JSON) else json.loads(body)
     except ValueError:
         data = None
     if not isinstance(data, dict) or not bot.feed(data):

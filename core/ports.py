@@ -134,7 +134,11 @@ class AuditLog(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One transaction. `async with uow:` opens it; it rolls back unless `commit()` was called."""
+    """One transaction. `async with uow:` opens it; it rolls back unless `commit()` was called.
+
+    It may be entered again after it closed (a new transaction each time). So a use-case function takes
+    an instance (`uow: UnitOfWork`), while a long-lived object that runs many use cases (TopUpEngine,
+    DialogueDeps) holds a factory (`uow: Callable[[], UnitOfWork]`)."""
 
     meters: MeterRepository
     tenants: TenantRepository

@@ -13,15 +13,16 @@ import hashlib
 import logging
 import time
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
-from zoneinfo import ZoneInfo
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity import wait_exponential, wait_random
 
+from core.shared.clock import NAIROBI
 from core.shared.errors import InvalidInput, UpstreamError
+from core.shared.money import read_decimal
+from core.shared.phone import mask_phone
 from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
 from gateways.daraja_errors import (
     BUSY_MESSAGE,
@@ -32,13 +33,11 @@ from gateways.daraja_errors import (
     Refused,
     Retryable,
     check_answer,
-    mask_phone,
     parse_answer,
     refusal_message,
 )
 
 log = logging.getLogger("lipameter.daraja")
-NAIROBI = ZoneInfo("Africa/Nairobi")
 TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
 OAUTH_PATH = "/oauth/v1/generate"
 PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
@@ -76,11 +75,8 @@ _AMBIGUOUS = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 def _whole_amount(amount: Any) -> int:
-    try:
-        value = Decimal(str(amount))
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if isinstance(amount, bool) or not value.is_finite() or value != value.to_integral_value():
+    value = read_decimal(amount)
+    if value is None or value != value.to_integral_value():
         raise InvalidInput("The amount must be a whole number of shillings.", code="invalid_amount")
     return int(value)
 

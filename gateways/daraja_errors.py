@@ -81,12 +81,6 @@ class Answer:
         return self.code == IN_PROCESS and "being processed" in self.message.lower()
 
 
-def mask_phone(phone: str) -> str:
-    """2547****5678: enough to tell tenants apart in logs, not enough to call them."""
-    digits = str(phone)
-    return digits[:4] + "****" + digits[-4:] if len(digits) > 8 else "****"
-
-
 def parse_answer(response: httpx.Response) -> Answer:
     try:
         body = response.json()

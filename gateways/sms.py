@@ -29,6 +29,7 @@ from africastalking.Service import AfricasTalkingException
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from core.shared.errors import UpstreamError
+from core.shared.phone import mask_phone
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,6 @@ class SmsError(UpstreamError):
     ) -> None:
         super().__init__(message, code=code, transient=transient)
         self.status_code = status_code  # AT's per-recipient statusCode when there was one
-
-
-def mask_phone(phone: str) -> str:
-    """`254712345678` → `2547*****678`: enough to tell numbers apart in logs, not to dial them."""
-    d = re.sub(r"\D", "", phone)
-    return d[:4] + "*" * max(len(d) - 7, 0) + d[-3:] if len(d) > 7 else "***"
 
 
 def _snake(name: str) -> str:

@@ -1,4 +1,5 @@
-"""TuyaMeterGateway: the seed's SmartMeterService over tuya-connector-python's TuyaOpenAPI.
+"""TuyaMeterGateway: core's MeterGateway port (device info, specifications, status, commands) over
+tuya-connector-python's TuyaOpenAPI; what the DPs mean is core's business (core/meters/profiles.py).
 
 The client (0.1.2) has no HTTP timeout, crashes with AttributeError on non-2xx answers, only
 handles token error 1010 and is not thread-safe. So: its requests.Session is replaced by one with
@@ -16,16 +17,14 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
-from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import requests
 from tuya_connector import TuyaOpenAPI
 
 from core.ports import DpReport
 from core.shared.errors import InvalidInput
-from core.meters.profiles import DpSpec, MeterProfile, as_spec_map, from_raw, parse_specifications, to_decimal, to_raw
-from core.topups.decision import ChargePlan, MeterReading, read_meter
+from core.meters.profiles import DpSpec, parse_specifications
 from gateways.tuya_errors import (TOKEN_CODES, HttpStatusError, TuyaError, TuyaOutcomeUnknown,
                                   TuyaTransientError, error_from_exception, error_from_response)
 
@@ -35,9 +34,6 @@ _NEVER_MS = 2**62  # the client's view of every token's expiry: it must never us
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also keeps paths from being steered
 _DP_CODE = re.compile(r"[A-Za-z0-9_]{1,64}")
 _PRIVATE_FIELDS = {"local_key", "ip", "lat", "lon", "uid", "owner_id", "uuid"}  # never leave the gateway
-
-Specs = Mapping[str, DpSpec] | Iterable[DpSpec]
-
 
 class _Abandoned(Exception):
     """The async caller gave up before this request left; it must not be sent any more."""
@@ -256,77 +252,6 @@ class TuyaMeterGateway:
             raise TuyaOutcomeUnknown(f"Tuya accepted the commands but answered result={result!r}")
         log.info("tuya commands sent to %s: %s", device_id, ", ".join(c["code"] for c in commands))
 
-    # --- meter operations (the seed's SmartMeterService) --------------------------------------------
-    async def read_meter(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> MeterReading:
-        """All the profile's readings from one status call."""
-        return read_meter(profile, specs, await self.status(device_id))
-
-    async def execute(self, device_id: str, plan: ChargePlan) -> None:
-        """Send a planned charge (core.meters.profiles.plan_charge)."""
-        await self.send_commands(device_id, [plan.command])
-
-    async def _write(self, device_id: str, profile: MeterProfile, specs: Specs, op: str, human: Any) -> int | bool:
-        code = _code(profile, op)
-        spec = as_spec_map(specs).get(code)
-        if spec is None:
-            raise InvalidInput(f"device {device_id} has no DP {code}")
-        value: int | bool = human if isinstance(human, bool) else to_raw(human, spec)
-        await self.send_commands(device_id, [{"code": code, "value": value}])
-        return value
-
-    async def _read(self, device_id: str, profile: MeterProfile, specs: Specs, op: str) -> Decimal | None:
-        code = _code(profile, op)
-        spec = as_spec_map(specs).get(code)
-        value = (await self.status(device_id)).get(code)
-        return None if spec is None or value is None else from_raw(value, spec)
-
-    async def charge_money(self, device_id: str, amount: Decimal, *, profile: MeterProfile, specs: Specs) -> int:
-        """Add KES to a money meter; returns the raw value sent."""
-        return int(await self._write(device_id, profile, specs, "add_money", amount))
-
-    async def charge_energy(self, device_id: str, kwh: Decimal, *, profile: MeterProfile, specs: Specs) -> int:
-        """Add kWh to an energy meter; returns the raw value sent."""
-        return int(await self._write(device_id, profile, specs, "add_energy", kwh))
-
-    async def charge_token(self, device_id: str, token: str, *, code: str = "charge_token") -> None:
-        """Send a vendor prepaid token (a digit string) as the seed's charge_token DP."""
-        if not re.fullmatch(r"\d{1,20}", token or ""):
-            raise InvalidInput("a meter token is 1 to 20 digits")
-        await self.send_commands(device_id, [{"code": code, "value": token}])
-
-    async def balance(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> Decimal | None:
-        return await self._read(device_id, profile, specs, "read_money_balance")
-
-    async def balance_energy(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> Decimal | None:
-        return await self._read(device_id, profile, specs, "read_energy_balance")
-
-    async def forward_energy_total(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> Decimal | None:
-        return await self._read(device_id, profile, specs, "read_consumption_total")
-
-    async def electric_total(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> Decimal | None:
-        return await self._read(device_id, profile, specs, "read_purchase_total")
-
-    async def goods_price(self, device_id: str, price: Decimal, *, profile: MeterProfile, specs: Specs) -> int:
-        """Set the meter's price per kWh through the profile's set_price DP (an Integer)."""
-        if to_decimal(price, "price") <= 0:
-            raise InvalidInput("price per kWh must be greater than 0")
-        return int(await self._write(device_id, profile, specs, "set_price", price))
-
-    async def unit_price(self, device_id: str, price: Decimal, *, code: str = "unit_price") -> str:
-        """Set the price per kWh through the seed's string DP ("25.50")."""
-        value = to_decimal(price, "price")
-        if value <= 0 or value != value.quantize(Decimal("0.01")):
-            raise InvalidInput("price per kWh must be greater than 0 with at most 2 decimals")
-        text = f"{value:.2f}"
-        await self.send_commands(device_id, [{"code": code, "value": text}])
-        return text
-
-    async def clear_energy(self, device_id: str, *, profile: MeterProfile, specs: Specs) -> None:
-        await self._write(device_id, profile, specs, "clear", True)
-
-    async def prepayment_switch(self, device_id: str, on: bool, *, profile: MeterProfile, specs: Specs) -> None:
-        await self._write(device_id, profile, specs, "prepayment_switch", bool(on))
-
 
 def _own_token_expiry(api: TuyaOpenAPI) -> None:
     """Keep the token's real expiry ourselves and hide it from the client.
@@ -344,10 +269,3 @@ def _own_token_expiry(api: TuyaOpenAPI) -> None:
 def _expiring(api: TuyaOpenAPI) -> bool:
     expires = getattr(api.token_info, "lipameter_expires_ms", api.token_info.expire_time)
     return expires - _RENEW_MARGIN_MS <= time.time() * 1000
-
-
-def _code(profile: MeterProfile, op: str) -> str:
-    code = getattr(profile, op)
-    if not code:
-        raise InvalidInput(f"meter profile {profile.name} does not support {op.replace('_', ' ')}")
-    return code

@@ -17,6 +17,7 @@ from core.dialogue.types import Caller, DialogueState, Frame, MeterChoice, Optio
 from core.shared.errors import UpstreamError
 from core.meters.model import Meter
 from core.tenants.model import Tenant
+from core.jobs.kinds import Notify, NotifyEvent
 from core.notify.service import notify
 from core.payments.model import Channel, Payment, PaymentStatus
 from core.ports import Blocked
@@ -110,7 +111,7 @@ def _store(channel: Channel, chat_id: int | None = 4242) -> FakeStore:
     (Channel.TELEGRAM, 4242, "telegram"), (Channel.USSD, 4242, "sms"), (Channel.TELEGRAM, None, "sms")])
 async def test_telegram_payments_are_answered_in_telegram(channel, chat_id, via):
     store, telegram, sms = _store(channel, chat_id), FakeTelegram(), FakeSms()
-    event = {"event": "payment_failed", "payment_id": "p"}
+    event = Notify(NotifyEvent.PAYMENT_FAILED, payment_id="p")
     assert await notify(event, uow=FakeUnitOfWork(store), sms=sms, clock=FakeClock(), telegram=telegram) == "sent"
     assert [n["channel"] for n in store.notifications] == [via]
     assert len(telegram.sent if via == "telegram" else sms.sent) == 1
@@ -122,7 +123,7 @@ async def test_telegram_payments_are_answered_in_telegram(channel, chat_id, via)
 async def test_blocked_bot_falls_back_to_sms_and_transient_trouble_retries():
     store, sms = _store(Channel.TELEGRAM), FakeSms()
     blocked = FakeTelegram(Blocked("Forbidden: bot was blocked by the user"))
-    event = {"event": "payment_failed", "payment_id": "p"}
+    event = Notify(NotifyEvent.PAYMENT_FAILED, payment_id="p")
     assert await notify(event, uow=FakeUnitOfWork(store), sms=sms, clock=FakeClock(), telegram=blocked) == "sent"
     assert [(n["channel"], n["status"]) for n in store.notifications] == [("telegram", "failed"), ("sms", "sent")]
     assert len(sms.sent) == 1

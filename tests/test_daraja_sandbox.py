@@ -9,7 +9,6 @@ import threading
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, Iterator
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -19,12 +18,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sandbox.daraja import create_daraja_sandbox
+from sandbox.daraja_rules import NAIROBI
 from tests.servers import serve
 
 KEY, SECRET, SHORTCODE = "test-consumer-key", "test-consumer-secret", "174379"
 PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 PHONE = "254708374149"
-NAIROBI = ZoneInfo("Africa/Nairobi")
 
 
 class Receiver:

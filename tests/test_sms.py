@@ -12,7 +12,8 @@ from typing import Iterator
 import pytest
 
 from core.shared.errors import UpstreamError
-from gateways.sms import AfricasTalkingSms, SmsError, _parse, mask_phone
+from core.shared.phone import mask_phone
+from gateways.sms import AfricasTalkingSms, SmsError, _parse
 from sandbox.sms import SmsSandbox, create_sms_sandbox
 from tests.servers import ServerThread, reserve_port, serve
 

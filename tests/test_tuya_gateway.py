@@ -9,18 +9,21 @@ from decimal import Decimal as D
 
 import pytest
 
+from core.admin.operator import Actor, meter_command
+from core.meters.model import Meter
 from core.shared.errors import InvalidInput, UpstreamError
 from core.meters.profiles import BUILTIN_PROFILES, missing_codes
-from core.topups.decision import Verdict, plan_charge
+from core.topups.decision import Verdict, plan_charge, read_meter
+from core.topups.model import TopUp, TopUpStatus
+from core.topups.service import TopUpEngine, TopUpPolicy
 from gateways.tuya import TuyaMeterGateway
 from gateways.tuya_errors import TuyaOutcomeUnknown, TuyaPermanentError, TuyaTransientError
 from sandbox.tuya import create_tuya_sandbox
+from tests.fakes import FakeClock, FakeUnitOfWork
 from tests.servers import reserve_port, serve
 
 ACCESS_ID, SECRET = "gw-access-id-0001", "gw-secret-do-not-log"
 SEED, STANDARD = BUILTIN_PROFILES["seed"], BUILTIN_PROFILES["tuya-standard"]
-
-
 
 
 @pytest.fixture
@@ -39,9 +42,14 @@ def gateway(cloud):
     gw.close()
 
 
+async def reading_of(gateway, device_id, profile):
+    specs = await gateway.specifications(device_id)
+    return read_meter(profile, specs, await gateway.status(device_id))
+
+
 async def charge_and_check(gateway, device_id, profile, amount):
     specs = await gateway.specifications(device_id)
-    reading = await gateway.read_meter(device_id, profile=profile, specs=specs)
+    reading = read_meter(profile, specs, await gateway.status(device_id))
     plan = plan_charge(profile, specs, amount, reading.price or D("25"))
     before = plan.check.value(await gateway.status(device_id))
     return plan, before
@@ -62,8 +70,8 @@ async def test_device_info_specifications_and_status(gateway, cloud):
     assert missing_codes(SEED, specs) == []
     assert missing_codes(STANDARD, specs) == ["charge_energy", "switch_prepayment"]
     assert (await gateway.status("seed1"))["balance"] == 10000
-    assert await gateway.balance("seed1", profile=SEED, specs=specs) == D("100.00")
-    assert await gateway.balance_energy("seed1", profile=SEED, specs=specs) == D("4.00")
+    reading = await reading_of(gateway, "seed1", SEED)
+    assert (reading.money_balance, reading.energy_balance) == (D("100.00"), D("4.00"))
     cloud[1].set_fault("seed1", "offline")
     assert (await gateway.device_info("seed1"))["online"] is False
 
@@ -76,13 +84,28 @@ async def test_invalid_device_id_never_reaches_the_cloud(gateway, cloud):
 
 # --- charges -------------------------------------------------------------------------------------------
 
-async def test_seed_charge_raises_balance_and_purchase_counter(gateway, cloud):
-    plan, before = await charge_and_check(gateway, "seed1", SEED, D("19.99"))
-    await gateway.execute("seed1", plan)
-    specs = await gateway.specifications("seed1")
-    reading = await gateway.read_meter("seed1", profile=SEED, specs=specs)
+async def meter_world(gateway, device_id, profile) -> FakeUnitOfWork:
+    """A store holding one meter on the sandbox device, as `lipameter meter add` would leave it."""
+    uow = FakeUnitOfWork()
+    specs = await gateway.specifications(device_id)
+    uow.store.meters[device_id] = Meter(id=device_id, number=device_id.upper(), name=device_id, device_id=device_id,
+                                        profile=profile.name, price_per_kwh=D("25"),
+                                        dp_specs={spec.code: spec.to_dict() for spec in specs})
+    return uow
+
+
+async def test_the_engine_charges_a_seed_meter_once_through_the_gateway(gateway, cloud):
+    uow, clock = await meter_world(gateway, "seed1", SEED), FakeClock()
+    now = clock.now()
+    uow.store.topups["t1"] = TopUp(id="t1", meter_id="seed1", amount=D("19.99"), created_at=now, updated_at=now,
+                                   next_attempt_at=now)
+    engine = TopUpEngine(uow=lambda: FakeUnitOfWork(uow.store), meters=gateway, profiles=BUILTIN_PROFILES,
+                         clock=clock, policy=TopUpPolicy(confirm_deadline_s=5, poll_interval_s=0.05))
+    assert await engine.run("t1") is TopUpStatus.APPLIED
+    assert await engine.run("t1") is TopUpStatus.APPLIED  # a duplicate job changes nothing
+    reading = await reading_of(gateway, "seed1", SEED)
     assert reading.money_balance == D("119.99") and reading.purchase_total == D("0.79")
-    assert await verdict(gateway, "seed1", plan, before) == Verdict.APPLIED
+    assert uow.store.topups["t1"].balance_after == D("119.99")
     assert cloud[1].total_credits("seed1") == D("19.99")
 
 
@@ -91,30 +114,33 @@ async def test_standard_charge_survives_consumption_in_the_check(gateway, cloud)
     assert plan.command == {"code": "charge_energy", "value": 20} and plan.remainder == D("10")
     cloud[1].consume("std1", "0.3")
     assert await verdict(gateway, "std1", plan, before) == Verdict.NOT_APPLIED
-    await gateway.execute("std1", plan)
+    await gateway.send_commands("std1", [plan.command])
     assert await verdict(gateway, "std1", plan, before) == Verdict.APPLIED
-    specs = await gateway.specifications("std1")
-    assert await gateway.balance_energy("std1", profile=STANDARD, specs=specs) == D("29")
+    assert (await reading_of(gateway, "std1", STANDARD)).energy_balance == D("29")
 
 
-async def test_meter_settings(gateway, cloud):
-    specs = await gateway.specifications("seed1")
-    assert await gateway.goods_price("seed1", D("30.50"), profile=SEED, specs=specs) == 3050
-    assert await gateway.unit_price("seed1", D("28")) == "28.00"
-    await gateway.prepayment_switch("seed1", False, profile=SEED, specs=specs)
-    await gateway.clear_energy("seed1", profile=SEED, specs=specs)
-    reading = await gateway.read_meter("seed1", profile=SEED, specs=specs)
-    assert (reading.price, reading.prepayment, reading.money_balance) == (D("28.00"), False, D("0.00"))
-    await gateway.charge_token("seed1", "12345678901234567890")
-    assert cloud[1].devices["seed1"].tokens == ["12345678901234567890"]
-    with pytest.raises(InvalidInput, match="does not support"):
-        await gateway.charge_energy("seed1", D("5"), profile=SEED, specs=specs)
+async def operate(gateway, uow, number, operation, value):
+    return await meter_command(number, operation, value, actor=Actor("ops"), reason="test", uow=uow, meters=gateway,
+                               profiles=BUILTIN_PROFILES, clock=FakeClock())
+
+
+async def test_meter_settings_through_operator_commands(gateway, cloud):
+    uow = await meter_world(gateway, "seed1", SEED)
+    meter = await operate(gateway, uow, "SEED1", "set_price", "30.50")
+    assert meter.price_per_kwh == D("30.50") and (await reading_of(gateway, "seed1", SEED)).price == D("30.50")
+    await operate(gateway, uow, "SEED1", "prepayment_switch", False)
+    await operate(gateway, uow, "SEED1", "clear", True)
+    reading = await reading_of(gateway, "seed1", SEED)
+    assert (reading.prepayment, reading.money_balance) == (False, D("0.00"))
+    standard = await meter_world(gateway, "std1", STANDARD)
+    with pytest.raises(InvalidInput, match="cannot set price"):
+        await operate(gateway, standard, "STD1", "set_price", "30")
 
 
 async def test_values_the_meter_cannot_hold_are_refused(gateway, cloud):
     specs = await gateway.specifications("seed1")
     with pytest.raises(InvalidInput, match="outside"):
-        await gateway.charge_money("seed1", D("100000"), profile=SEED, specs=specs)  # refused before sending
+        plan_charge(SEED, specs, D("100000"), D("25"))  # refused before anything is sent
     with pytest.raises(TuyaPermanentError) as exc:
         await gateway.send_commands("seed1", [{"code": "charge_money", "value": 10_000_000}])
     assert exc.value.tuya_code == 1101 and exc.value.transient is False
@@ -183,7 +209,7 @@ async def test_server_errors(gateway, cloud):
         await gateway.status("seed1")
     assert not isinstance(read_exc.value, TuyaOutcomeUnknown)
     with pytest.raises(TuyaOutcomeUnknown):  # a 5xx after sending says nothing about the meter
-        await gateway.execute("seed1", plan)
+        await gateway.send_commands("seed1", [plan.command])
     assert await verdict(gateway, "seed1", plan, before) == Verdict.NOT_APPLIED  # so it may be sent again
     assert cloud[1].total_credits("seed1") == 0
 
@@ -199,7 +225,7 @@ async def test_slow_command_is_an_unknown_outcome_then_verified_applied(gateway,
     plan, before = await charge_and_check(gateway, "seed1", SEED, D("500"))
     cloud[1].set_fault("seed1", "slow", seconds=0.6)
     with pytest.raises(TuyaOutcomeUnknown):
-        await gateway.execute("seed1", plan)
+        await gateway.send_commands("seed1", [plan.command])
     await asyncio.sleep(0.4)  # the cloud carries on after the client gave up
     assert await verdict(gateway, "seed1", plan, before) == Verdict.APPLIED
     assert cloud[1].total_credits("seed1") == D("500")
@@ -208,7 +234,7 @@ async def test_slow_command_is_an_unknown_outcome_then_verified_applied(gateway,
 async def test_accept_not_apply_is_seen_as_not_applied(gateway, cloud):
     plan, before = await charge_and_check(gateway, "seed1", SEED, D("500"))
     cloud[1].set_fault("seed1", "accept_not_apply")
-    await gateway.execute("seed1", plan)  # Tuya says yes
+    await gateway.send_commands("seed1", [plan.command])  # Tuya says yes
     assert await verdict(gateway, "seed1", plan, before) == Verdict.NOT_APPLIED
     assert (await gateway.status("seed1"))["balance"] == 10000 and cloud[1].total_credits("seed1") == 0
 
@@ -218,7 +244,7 @@ async def test_apply_lose_answer_applies_exactly_once(gateway, cloud, mode):
     plan, before = await charge_and_check(gateway, "seed1", SEED, D("500"))
     cloud[1].set_fault("seed1", "apply_lose_answer", mode=mode, seconds=0.6)
     with pytest.raises(TuyaOutcomeUnknown):
-        await gateway.execute("seed1", plan)
+        await gateway.send_commands("seed1", [plan.command])
     # The next attempt verifies first (DESIGN §5) and finds the charge: nothing is resent.
     assert await verdict(gateway, "seed1", plan, before) == Verdict.APPLIED
     assert cloud[1].total_credits("seed1") == D("500")

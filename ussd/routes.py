@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from core.dialogue import texts
+from core.shared.inbound import TooLarge, read_capped
 from core.shared.phone import mask_phone
 from ussd.hop import Answer, UssdDeps, answer, ending, parse_hop
 
@@ -34,19 +35,10 @@ class UssdMetrics:
                                 "Africa's Talking end-of-session reports, by status", ["status"], registry=registry)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _form(request: Request) -> dict[str, list[str]]:
     # parse_qs rather than request.form(): the first hop's `text` is empty and must stay a key.
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _TooLarge()
-        chunks.append(chunk)
-    fields = parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
+    body = await read_capped(request.stream(), MAX_BODY, declared=request.headers.get("content-length"))
+    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     # A NUL is never a keypress, and PostgreSQL refuses it in text: drop it.
     return {name: [value.replace("\x00", "") for value in values] for name, values in fields.items()}
 
@@ -67,7 +59,7 @@ async def answer_hop(request: Request, deps: UssdDeps, metrics: UssdMetrics) -> 
     try:
         hop = parse_hop(await _form(request))
         result = await answer(hop, deps) if hop else Answer(ending(texts.BILINGUAL_EXPIRED), "refused")
-    except _TooLarge:
+    except TooLarge:
         result = Answer(ending(texts.BILINGUAL_EXPIRED), "refused")
     except Exception:  # the tenant gets a polite END; we get the traceback
         log.exception("ussd hop failed")
@@ -80,7 +72,7 @@ async def record_event(request: Request, deps: UssdDeps, metrics: UssdMetrics) -
     """Logs, a metric and the session row's end status. Never touches a payment."""
     try:
         form = await _form(request)
-    except _TooLarge:
+    except TooLarge:
         return PlainTextResponse("request body too large", status_code=413)
     report = {name: (form.get(name) or [""])[0][:200] for name in EVENT_FIELDS if name in form}
     status, session_id = report.get("status") or "unknown", report.get("sessionId", "")[:100]

@@ -21,6 +21,7 @@ from bot.conversation import BotDeps, Conversation
 from bot.runtime import TelegramBot, build_application
 from core.admin.operator import read_balance
 from core.dialogue.service import DialogueDeps
+from core.jobs.kinds import JobKind, Notify, PushStk, RunTopUp, VerifyPayment, handler_table
 from core.jobs.worker import Worker, WorkerConfig
 from core.meters.model import Meter
 from core.meters.profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
@@ -234,15 +235,15 @@ def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> T
 def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Clock, payment_gateway: PaymentGateway,
                  sms: SmsSender | None, telegram: TelegramSender | None, topup_engine: TopUpEngine | None,
                  ussd_sessions: SqlUssdSessionStore, heartbeats: SqlHeartbeats, worker_id: str | None) -> Worker:
-    async def push_stk(payload: dict) -> None:
-        await push_payment(payload["payment_id"], uow=uow(), gateway=payment_gateway, clock=clock,
+    async def push_stk(job: PushStk) -> None:
+        await push_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock,
                            verify=settings.verify_callbacks)
 
-    async def verify(payload: dict) -> None:
-        await verify_payment(payload["payment_id"], uow=uow(), gateway=payment_gateway, clock=clock)
+    async def verify(job: VerifyPayment) -> None:
+        await verify_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock)
 
-    async def send_notification(payload: dict) -> None:
-        await notify(payload, uow=uow(), sms=sms, clock=clock, telegram=telegram)
+    async def send_notification(job: Notify) -> None:
+        await notify(job, uow=uow(), sms=sms, clock=clock, telegram=telegram)
 
     async def sweep() -> None:
         await reconcile_payments(uow=uow(), gateway=payment_gateway, clock=clock,
@@ -251,15 +252,16 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
             await requeue_stale_topups(uow=uow(), clock=clock)
         await ussd_sessions.purge(before=clock.now() - USSD_SESSIONS_KEPT)
 
-    handlers = {"push_stk": push_stk, "verify_payment": verify, "notify": send_notification}
+    handlers: dict[JobKind, Callable] = {JobKind.PUSH_STK: push_stk, JobKind.VERIFY_PAYMENT: verify,
+                                         JobKind.NOTIFY: send_notification}
     _warn_if_lease_short(settings)
     if topup_engine is not None:
 
-        async def topup(payload: dict) -> None:
-            await topup_engine.run(payload["topup_id"])
+        async def topup(job: RunTopUp) -> None:
+            await topup_engine.run(job.topup_id)
 
-        handlers["topup"] = topup
-    return Worker(uow_factory=uow, handlers=handlers, clock=clock, sweep=sweep, heartbeat=heartbeats.beat,
+        handlers[JobKind.TOPUP] = topup
+    return Worker(uow_factory=uow, handlers=handler_table(handlers), clock=clock, sweep=sweep, heartbeat=heartbeats.beat,
                   config=WorkerConfig(worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
                                       sweep_every_s=settings.sweep_every_s, lease_s=settings.job_lease_s,
                                       concurrency=settings.worker_concurrency))

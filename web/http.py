@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from core.shared.errors import Conflict, DomainError, InvalidInput, NotFound, UpstreamError
+from core.shared.inbound import TooLarge, has_nul, read_capped
 
 
 class HttpError(Exception):
@@ -38,16 +39,10 @@ def domain_status(error: DomainError) -> int:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing more than `limit` bytes whatever Content-Length claims."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise HttpError(413, f"request body larger than {limit} bytes", "body_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"request body larger than {limit} bytes", "body_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_capped(request.stream(), limit, declared=request.headers.get("content-length"))
+    except TooLarge as error:
+        raise HttpError(413, str(error), "body_too_large") from None
 
 
 async def read_json_object(request: Request, limit: int) -> dict:
@@ -112,15 +107,6 @@ def wire_number(value: Decimal | int | None) -> int | float | None:
         return None
     value = Decimal(value)
     return int(value) if value == value.to_integral_value() else float(value)
-
-
-NUL_MARKERS = (b"\x00", b"\\u0000", b"%00")
-
-
-def has_nul(raw: bytes) -> bool:
-    """PostgreSQL refuses NUL in text: such input is refused at the edge, never sent to a query."""
-    lowered = raw.lower()
-    return any(marker in lowered for marker in NUL_MARKERS)
 
 
 class RefuseNul:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core.shared.clock import NAIROBI
 from core.shared.errors import DomainError
 from core.payments.service import InitiatePayment, PaymentStarted, initiate_payment, receive_callback
 from core.payments.model import Channel, PaymentStatus
@@ -21,7 +21,6 @@ from web.http import (
 )
 
 log = logging.getLogger("lipameter.api")
-NAIROBI = ZoneInfo("Africa/Nairobi")
 REQUIRED_FIELDS = ("amount", "phoneNumber", "meterId")
 ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
 

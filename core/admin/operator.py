@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Mapping
 
-from core.admin.registry import parse_price
 from core.payments.callbacks import MalformedCallback, parse_stk_callback
-from core.payments.service import find_meter
+from core.payments.model import PaymentStatus
+from core.meters.lookup import find_meter
 from core.shared.errors import Conflict, InvalidInput, NotFound
+from core.jobs.kinds import RunTopUp, enqueue
 from core.meters.profiles import DpSpec, MeterProfile, to_raw
 from core.topups.decision import MeterReading, plan_charge, read_meter
 from core.meters.model import Meter
 from core.shared.ids import new_id
+from core.shared.money import parse_amount, parse_price
 from core.ports import Clock, MeterGateway, UnitOfWork
 from core.topups.model import TopUp, TopUpStatus, topup_for_payment
 
@@ -35,18 +37,6 @@ def require_reason(reason: str | None) -> str:
     return reason.strip()[:500]
 
 
-def parse_manual_amount(value: object) -> Decimal:
-    try:
-        amount = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        raise InvalidInput(f"amount must be a number of KES, not {str(value)[:20]!r}", code="invalid_amount") from None
-    if not amount.is_finite() or amount <= 0:
-        raise InvalidInput("amount must be more than 0 KES", code="invalid_amount")
-    if amount != amount.quantize(Decimal("0.01")):
-        raise InvalidInput("amount can have at most 2 decimals (cents)", code="invalid_amount")
-    return amount
-
-
 def _profile_and_specs(meter: Meter, profiles: Mapping[str, MeterProfile]) -> tuple[MeterProfile, dict[str, DpSpec]]:
     profile = profiles.get(meter.profile)
     if profile is None:
@@ -58,7 +48,7 @@ async def manual_topup(meter_number: str, amount: object, reason: str | None, *,
                        profiles: Mapping[str, MeterProfile], clock: Clock, request_key: str | None = None) -> TopUp:
     """The seed's fallback 2: an admin adds balance, through the same engine, with a reason.
     `request_key` (one per form shown) makes a double-clicked or re-sent form credit once."""
-    reason, money = require_reason(reason), parse_manual_amount(amount)
+    reason, money = require_reason(reason), parse_amount(amount, cents=True)
     now = clock.now()
     if request_key:
         async with uow:
@@ -73,7 +63,7 @@ async def manual_topup(meter_number: str, amount: object, reason: str | None, *,
                       next_attempt_at=now, applied_by=actor.name, reason=reason,
                       request_key=request_key[:64] if request_key else None)
         await uow.topups.add(topup)
-        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await enqueue(uow.jobs, RunTopUp(topup.id))
         await uow.audit.record(at=now, actor=actor.name, action="manual_topup", target=meter.number, reason=reason,
                                details={"topup_id": topup.id, "amount": str(money)})
         await uow.commit()
@@ -99,10 +89,10 @@ async def retry_topup(ref: str, reason: str | None, *, actor: Actor, uow: UnitOf
                            code="not_retryable")
         # `sent_at` and `counter_before` stay: if a send is on record, the next attempt reads the
         # counter before sending anything (FAILED should mean nothing landed; this keeps it so).
-        topup.status, topup.attempts, topup.next_attempt_at, topup.updated_at = TopUpStatus.QUEUED, 0, now, now
+        topup.requeue(now=now)
         topup.delay_notified = False
         await uow.topups.save(topup)
-        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await enqueue(uow.jobs, RunTopUp(topup.id))
         await uow.audit.record(at=now, actor=actor.name, action="retry_topup", target=topup.id, reason=reason,
                                details={"payment_id": topup.payment_id, "last_error": topup.last_error})
         await uow.commit()
@@ -167,7 +157,8 @@ async def resolve_review(ref: str, reason: str | None, *, action: str, actor: Ac
         if action not in RESOLUTIONS[kind]:
             raise InvalidInput(f"a {kind} review is resolved with {' or '.join(RESOLUTIONS[kind])}", code="invalid_action")
         item = payment or topup
-        if item.status.value != "needs_review" or item.resolved_at is not None:
+        waiting = PaymentStatus.NEEDS_REVIEW if payment else TopUpStatus.NEEDS_REVIEW
+        if item.status is not waiting or item.resolved_at is not None:
             raise Conflict(f"{kind} {ref} is not waiting for review", code="not_in_review")
         item.resolved_at, item.resolved_by, item.resolution = now, actor.name, f"{action}: {reason}"
         if payment:
@@ -199,19 +190,18 @@ async def _resolve_payment(uow: UnitOfWork, payment, action: str, now) -> None:
     if action == "credit":
         topup = topup_for_payment(payment, now=now)
         await uow.topups.add(topup)
-        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await enqueue(uow.jobs, RunTopUp(topup.id))
 
 
 async def _resolve_topup(uow: UnitOfWork, topup: TopUp, action: str, actor: Actor, now) -> None:
     if action == "applied":
-        topup.status, topup.applied_at, topup.applied_by = TopUpStatus.APPLIED, now, actor.name
+        topup.mark_applied(by=actor.name, now=now)
     elif action == "retry":
-        topup.status, topup.attempts, topup.next_attempt_at = TopUpStatus.QUEUED, 0, now
+        topup.requeue(now=now)
         topup.sent_at = topup.counter_before = None
-        await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+        await enqueue(uow.jobs, RunTopUp(topup.id))
     else:
-        topup.status = TopUpStatus.FAILED
-    topup.updated_at = now
+        topup.dismiss(now=now)
     await uow.topups.save(topup)
 
 

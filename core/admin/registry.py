@@ -1,23 +1,19 @@
-"""Operator use cases: register meters and tenants. (Top-up admin actions live with the top-up engine.)"""
+"""Operator use cases: register meters and tenants. (Top-ups and meter commands an operator gives: core/admin/operator.py.)"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Mapping
-from decimal import Decimal, InvalidOperation
 
 from core.shared.errors import InvalidInput, NotFound
-from core.meters.model import MAX_METER_NUMBER_LEN, Meter
+from core.meters.model import MAX_METER_NUMBER_LEN, METER_NUMBER, Meter
 from core.tenants.model import Tenant
 from core.shared.ids import new_id
 from core.shared.phone import normalize_kenyan_mobile
 from core.meters.profiles import MeterProfile, as_spec_map, profile_problems
 from core.ports import MeterGateway, UnitOfWork
 from core.shared.clock import SystemClock
-
-METER_NUMBER = re.compile(r"^[A-Za-z0-9-]{1,%d}$" % MAX_METER_NUMBER_LEN)
-
+from core.shared.money import parse_price
 
 @dataclass(frozen=True)
 class AddMeter:
@@ -27,18 +23,6 @@ class AddMeter:
     profile: str = "seed"
     price_per_kwh: object = None
     dp_specs: dict = field(default_factory=dict)
-
-
-def parse_price(value: object) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    try:
-        price = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        raise InvalidInput(f"price must be a number of KES per kWh, not {str(value)[:20]!r}", code="invalid_price") from None
-    if not price.is_finite() or price <= 0:
-        raise InvalidInput("price must be more than 0 KES per kWh", code="invalid_price")
-    return price
 
 
 def validate_meter(cmd: AddMeter) -> None:

@@ -16,8 +16,6 @@ the third in a row ends the conversation politely. Confirming a payment is the o
 
 from __future__ import annotations
 
-import re
-
 from core.dialogue import texts
 from core.dialogue.screens import (
     BACK, BALANCE, BALANCE_METERS, BALANCE_NONE, BUY_AMOUNT, BUY_CONFIRM, BUY_METERS, BUY_NUMBER, HOME,
@@ -28,13 +26,12 @@ from core.dialogue.types import (
     Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
 )
 from core.shared.errors import InvalidInput
-from core.meters.model import MAX_METER_NUMBER_LEN
+from core.meters.model import METER_NUMBER
 from core.shared.money import parse_whole_kes
 
 MAX_WRONG = 3
 MAX_HISTORY = 20  # `00` always reaches home, so the oldest frames can go
 MAX_INPUT = 40
-METER_NUMBER = re.compile(r"^[A-Za-z0-9-]{1,%d}$" % MAX_METER_NUMBER_LEN)
 RECENT_PAYMENTS = 3
 
 

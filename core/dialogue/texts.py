@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
+from core.shared.clock import NAIROBI
 from core.shared.money import format_kes
 
 LANGUAGES = ("en", "sw")
 DEFAULT_LANGUAGE = "en"
-NAIROBI = ZoneInfo("Africa/Nairobi")
 
 EN = {
     "app": "LipaMeter",

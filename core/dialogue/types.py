@@ -88,7 +88,7 @@ class PaymentLine(_Model):
     at: datetime
     meter_number: str
     amount: int
-    status: str  # core.payments.PaymentStatus value
+    status: str  # core.payments.model.PaymentStatus value
 
 
 class DialogueState(_Model):

@@ -1,4 +1,5 @@
 """The job loop: claim due outbox jobs with a lease, run their handler, record the outcome.
+The kinds and their payloads are core/jobs/kinds.py.
 
 A job whose worker died keeps its lease until it expires and is then claimed again, so handlers must
 be safe to run twice (they check the state they are about to change). A periodic sweep (reconcile)

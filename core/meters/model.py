@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 MAX_METER_NUMBER_LEN = 12
+# Letters, digits and dashes: it is Daraja's AccountReference, typed by tenants on a keypad.
+METER_NUMBER = re.compile(r"^[A-Za-z0-9-]{1,%d}$" % MAX_METER_NUMBER_LEN)
 
 
 @dataclass

@@ -4,10 +4,7 @@ Pure: no I/O except `load_profiles`, which reads one config file. Tuya describes
 `scale`, `step`, `min` and `max` in *raw* units; the human value is `raw / 10**scale`. All arithmetic
 here is Decimal/Fraction so that KES 19.99 at scale 2 is 1999, never 1998 (`int(19.99*100)`).
 
-Exactly-once verification (DESIGN §5) is carried by `ChargePlan.check` (a `CounterCheck`): a
-purchase counter that only a charge moves (`seed`: `electric_total`), or, for profiles without one
-(`tuya-standard`), the sum balance_energy + forward_energy_total, which a charge raises by the
-credited kWh and consumption leaves unchanged (up to the DPs' display rounding). See `plan_charge`.
+Planning a charge and checking it landed (the counter verdict) is core/topups/decision.py.
 """
 
 from __future__ import annotations

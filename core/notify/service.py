@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
+from core.jobs.kinds import Notify, NotifyEvent
 from core.shared.errors import UpstreamError
 from core.shared.money import format_kes
 from core.notify.texts import text
@@ -44,18 +45,18 @@ def _units_text(language: str, units: Decimal | None, money: bool) -> str:
     return text(language, "units_energy").format(value=f"{units.normalize():f}")
 
 
-async def compose(event: dict, *, uow: UnitOfWork) -> Message | None:
+async def compose(event: Notify, *, uow: UnitOfWork) -> Message | None:
     """The message for an event, or None when nobody is to be told (a manual credit, say)."""
     async with uow:
-        topup = await uow.topups.get(event["topup_id"]) if event.get("topup_id") else None
-        payment_id = event.get("payment_id") or (topup.payment_id if topup else None)
+        topup = await uow.topups.get(event.topup_id) if event.topup_id else None
+        payment_id = event.payment_id or (topup.payment_id if topup else None)
         payment = await uow.payments.get(payment_id) if payment_id else None
         if payment is None:
             return None
         meter = await uow.meters.get(payment.meter_id)
         tenant = await uow.tenants.get_by_phone(payment.phone)
     lang = (tenant.language if tenant else None) or "en"
-    kind = "topup_failed" if event["event"] == "topup_review" else event["event"]
+    kind = "topup_failed" if event.event is NotifyEvent.TOPUP_REVIEW else event.event.value
     if kind not in ("payment_failed", "topup_applied", "topup_delayed", "topup_failed"):
         return None
     fields = dict(paid=format_kes(payment.amount), meter=meter.number,
@@ -73,7 +74,7 @@ async def compose(event: dict, *, uow: UnitOfWork) -> Message | None:
     return Message(payment.phone, body, payment.id, topup.id if topup else None, chat_id)
 
 
-async def notify(event: dict, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
+async def notify(event: Notify, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
                  telegram: TelegramSender | None = None) -> str:
     message = await compose(event, uow=uow)
     if message is None:
@@ -97,7 +98,7 @@ async def notify(event: dict, *, uow: UnitOfWork, sms: SmsSender | None, clock: 
     return status
 
 
-async def _by_telegram(event: dict, message: Message, *, uow: UnitOfWork, telegram: TelegramSender,
+async def _by_telegram(event: Notify, message: Message, *, uow: UnitOfWork, telegram: TelegramSender,
                        clock: Clock) -> bool:
     """True when Telegram took the message. False when it refused for good (the user blocked the bot,
     the chat is gone): the caller sends an SMS instead. A transient failure raises, so the job retries."""
@@ -115,10 +116,10 @@ async def _by_telegram(event: dict, message: Message, *, uow: UnitOfWork, telegr
     return True
 
 
-async def _record(event: dict, message: Message, *, channel: str, status: str, error: str | None, uow: UnitOfWork,
+async def _record(event: Notify, message: Message, *, channel: str, status: str, error: str | None, uow: UnitOfWork,
                   clock: Clock) -> None:
     async with uow:
-        await uow.notifications.add(at=clock.now(), channel=channel, event=event["event"],
+        await uow.notifications.add(at=clock.now(), channel=channel, event=event.event.value,
                                     recipient=mask_phone(message.phone), payment_id=message.payment_id,
                                     topup_id=message.topup_id, message=message.text, status=status, error=error)
         await uow.commit()

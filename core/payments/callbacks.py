@@ -14,10 +14,11 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from zoneinfo import ZoneInfo
+from decimal import Decimal
 
-NAIROBI = ZoneInfo("Africa/Nairobi")
+from core.shared.clock import NAIROBI
+from core.shared.money import read_decimal
+
 # Column sizes in storage/tables.py: what we keep of each field.
 CHECKOUT_ID_MAX, MERCHANT_ID_MAX, RESULT_CODE_MAX, RESULT_DESC_MAX, PHONE_MAX = 64, 64, 32, 255, 32
 _RECEIPT = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -77,7 +78,7 @@ def parse_stk_callback(body: bytes | str) -> StkCallback:
 
 
 def _amount(items: dict[str, object]) -> Decimal | None:
-    amount = _decimal(items.get("Amount"))
+    amount = read_decimal(items.get("Amount"))
     if amount is None or not (0 <= amount < _MAX_AMOUNT) or amount != amount.quantize(Decimal("0.01")):
         return None
     return amount
@@ -110,19 +111,6 @@ def _text(value: object, limit: int | None = None) -> str | None:
     if limit is not None:
         text = text[:limit].rstrip()
     return text or None
-
-
-def _decimal(value: object) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, (dict, list)):
-        return None
-    try:
-        # repr() keeps 1.00 from JSON as the float 1.0 written out, without binary noise.
-        amount = Decimal(repr(value) if isinstance(value, float) else str(value)[:64])
-    except (InvalidOperation, ValueError):
-        return None
-    return amount if amount.is_finite() else None
 
 
 def _daraja_datetime(value: object) -> datetime | None:

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from core.jobs.kinds import Notify, NotifyEvent, enqueue
 from core.payments import model as pm
 from core.shared.errors import UpstreamError
 from core.payments.service import complete_and_queue_topup
@@ -103,7 +104,7 @@ async def settle_from_query(payment_id: str, result: StkQueryResult, *, uow: Uni
         else:
             pm.settle(payment, result_code=result.result_code or "unknown", result_desc=result.result_desc or "", now=clock.now())
             await uow.payments.save(payment)
-            await uow.jobs.enqueue("notify", {"event": "payment_failed", "payment_id": payment.id})
+            await enqueue(uow.jobs, Notify(NotifyEvent.PAYMENT_FAILED, payment_id=payment.id))
             outcome = "failed"
         await uow.commit()
     log.info("payment %s settled by STK query: %s", payment_id, outcome)

@@ -13,7 +13,9 @@ from decimal import Decimal
 
 from core.payments import model as pm
 from core.payments.callbacks import MalformedCallback, StkCallback, parse_stk_callback
+from core.jobs.kinds import Notify, NotifyEvent, PushStk, RunTopUp, VerifyPayment, enqueue
 from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from core.meters.lookup import find_meter
 from core.meters.model import Meter
 from core.shared.ids import new_id
 from core.shared.money import parse_whole_kes
@@ -50,17 +52,6 @@ class PaymentStarted:
     replayed: bool  # True when an Idempotency-Key returned an earlier answer
 
 
-async def find_meter(uow: UnitOfWork, ref: object) -> Meter:
-    if not isinstance(ref, str) or not ref.strip():
-        raise InvalidInput("give the meter's id or its number", code="invalid_meter")
-    ref = ref.strip()
-    meter = await uow.meters.get(ref) if len(ref) == 36 else None
-    meter = meter or await uow.meters.get_by_number(ref)
-    if meter is None:
-        raise NotFound(f"no meter with id or number {ref[:40]!r}", code="meter_not_found")
-    return meter
-
-
 async def request_payment(
     cmd: InitiatePayment, *, uow: UnitOfWork, limits: PaymentLimits, clock: Clock, defer_push: bool = False,
     push_delay_s: float = 0.0,
@@ -90,7 +81,7 @@ async def request_payment(
         await uow.payments.add(payment)  # unique indexes close the race between two requests
         if defer_push:
             run_after = now + timedelta(seconds=push_delay_s) if push_delay_s > 0 else None
-            await uow.jobs.enqueue("push_stk", {"payment_id": payment.id}, run_after=run_after)
+            await enqueue(uow.jobs, PushStk(payment.id), run_after=run_after)
         await uow.commit()
     log.info("payment %s requested: KES %s for meter %s from %s via %s",
              payment.id, amount, meter.number, mask_phone(phone), cmd.channel.value)
@@ -253,7 +244,7 @@ async def _apply_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *,
     if not cb.succeeded:
         pm.settle(payment, result_code=cb.result_code, result_desc=cb.result_desc, now=now)
         await uow.payments.save(payment)
-        await uow.jobs.enqueue("notify", {"event": "payment_failed", "payment_id": payment.id})
+        await enqueue(uow.jobs, Notify(NotifyEvent.PAYMENT_FAILED, payment_id=payment.id))
         return "settled"
     problem = _unreadable_reason(cb) or await _receipt_taken_reason(uow, payment, cb)
     if problem:
@@ -270,7 +261,7 @@ async def _apply_callback(uow: UnitOfWork, payment: Payment, cb: StkCallback, *,
     if verify:
         _record_success_fields(payment, cb)
         await uow.payments.save(payment)
-        await uow.jobs.enqueue("verify_payment", {"payment_id": payment.id})
+        await enqueue(uow.jobs, VerifyPayment(payment.id))
         return "awaiting_verification"
     await complete_and_queue_topup(uow, payment, cb, now=now)
     return "completed"
@@ -337,4 +328,4 @@ async def complete_and_queue_topup(uow: UnitOfWork, payment: Payment, cb: StkCal
     await uow.payments.save(payment)
     topup = topup_for_payment(payment, now=now)
     await uow.topups.add(topup)
-    await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+    await enqueue(uow.jobs, RunTopUp(topup.id))

@@ -1,6 +1,12 @@
+"""Time. Stored and compared in UTC; Kenya's clock (Daraja's timestamps, what a tenant or landlord
+reads) is `NAIROBI`, defined here once."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+NAIROBI = ZoneInfo("Africa/Nairobi")
 
 
 class SystemClock:

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
 from core.shared.errors import InvalidInput
@@ -33,8 +35,10 @@ def normalize_kenyan_mobile(raw: object) -> str:
     return "254" + national
 
 
-def mask_phone(phone: str) -> str:
-    """For logs: `2547****5678`. Full numbers never reach a log line."""
-    if len(phone) < 8:
+def mask_phone(phone: object) -> str:
+    """For logs: `254712345678` -> `2547*****678`, the form Daraja itself masks numbers in. Enough to
+    tell tenants apart, not to dial them; anything too short to be a number shows nothing."""
+    digits = re.sub(r"\D", "", str(phone))
+    if len(digits) < 10:
         return "****"
-    return phone[:4] + "****" + phone[-4:]
+    return digits[:4] + "*" * (len(digits) - 7) + digits[-3:]

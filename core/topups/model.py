@@ -3,6 +3,8 @@
 queued --claim--> sending --accepted + balance confirmed--> applied
    ^                 |--outcome unknown--> verify --> applied | queued | needs_review
    '--transient------'--permanent error / attempts exhausted--> failed
+An operator moves failed -> queued (retry) and needs_review -> applied | queued | failed (resolve).
+`applied` never moves. Status changes only through TopUp's methods, which refuse any other move.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from core.shared.errors import Conflict
 from core.shared.ids import new_id
 from core.payments.model import Payment
 
@@ -26,6 +29,25 @@ class TopUpStatus(str, enum.Enum):
     @property
     def wire(self) -> str:
         return self.value.upper()
+
+
+class IllegalTopUpTransition(Conflict):
+    code = "illegal_transition"
+
+
+def _moves(*names: str) -> frozenset[TopUpStatus]:
+    return frozenset(TopUpStatus(name) for name in names)
+
+
+# from -> the states it may move to. Sending -> sending: a retry while a send may be in the air keeps
+# the meter's in-flight slot; a claim of a top-up found in `sending` (a crash) resumes it.
+TRANSITIONS: dict[TopUpStatus, frozenset[TopUpStatus]] = {
+    TopUpStatus.QUEUED: _moves("sending"),
+    TopUpStatus.SENDING: _moves("sending", "queued", "applied", "failed", "needs_review"),
+    TopUpStatus.FAILED: _moves("queued"),  # an operator's retry
+    TopUpStatus.NEEDS_REVIEW: _moves("applied", "queued", "failed"),  # an operator's resolution
+    TopUpStatus.APPLIED: _moves(),
+}
 
 
 @dataclass
@@ -56,6 +78,46 @@ class TopUp:
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     resolution: str | None = None
+
+    def _move(self, to: TopUpStatus, now: datetime, *, sources: str) -> None:
+        """`sources`: the statuses this step starts from (one step may not take every move the table allows)."""
+        if self.status.value not in sources.split() or to not in TRANSITIONS[self.status]:
+            raise IllegalTopUpTransition(f"top-up {self.id} is {self.status.value}; it cannot become {to.value}")
+        self.status, self.updated_at = to, now
+
+    def claim(self, *, now: datetime, lease_until: datetime) -> None:
+        """An attempt starts: it owns the top-up until `lease_until`."""
+        self._move(TopUpStatus.SENDING, now, sources="queued sending")
+        self.attempts += 1
+        self.next_attempt_at = lease_until
+
+    def back_off(self, *, error: str, retry_at: datetime, now: datetime) -> None:
+        """A transient failure. Only a top-up with nothing possibly in the air gives up its meter's slot."""
+        self._move(TopUpStatus.QUEUED if self.sent_at is None else TopUpStatus.SENDING, now, sources="sending")
+        self.last_error, self.next_attempt_at = error[:500], retry_at
+
+    def mark_applied(self, *, by: str, now: datetime) -> None:
+        """The meter shows the charge (the engine), or a person saw it there (a review)."""
+        self._move(TopUpStatus.APPLIED, now, sources="sending needs_review")
+        self.applied_at, self.applied_by, self.next_attempt_at = now, by, None
+
+    def give_up(self, status: TopUpStatus, *, error: str, now: datetime) -> None:
+        """An attempt ends for good: `failed` (nothing reached the meter) or `needs_review`."""
+        if status not in (TopUpStatus.FAILED, TopUpStatus.NEEDS_REVIEW):
+            raise IllegalTopUpTransition(f"a top-up gives up as failed or needs_review, not {status.value}")
+        self._move(status, now, sources="sending")
+        self.last_error, self.next_attempt_at = error[:500], None
+        if status is TopUpStatus.NEEDS_REVIEW:
+            self.resolved_at = self.resolved_by = None  # a new review (the audit log keeps the old one)
+
+    def requeue(self, *, now: datetime) -> None:
+        """An operator sends it again (a failed one, or a review that shows it did not land)."""
+        self._move(TopUpStatus.QUEUED, now, sources="failed needs_review")
+        self.attempts, self.next_attempt_at = 0, now
+
+    def dismiss(self, *, now: datetime) -> None:
+        """A review closed as not credited."""
+        self._move(TopUpStatus.FAILED, now, sources="needs_review")
 
 
 def topup_for_payment(payment: Payment, *, now: datetime) -> TopUp:

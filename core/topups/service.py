@@ -33,6 +33,7 @@ from core.meters.model import Meter
 from core.ports import Clock, MeterGateway, UnitOfWork
 from core.topups.model import TopUp, TopUpStatus
 from core.jobs.worker import RetryLater
+from core.jobs.kinds import Notify, NotifyEvent, RunTopUp, enqueue
 
 log = logging.getLogger("lipameter.topup")
 
@@ -119,8 +120,7 @@ class TopUpEngine:
             if topup.next_attempt_at and topup.next_attempt_at > now + timedelta(seconds=1):
                 # Scheduled for later, or another attempt holds it (a duplicate job): not ours now.
                 raise RetryLater((topup.next_attempt_at - now).total_seconds(), "not due yet")
-            topup.status, topup.attempts, topup.updated_at = TopUpStatus.SENDING, topup.attempts + 1, now
-            topup.next_attempt_at = now + timedelta(seconds=self.policy.attempt_lease_s)
+            topup.claim(now=now, lease_until=now + timedelta(seconds=self.policy.attempt_lease_s))
             try:
                 await uow.topups.save(topup)
             except Conflict:
@@ -237,15 +237,15 @@ class TopUpEngine:
         now = self.clock.now()
         topup.balance_after = _balance(profile, reading)
         topup.units_added = plan.money_added if plan.kind == "money" else plan.kwh_added
-        topup.applied_at, topup.applied_by = now, topup.applied_by or "worker"
-        topup.status, topup.last_error, topup.next_attempt_at, topup.updated_at = TopUpStatus.APPLIED, None, None, now
+        topup.mark_applied(by=topup.applied_by or "worker", now=now)
+        topup.last_error = None
         async with self.uow() as uow:
             await uow.topups.save(topup)
             meter.last_balance = reading.money_balance
             meter.last_energy = reading.energy_balance
             meter.last_balance_at, meter.online = now, True
             await uow.meters.save(meter)
-            await uow.jobs.enqueue("notify", {"event": "topup_applied", "topup_id": topup.id})
+            await enqueue(uow.jobs, Notify(NotifyEvent.TOPUP_APPLIED, topup_id=topup.id))
             await uow.commit()
         log.info("top-up %s applied to meter %s: %s -> %s (%d Tuya calls)", topup.id, meter.number,
                  topup.balance_before, topup.balance_after, self.tuya_calls.get(topup.id, 0))
@@ -257,9 +257,7 @@ class TopUpEngine:
                                       error=f"gave up after {topup.attempts} attempts: {error}")
         delay = self.policy.backoff_s(topup.attempts)
         now = self.clock.now()
-        # Only a top-up with nothing possibly in the air gives up its meter's in-flight slot.
-        topup.status = TopUpStatus.QUEUED if topup.sent_at is None else TopUpStatus.SENDING
-        topup.last_error, topup.next_attempt_at, topup.updated_at = error[:500], now + timedelta(seconds=delay), now
+        topup.back_off(error=error, retry_at=now + timedelta(seconds=delay), now=now)
         tell_payer = topup.payment_id and not topup.delay_notified and topup.attempts >= self.policy.delay_notice_after
         topup.delay_notified = topup.delay_notified or bool(tell_payer)
         async with self.uow() as uow:
@@ -269,20 +267,18 @@ class TopUpEngine:
                 meter.online = False
                 await uow.meters.save(meter)
             if tell_payer:
-                await uow.jobs.enqueue("notify", {"event": "topup_delayed", "topup_id": topup.id})
+                await enqueue(uow.jobs, Notify(NotifyEvent.TOPUP_DELAYED, topup_id=topup.id))
             await uow.commit()
         log.warning("top-up %s attempt %s failed (%s); next in %.0fs", topup.id, topup.attempts, error, delay)
         raise RetryLater(delay, error)
 
     async def _finish(self, topup: TopUp, status: TopUpStatus, *, error: str) -> TopUpStatus:
         now = self.clock.now()
-        topup.status, topup.last_error, topup.next_attempt_at, topup.updated_at = status, error[:500], None, now
-        if status is TopUpStatus.NEEDS_REVIEW:
-            topup.resolved_at = topup.resolved_by = None  # a new review (the audit log keeps the old one)
+        topup.give_up(status, error=error, now=now)
         async with self.uow() as uow:
             await uow.topups.save(topup)
-            event = "topup_failed" if status is TopUpStatus.FAILED else "topup_review"
-            await uow.jobs.enqueue("notify", {"event": event, "topup_id": topup.id})
+            event = NotifyEvent.TOPUP_FAILED if status is TopUpStatus.FAILED else NotifyEvent.TOPUP_REVIEW
+            await enqueue(uow.jobs, Notify(event, topup_id=topup.id))
             await uow.commit()
         log.error("top-up %s %s: %s", topup.id, status.value, error)
         return status
@@ -308,7 +304,7 @@ async def requeue_stale_topups(*, uow: UnitOfWork, clock: Clock, stale_s: float 
         for topup in stale:
             topup.next_attempt_at, topup.updated_at = now, now
             await uow.topups.save(topup)
-            await uow.jobs.enqueue("topup", {"topup_id": topup.id})
+            await enqueue(uow.jobs, RunTopUp(topup.id))
         await uow.commit()
     if stale:
         log.warning("re-queued %d stale top-up(s)", len(stale))

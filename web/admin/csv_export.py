@@ -11,7 +11,7 @@ from typing import Iterable
 
 from starlette.responses import Response
 
-from web.admin.forms import NAIROBI
+from core.shared.clock import NAIROBI
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

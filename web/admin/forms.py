@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from urllib.parse import parse_qs
-from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 
-NAIROBI = ZoneInfo("Africa/Nairobi")
+from core.shared.clock import NAIROBI
+from core.shared.inbound import NUL_IN_FORM, TooLarge, has_nul, read_capped
+
 MAX_FORM_BYTES = 16 * 1024
 
 
@@ -23,14 +24,11 @@ async def read_form(request: Request) -> dict[str, str]:
     """URL-encoded form, capped; the last value wins for a repeated field."""
     if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
         raise FormError("send the form from the dashboard page", status=415)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FORM_BYTES:
-            raise FormError("form too large", status=413)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if b"%00" in raw or b"\x00" in raw:  # PostgreSQL refuses NUL in text
+    try:
+        raw = await read_capped(request.stream(), MAX_FORM_BYTES, declared=request.headers.get("content-length"))
+    except TooLarge:
+        raise FormError("form too large", status=413) from None
+    if has_nul(raw, NUL_IN_FORM):
         raise FormError("the form contains a NUL character", status=400)
     fields = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {name: values[-1] for name, values in fields.items()}

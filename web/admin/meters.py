@@ -8,7 +8,8 @@ import uuid
 
 from starlette.responses import Response
 
-from core.admin.registry import AddMeter, parse_price, register_meter
+from core.admin.registry import AddMeter, register_meter
+from core.shared.money import parse_price
 from core.shared.errors import DomainError
 from core.admin.operator import manual_topup, meter_command
 from storage.dashboard import meter_detail, meters_with_last_topup

@@ -10,7 +10,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from core.shared.money import format_kes
-from web.admin.forms import NAIROBI
+from core.shared.clock import NAIROBI
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
