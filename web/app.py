@@ -24,6 +24,7 @@ from web.admin.routes import admin_routes
 from web.bootstrap import Container
 from web.http import RefuseNul, SourceAllowlist
 from web.openapi import openapi_document
+from web.outage import outage_handlers
 from web.settings import _split
 
 log = logging.getLogger("lipameter.app")
@@ -88,6 +89,7 @@ def create_app(container: Container, *, run_worker: bool = True,
     ]
     ussd_guard = Middleware(SourceAllowlist, prefix="/ussd", allowed=_split(settings.ussd_allowed_ips),
                             trusted_proxies=settings.trusted_proxy_list)
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RefuseNul), ussd_guard])
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RefuseNul), ussd_guard],
+                    exception_handlers=outage_handlers())
     app.state.container = container  # for the routes declared at module level (web/mpesa_api.py)
     return app
