@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from web.http import MAX_JSON_DEPTH, json_depth
+
 log = logging.getLogger("lipameter.bot")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -43,7 +45,9 @@ async def telegram_webhook(request: Request) -> Response:
         return PlainTextResponse("the bot is starting", status_code=503)  # Telegram retries later
     try:
         # Telegram never sends NUL; PostgreSQL would refuse it in text: such an update is malformed.
-        data = None if b"\\u0000" in body.lower() else json.loads(body)
+        # Nor nesting deeper than any update: the parser would recurse until it failed.
+        malformed = b"\\u0000" in body.lower() or json_depth(body) > MAX_JSON_DEPTH
+        data = None if malformed else json.loads(body)
     except ValueError:
         data = None
     if not isinstance(data, dict) or not bot.feed(data):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -50,10 +51,33 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# No body we take is deeper than ~10 levels (Daraja's callback is 6); deeper is an attack on the parser,
+# whose recursion (and every later json.dumps of the stored body) would end in a RecursionError.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_NESTING = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(raw: bytes | str) -> int:
+    """How deeply arrays and objects nest in `raw`, counted without parsing (brackets in strings skipped)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    depth = deepest = 0
+    for bracket in _JSON_NESTING.findall(_JSON_STRING.sub(b'""', data)):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def check_json_depth(raw: bytes | str) -> None:
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise HttpError(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels", "json_too_deep")
+
+
 async def read_json_object(request: Request, limit: int) -> dict:
     body = await read_body(request, limit)
     if has_nul(body):
         raise HttpError(400, "request body must not contain NUL characters", "invalid_json")
+    check_json_depth(body)
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):

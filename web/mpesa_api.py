@@ -15,7 +15,7 @@ from core.payments.service import InitiatePayment, PaymentStarted, initiate_paym
 from core.payments.model import Channel, PaymentStatus
 from storage.views import payment_view
 from web.http import (
-    HttpError, address_allowed, client_address, domain_status, error_response, read_body,
+    HttpError, address_allowed, check_json_depth, client_address, domain_status, error_response, read_body,
     read_json_object, require_api_key, wire_number,
 )
 
@@ -88,6 +88,7 @@ async def mpesa_callback(request: Request) -> Response:
         return error_response(403, "source address not allowed", "forbidden")
     try:
         body = await read_body(request, settings.max_body_bytes)
+        check_json_depth(body)  # refused before it is stored: the dashboard renders every stored body
         receipt = await receive_callback(body, source=source, uow=services.uow(), clock=services.clock,
                                          verify=settings.verify_callbacks)
     except HttpError as error:

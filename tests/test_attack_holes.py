@@ -1,0 +1,63 @@
+"""Holes an adversarial test found (issue 11 §4), each proven over real HTTP against the served app where
+the hole is on the wire. One Stack per engine serves the module."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from tests.admin_helpers import Browser, count, logged_in, module_database, start_stack
+from tests.stack import CALLBACK_TOKEN
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def stack(request, tmp_path_factory, sqlite_template):
+    stack = start_stack(module_database(request, tmp_path_factory, sqlite_template))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def boss(stack):
+    client = logged_in(stack, "boss")
+    yield client
+    client.close()
+
+
+PHONES = iter(range(712000100, 712999999))
+
+
+def pay(stack, **kw) -> httpx.Response:
+    """A payment from a phone of its own (one prompt may wait per phone)."""
+    return stack.pay(phone=f"0{next(PHONES)}", **kw)
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# --- deeply nested JSON ---------------------------------------------------------------------------
+
+def test_deeply_nested_json_is_a_clear_400_on_every_json_endpoint(stack):
+    deep = '{"amount": 100, "phoneNumber": "0712345678", "meterId": "A101", "x": ' + nested(1000) + "}"
+    answer = stack.client.post("/mpesa/payments", content=deep, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["code"] == "json_too_deep", answer.text
+    callbacks = count(stack, "mpesa_callbacks")
+    callback = '{"Body": {"stkCallback": {"CheckoutRequestID": "ws_CO_1", "ResultCode": 0, "x": ' + nested(1000) + "}}}"
+    answer = httpx.post(stack.callback_url, content=callback, timeout=20)
+    assert answer.status_code == 400, answer.text
+    assert count(stack, "mpesa_callbacks") == callbacks
+    assert pay(stack).status_code == 200
+
+
+def test_a_stored_nested_callback_never_breaks_the_dashboard(stack, boss):
+    payment_id = pay(stack).json()["paymentId"]
+    for depth in (900, 5000):  # 900 parses but cannot be pretty-printed; 5000 does not parse
+        stack.sql("INSERT INTO mpesa_callbacks (received_at, source, body, payment_id, outcome) "
+                  "VALUES (:at, 'attacker', :body, :pid, 'malformed')",
+                  at=datetime.now(timezone.utc), body='{"Body": ' + nested(depth) + "}", pid=payment_id)
+    page = boss.page(f"/admin/payments/{payment_id}")
+    assert page.status_code == 200 and "[[[[" in page.text
+    assert boss.page("/admin").status_code == 200
