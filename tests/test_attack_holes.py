@@ -61,3 +61,18 @@ def test_a_stored_nested_callback_never_breaks_the_dashboard(stack, boss):
     page = boss.page(f"/admin/payments/{payment_id}")
     assert page.status_code == 200 and "[[[[" in page.text
     assert boss.page("/admin").status_code == 200
+
+
+# --- X-Forwarded-For over several header lines ----------------------------------------------------
+
+def test_forwarded_for_is_read_across_all_header_lines_from_the_right(stack):
+    # The client sends its own line; the trusted proxy (127.0.0.1 here) appends the real address as a
+    # second line. The address that counts is the one our proxy saw, never the client's claim.
+    spoofed = [("X-Forwarded-For", "198.51.100.66"), ("X-Forwarded-For", "203.0.113.41")]
+    with Browser(stack) as client:
+        client.page("/admin/login")
+        answer = client.post("/admin/login", data={"csrf": client.token, "username": "xff-probe",
+                                                   "password": "guess-guess-guess"}, headers=spoofed)
+        assert answer.status_code == 401
+    assert [row.address for row in stack.sql("SELECT address FROM login_attempts WHERE username = 'xff-probe'")] \
+        == ["203.0.113.41"]

@@ -103,7 +103,9 @@ def client_address(request: Request, trusted_proxies: list[str]) -> str | None:
     """The peer address; X-Forwarded-For is believed only when the peer is a trusted proxy."""
     peer = request.client.host if request.client else None
     if peer and _in_networks(peer, trusted_proxies):
-        forwarded = request.headers.get("x-forwarded-for", "")
+        # Every header line, in order: a proxy may append its own line after the client's, and the
+        # client writes whatever it likes into the lines on the left.
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
         # Walk from the nearest hop outwards, skipping our own proxies.
         for hop in reversed(hops):
