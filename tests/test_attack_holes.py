@@ -76,3 +76,14 @@ def test_forwarded_for_is_read_across_all_header_lines_from_the_right(stack):
         assert answer.status_code == 401
     assert [row.address for row in stack.sql("SELECT address FROM login_attempts WHERE username = 'xff-probe'")] \
         == ["203.0.113.41"]
+
+
+# --- CSV ------------------------------------------------------------------------------------------
+
+def test_csv_quotes_semicolons_and_guards_formulas(stack, boss):
+    pay(stack, description="Rent; water")
+    pay(stack, description="-2+3;=1")
+    text = boss.page("/admin/payments.csv").text
+    assert ',"Rent; water"' in text  # a spreadsheet in a `;` locale keeps it one cell
+    assert ',"\'-2+3;=1"' in text
+    assert ",Rent; water" not in text
