@@ -87,3 +87,37 @@ def test_csv_quotes_semicolons_and_guards_formulas(stack, boss):
     assert ',"Rent; water"' in text  # a spreadsheet in a `;` locale keeps it one cell
     assert ',"\'-2+3;=1"' in text
     assert ",Rent; water" not in text
+
+
+# --- dashboard and CLI input ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+def test_far_dates_are_a_clear_400_not_a_500(stack, boss, day):
+    for path in (f"/admin/ledger?from={day}", f"/admin/ledger?to={day}", f"/admin/payments?to={day}",
+                 f"/admin/payments.csv?from={day}", f"/admin/ledger.csv?to={day}"):
+        answer = boss.page(path)
+        assert answer.status_code == 400 and "between" in answer.text, (path, answer.status_code)
+
+
+@pytest.mark.parametrize("price", ["1e30", "1E+2", "\uff11\uff10\uff10", "100000"])
+def test_absurd_or_exotic_prices_are_refused_and_change_nothing(stack, boss, price):
+    boss.page("/admin/meters/A101")
+    before = stack.sql("SELECT price_per_kwh FROM meters WHERE number = 'A101'")[0].price_per_kwh
+    answer = boss.form("/admin/meters/A101/price", price=price, reason="attack")
+    assert answer.status_code == 422 and "price" in answer.text, answer.status_code
+    assert stack.sql("SELECT price_per_kwh FROM meters WHERE number = 'A101'")[0].price_per_kwh == before
+
+
+@pytest.mark.parametrize("amount", ["1E+2", "\uff11\uff10\uff10", "1e30", "100000000"])
+def test_exotic_manual_amounts_are_refused_and_credit_nothing(stack, boss, amount):
+    boss.page("/admin/meters/A101")
+    topups = count(stack, "topups")
+    answer = boss.form("/admin/meters/A101/topup", amount=amount, reason="attack")
+    assert answer.status_code == 422 and "amount" in answer.text, answer.status_code
+    assert count(stack, "topups") == topups
+
+
+@pytest.mark.parametrize("amount", ["1E+2", "\uff11\uff10\uff10", "\u0661\u0660\u0660"])
+def test_exotic_api_amounts_are_refused(stack, amount):
+    answer = pay(stack, amount=amount)
+    assert answer.status_code == 422 and answer.json()["code"] == "invalid_amount", answer.text

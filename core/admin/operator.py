@@ -12,6 +12,7 @@ from core.admin.registry import parse_price
 from core.payments.callbacks import MalformedCallback, parse_stk_callback
 from core.payments.service import find_meter
 from core.shared.errors import Conflict, InvalidInput, NotFound
+from core.shared.money import is_plain_number
 from core.meters.profiles import DpSpec, MeterProfile, to_raw
 from core.topups.decision import MeterReading, plan_charge, read_meter
 from core.meters.model import Meter
@@ -29,6 +30,9 @@ class Actor:
             raise InvalidInput("who is acting must be named", code="actor_required")
 
 
+MAX_MANUAL_TOPUP = Decimal(1_000_000)  # far above any month's power; more is a typo
+
+
 def require_reason(reason: str | None) -> str:
     if not reason or not reason.strip():
         raise InvalidInput("a reason is required", code="reason_required")
@@ -37,11 +41,16 @@ def require_reason(reason: str | None) -> str:
 
 def parse_manual_amount(value: object) -> Decimal:
     try:
+        if not is_plain_number(str(value).strip().removeprefix("-")):  # a minus gets "more than 0"
+            raise ValueError(value)
         amount = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
-        raise InvalidInput(f"amount must be a number of KES, not {str(value)[:20]!r}", code="invalid_amount") from None
+        raise InvalidInput(f"amount must be a number of KES like 1250.50, not {str(value)[:20]!r}",
+                           code="invalid_amount") from None
     if not amount.is_finite() or amount <= 0:
         raise InvalidInput("amount must be more than 0 KES", code="invalid_amount")
+    if amount > MAX_MANUAL_TOPUP:
+        raise InvalidInput(f"amount must be at most KES {MAX_MANUAL_TOPUP:,}", code="invalid_amount")
     if amount != amount.quantize(Decimal("0.01")):
         raise InvalidInput("amount can have at most 2 decimals (cents)", code="invalid_amount")
     return amount

@@ -15,7 +15,10 @@ from core.shared.phone import normalize_kenyan_mobile
 from core.meters.profiles import MeterProfile, as_spec_map, profile_problems
 from core.ports import MeterGateway, UnitOfWork
 from core.shared.clock import SystemClock
+from core.shared.money import is_plain_number
 
+# Kenyan tariffs are about KES 25-35 per kWh; far above is a typo (and 1e30 overflows the column).
+MAX_PRICE_PER_KWH = Decimal(10_000)
 METER_NUMBER = re.compile(r"^[A-Za-z0-9-]{1,%d}$" % MAX_METER_NUMBER_LEN)
 
 
@@ -33,11 +36,15 @@ def parse_price(value: object) -> Decimal | None:
     if value is None or value == "":
         return None
     try:
+        if not is_plain_number(str(value).strip().removeprefix("-")):  # a minus gets "more than 0"
+            raise ValueError(value)
         price = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
-        raise InvalidInput(f"price must be a number of KES per kWh, not {str(value)[:20]!r}", code="invalid_price") from None
-    if not price.is_finite() or price <= 0:
-        raise InvalidInput("price must be more than 0 KES per kWh", code="invalid_price")
+        raise InvalidInput(f"price must be a number of KES per kWh like 27.50, not {str(value)[:20]!r}",
+                           code="invalid_price") from None
+    if not price.is_finite() or not 0 < price <= MAX_PRICE_PER_KWH:
+        raise InvalidInput(f"price must be more than 0 and at most {MAX_PRICE_PER_KWH:,} KES per kWh",
+                           code="invalid_price")
     return price
 
 

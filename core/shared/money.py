@@ -8,7 +8,16 @@ from decimal import Decimal, InvalidOperation
 from core.shared.errors import InvalidInput
 
 
-PLAIN_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+# ASCII digits only: `\d` would take full-width (１００) and Arabic-Indic digits, which Decimal reads too.
+# No exponent either (1E+2): an amount is written the way a person types it.
+PLAIN_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+
+
+def is_plain_number(value: object) -> bool:
+    """`100` or `27.50` as typed: ASCII digits, at most one dot; no sign, exponent or other digits."""
+    if isinstance(value, str):
+        return bool(PLAIN_NUMBER.match(value.strip()))
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
 
 
 def parse_whole_kes(value: object, *, minimum: int, maximum: int) -> int:
