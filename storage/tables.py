@@ -58,6 +58,9 @@ meters = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("online", sa.Boolean, nullable=True),
     sa.Column("last_energy", Quantity(), nullable=True),
+    # One active meter per Tuya device: a second would have its credits land on the first's unit.
+    sa.Index("uq_meters_active_device", "device_id", unique=True, postgresql_where=sa.text("active"),
+             sqlite_where=sa.text("active")),
 )
 
 tenants = sa.Table(

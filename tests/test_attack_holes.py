@@ -121,3 +121,25 @@ def test_exotic_manual_amounts_are_refused_and_credit_nothing(stack, boss, amoun
 def test_exotic_api_amounts_are_refused(stack, amount):
     answer = pay(stack, amount=amount)
     assert answer.status_code == 422 and answer.json()["code"] == "invalid_amount", answer.text
+
+
+# --- one device, one active meter -----------------------------------------------------------------
+
+def test_a_second_meter_on_the_same_device_is_refused(stack, boss):
+    boss.page("/admin/meters")
+    meters = count(stack, "meters")
+    answer = boss.form("/admin/meters", number="TWIN1", name="Twin of A101", device_id="dev-a101", profile="seed")
+    assert answer.status_code == 409 and "dev-a101 is already meter A101" in answer.text, answer.status_code
+    assert count(stack, "meters") == meters
+
+
+def test_the_database_refuses_two_active_meters_on_one_device(stack):
+    import sqlalchemy.exc
+
+    row = stack.sql("SELECT * FROM meters WHERE number = 'A101'")[0]._mapping
+    insert = ("INSERT INTO meters (id, number, name, device_id, profile, active, dp_specs, created_at) "
+              "VALUES (:id, :number, 'twin', 'dev-a101', 'seed', :active, :specs, :at)")
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        stack.sql(insert, id="twin-1", number="TWIN2", active=True, specs="{}", at=row["created_at"])
+    stack.sql(insert, id="twin-2", number="OLD2", active=False, specs="{}", at=row["created_at"])  # retired: fine
+    stack.sql("DELETE FROM meters WHERE id = 'twin-2'")

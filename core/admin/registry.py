@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 from decimal import Decimal, InvalidOperation
 
-from core.shared.errors import InvalidInput, NotFound
+from core.shared.errors import Conflict, InvalidInput, NotFound
 from core.meters.model import MAX_METER_NUMBER_LEN, Meter
 from core.tenants.model import Tenant
 from core.shared.ids import new_id
@@ -65,11 +65,21 @@ async def add_meter(cmd: AddMeter, *, uow: UnitOfWork, clock=None, actor: str = 
                   profile=cmd.profile, price_per_kwh=parse_price(cmd.price_per_kwh), dp_specs=cmd.dp_specs,
                   created_at=(clock or SystemClock()).now())
     async with uow:
+        await _refuse_shared_device(uow, meter.device_id)
         await uow.meters.add(meter)
         await uow.audit.record(at=meter.created_at, actor=actor, action="add_meter", target=meter.number,
                                reason=None, details={"device_id": meter.device_id, "profile": meter.profile})
         await uow.commit()
     return meter
+
+
+async def _refuse_shared_device(uow: UnitOfWork, device_id: str) -> None:
+    """A credit for a second meter on one device would land on the first's unit (and vice versa).
+    A unique index on active meters' device ids backs this up against a concurrent add."""
+    twin = next((m for m in await uow.meters.list() if m.active and m.device_id == device_id), None)
+    if twin is not None:
+        raise Conflict(f"device {device_id} is already meter {twin.number}; deactivate that meter first",
+                       code="device_taken")
 
 
 async def register_meter(cmd: AddMeter, *, uow: UnitOfWork, meters: MeterGateway,

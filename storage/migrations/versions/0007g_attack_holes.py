@@ -1,0 +1,24 @@
+"""one active meter per Tuya device
+
+Revision ID: 0007g
+Revises: 0006
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0007g'
+down_revision = '0006'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # Two active meters on one device would credit the wrong unit. Retired meters may share it.
+    # (Fails on a database that already has such a pair: `lipameter meter deactivate` one first.)
+    op.create_index('uq_meters_active_device', 'meters', ['device_id'], unique=True,
+                    postgresql_where=sa.text('active'), sqlite_where=sa.text('active'))
+
+
+def downgrade() -> None:
+    op.drop_index('uq_meters_active_device', table_name='meters')
