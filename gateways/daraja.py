@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity import wait_exponential, wait_random
 
 from core.shared.errors import InvalidInput, UpstreamError
+from core.shared.phone import mask_checkout_id
 from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
 from gateways.daraja_errors import (
     BUSY_MESSAGE,
@@ -129,7 +130,8 @@ class DarajaGateway:
             raise UpstreamError(refusal_message("push", code, desc), code=code or "bad_response")
         if not body.get("CheckoutRequestID") or not body.get("MerchantRequestID"):
             raise UpstreamError(UNCONFIRMED_MESSAGE, code="bad_response", transient=True)
-        log.info("daraja push accepted: %s KES %s -> %s", mask_phone(request.phone), amount, body["CheckoutRequestID"])
+        log.info("daraja push accepted: %s KES %s -> %s", mask_phone(request.phone), amount,
+                 mask_checkout_id(str(body["CheckoutRequestID"])))
         return StkPushAccepted(
             merchant_request_id=str(body["MerchantRequestID"]),
             checkout_request_id=str(body["CheckoutRequestID"]),

@@ -143,3 +143,20 @@ def test_the_database_refuses_two_active_meters_on_one_device(stack):
         stack.sql(insert, id="twin-1", number="TWIN2", active=True, specs="{}", at=row["created_at"])
     stack.sql(insert, id="twin-2", number="OLD2", active=False, specs="{}", at=row["created_at"])  # retired: fine
     stack.sql("DELETE FROM meters WHERE id = 'twin-2'")
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+def test_no_log_line_carries_the_payers_number_inside_a_checkout_id(stack, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    answer = pay(stack)
+    assert answer.status_code == 200
+    checkout_id = answer.json()["checkoutRequestId"]
+    stack.wait_for(answer.json()["paymentId"], lambda p: p["status"] != "PENDING")
+    wait = [r for r in caplog.records if r.name.startswith("lipameter") and "callback" in r.getMessage()]
+    assert wait, "the callback was logged"
+    digits = checkout_id[-9:]  # Daraja ends the id with the payer's number
+    leaked = [r.getMessage() for r in caplog.records if digits in r.getMessage()]
+    assert not leaked, leaked

@@ -18,7 +18,7 @@ from core.meters.model import Meter
 from core.shared.ids import new_id
 from core.shared.money import parse_whole_kes
 from core.payments.model import Channel, Payment, PaymentStatus
-from core.shared.phone import mask_phone, normalize_kenyan_mobile
+from core.shared.phone import mask_checkout_id, mask_phone, normalize_kenyan_mobile
 from core.ports import Clock, PaymentGateway, StkPushRequest, UnitOfWork
 from core.topups.model import topup_for_payment
 
@@ -215,7 +215,8 @@ async def receive_callback(
         await uow.callbacks.set_outcome(callback_id, outcome=outcome, checkout_request_id=parsed.checkout_request_id,
                                         payment_id=payment.id if payment else None)
         await uow.commit()
-    log.info("callback %s for %s: result %s -> %s", callback_id, parsed.checkout_request_id, parsed.result_code, outcome)
+    log.info("callback %s for %s: result %s -> %s", callback_id, mask_checkout_id(parsed.checkout_request_id),
+             parsed.result_code, outcome)
     return CallbackReceipt(callback_id, outcome, payment.id if payment else None)
 
 

@@ -38,3 +38,12 @@ def mask_phone(phone: str) -> str:
     if len(phone) < 8:
         return "****"
     return phone[:4] + "****" + phone[-4:]
+
+
+def mask_checkout_id(checkout_request_id: str | None) -> str:
+    """For logs: Daraja's CheckoutRequestID ends with the payer's 9 national digits
+    (ws_CO_<time><712345678>), so it is masked like a phone: `ws_CO_29112026192654978*****5678`."""
+    text = checkout_request_id or ""
+    if len(text) < 13:
+        return "****"
+    return text[:-9] + "*****" + text[-4:]
