@@ -54,8 +54,28 @@ class SqlAdminUsers:
     async def set_password(self, username: str, password_hash: str) -> bool:
         async with self.engine.begin() as conn:
             result = await conn.execute(admin_users.update().where(admin_users.c.username == username)
-                                        .values(password_hash=password_hash, active=True))
+                                        .values(password_hash=password_hash, active=True,
+                                                session_gen=admin_users.c.session_gen + 1))
         return result.rowcount > 0
+
+    async def change(self, username: str, values: dict, *, end_sessions: bool, actor: str, action: str,
+                     at: datetime) -> bool:
+        """The change and its audit entry in one transaction; a changed value is never written to the log."""
+        if end_sessions:
+            values = {**values, "session_gen": admin_users.c.session_gen + 1}
+        async with self.engine.begin() as conn:
+            result = await conn.execute(admin_users.update().where(admin_users.c.username == username).values(values))
+            if result.rowcount:
+                details = {"role": values["role"]} if "role" in values else {}
+                await conn.execute(audit_log.insert().values(at=at, actor=actor, action=action, target=username,
+                                                             reason=None, details=details))
+        return result.rowcount > 0
+
+    async def end_sessions(self, username: str) -> None:
+        """Logout: the signed cookie stays valid until it expires, unless its generation is left behind."""
+        async with self.engine.begin() as conn:
+            await conn.execute(admin_users.update().where(admin_users.c.username == username)
+                               .values(session_gen=admin_users.c.session_gen + 1))
 
     async def list(self) -> list[AdminUser]:
         async with self.engine.connect() as conn:

@@ -229,6 +229,8 @@ admin_users = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("last_login_at", UTCDateTime(), nullable=True),
+    # In every session cookie; raised to revoke them all (logout, new password, disable).
+    sa.Column("session_gen", sa.Integer, nullable=False, server_default="0"),
 )
 
 # Every login attempt, so that the throttle holds across replicas (counted per username and address).

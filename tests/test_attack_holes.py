@@ -160,3 +160,58 @@ def test_no_log_line_carries_the_payers_number_inside_a_checkout_id(stack, caplo
     digits = checkout_id[-9:]  # Daraja ends the id with the payer's number
     leaked = [r.getMessage() for r in caplog.records if digits in r.getMessage()]
     assert not leaked, leaked
+
+
+# --- sessions -------------------------------------------------------------------------------------
+
+def lipameter_admin(stack, *args: str, stdin: str = "") -> "subprocess.CompletedProcess":
+    from tests.test_admin_auth import lipameter
+
+    return lipameter("admin", *args, database_url=stack.database_url, stdin=stdin)
+
+
+def test_logout_revokes_the_cookie_server_side(stack):
+    from tests.admin_helpers import add_user
+
+    add_user(stack.database_url, "leaver", "admin", "leaver-password-1")
+    client = Browser(stack)
+    assert client.login("leaver", "leaver-password-1").status_code == 303
+    stolen = client.cookies.get("lipameter_admin")
+    assert client.page("/admin").status_code == 200
+    assert client.form("/admin/logout").status_code == 303
+    client.close()
+    with Browser(stack, cookies={"lipameter_admin": stolen}) as replay:  # a copy taken before logout
+        assert replay.page("/admin").status_code == 303
+
+
+def test_cli_disables_a_user_changes_a_password_and_a_role(stack):
+    from tests.admin_helpers import add_user
+
+    add_user(stack.database_url, "temp", "admin", "temp-password-11")
+    client = Browser(stack)
+    assert client.login("temp", "temp-password-11").status_code == 303
+    assert "Add a meter" in client.page("/admin/meters").text
+
+    made = lipameter_admin(stack, "role", "--username", "temp", "--role", "viewer")
+    assert made.returncode == 0 and "temp is now viewer" in made.stdout, made.stderr
+    assert "Add a meter" not in client.page("/admin/meters").text  # the next request already sees it
+
+    made = lipameter_admin(stack, "password", "--username", "temp", "--password-stdin", stdin="temp-password-22\n")
+    assert made.returncode == 0 and "temp-password-22" not in made.stdout, made.stderr
+    assert client.page("/admin").status_code == 303  # every session of the old password is over
+    assert client.login("temp", "temp-password-11").status_code == 401
+    assert client.login("temp", "temp-password-22").status_code == 303
+    assert client.page("/admin").status_code == 200
+
+    made = lipameter_admin(stack, "disable", "--username", "temp")
+    assert made.returncode == 0 and "temp disabled" in made.stdout, made.stderr
+    assert client.page("/admin").status_code == 303
+    assert client.login("temp", "temp-password-22").status_code == 401
+    client.close()
+    audit = [row.action for row in stack.sql("SELECT action FROM audit_log WHERE target = 'temp' ORDER BY id")]
+    assert audit == ["create_admin_user", "set_admin_role", "set_admin_password", "disable_admin_user"]
+
+    unknown = lipameter_admin(stack, "disable", "--username", "nobody")
+    assert unknown.returncode == 2 and "no dashboard user 'nobody'" in unknown.stderr
+    bad = lipameter_admin(stack, "role", "--username", "temp", "--role", "root")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

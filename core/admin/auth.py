@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from core.shared.errors import Conflict, DomainError, InvalidInput
+from core.shared.errors import Conflict, DomainError, InvalidInput, NotFound
 
 # scrypt is memory-hard: n=2**14, r=8 needs 16 MiB per guess, so GPUs gain little. ~50 ms on a server.
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
@@ -43,6 +43,9 @@ class AdminUser:
     active: bool = True
     created_at: datetime | None = None
     last_login_at: datetime | None = None
+    # Part of every session cookie; raised to end all of the user's sessions at once (logout, a new
+    # password, disabling): the cookie is signed, so this is how the server takes one back.
+    session_gen: int = 0
 
 
 class BadCredentials(DomainError):
@@ -93,11 +96,19 @@ def validate_new_user(username: str, password: str, role: str) -> tuple[str, Rol
     if not USERNAME.match(name):
         raise InvalidInput("username must be 2-40 characters: letters, digits, dot, dash, underscore or @",
                            code="invalid_username")
+    validate_password(password)
+    return name, parse_role(role)
+
+
+def validate_password(password: str) -> None:
     if not MIN_PASSWORD_LEN <= len(password or "") <= MAX_PASSWORD_LEN:
         raise InvalidInput(f"password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters",
                            code="invalid_password")
+
+
+def parse_role(role: str) -> Role:
     try:
-        return name, Role(role)
+        return Role(role)
     except ValueError:
         raise InvalidInput("role must be admin or viewer", code="invalid_role") from None
 
@@ -118,6 +129,9 @@ class AdminUserStore(Protocol):
     async def add(self, user: AdminUser, *, actor: str) -> AdminUser: ...  # Conflict when the name is taken
     async def get(self, username: str) -> AdminUser | None: ...
     async def touch_login(self, username: str, at: datetime) -> None: ...
+    # Sets `values`, ends the user's sessions when asked, audits `action`; False when no such user.
+    async def change(self, username: str, values: dict, *, end_sessions: bool, actor: str, action: str,
+                     at: datetime) -> bool: ...
 
 
 class LoginAttempts(Protocol):
@@ -133,6 +147,33 @@ async def create_admin_user(username: str, password: str, role: str = "admin", *
     user = AdminUser(id=None, username=name, password_hash=hash_password(password), role=parsed_role,
                      created_at=now)
     return await users.add(user, actor=actor)
+
+
+async def _change_user(username: str, values: dict, *, users: AdminUserStore, end_sessions: bool, actor: str,
+                       action: str, now: datetime) -> str:
+    name = normalize_username(username)
+    if not await users.change(name, values, end_sessions=end_sessions, actor=actor, action=action, at=now):
+        raise NotFound(f"no dashboard user {name!r}", code="admin_not_found")
+    return name
+
+
+async def change_password(username: str, password: str, *, users: AdminUserStore, now: datetime, actor: str) -> str:
+    """A new password ends every session opened with the old one."""
+    validate_password(password)
+    return await _change_user(username, {"password_hash": hash_password(password)}, users=users, end_sessions=True,
+                              actor=actor, action="set_admin_password", now=now)
+
+
+async def change_role(username: str, role: str, *, users: AdminUserStore, now: datetime, actor: str) -> str:
+    """Roles are read on every request, so open sessions get the new role at their next click."""
+    return await _change_user(username, {"role": parse_role(role).value}, users=users, end_sessions=False,
+                              actor=actor, action="set_admin_role", now=now)
+
+
+async def disable_user(username: str, *, users: AdminUserStore, now: datetime, actor: str) -> str:
+    """No more logins, and every open session ends (`admin password` does not re-enable)."""
+    return await _change_user(username, {"active": False}, users=users, end_sessions=True, actor=actor,
+                              action="disable_admin_user", now=now)
 
 
 async def _verify_inline(password: str, encoded: str) -> bool:

@@ -69,11 +69,14 @@ async def _check_password(request: Request, site: AdminSite, username: str, pass
                            next_url=next_url)
     await attempts.prune(before=now - KEEP_ATTEMPTS)
     response = RedirectResponse(next_url, status_code=303, headers=SECURITY_HEADERS)
-    site.sessions.write(response, site.sessions.fresh(user.username))  # a new session: fixation is moot
+    # A new session: fixation is moot.
+    site.sessions.write(response, site.sessions.fresh(user.username, user.session_gen))
     return response
 
 
 async def logout(ctx: Ctx) -> Response:
+    # Ends this user's sessions server-side (in every browser): a copy of the cookie is worth nothing now.
+    await SqlAdminUsers(ctx.services.engine).end_sessions(ctx.user.username)
     response = RedirectResponse("/admin/login", status_code=303, headers=SECURITY_HEADERS)
     ctx.site.sessions.write(response, {**ctx.site.sessions.fresh(), "f": "You are logged out."})
     return response

@@ -1,4 +1,4 @@
-"""one active meter per Tuya device
+"""one active meter per Tuya device; revocable dashboard sessions
 
 Revision ID: 0007g
 Revises: 0006
@@ -18,7 +18,11 @@ def upgrade() -> None:
     # (Fails on a database that already has such a pair: `lipameter meter deactivate` one first.)
     op.create_index('uq_meters_active_device', 'meters', ['device_id'], unique=True,
                     postgresql_where=sa.text('active'), sqlite_where=sa.text('active'))
+    with op.batch_alter_table('admin_users', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('session_gen', sa.Integer(), nullable=False, server_default='0'))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('admin_users', schema=None) as batch_op:
+        batch_op.drop_column('session_gen')
     op.drop_index('uq_meters_active_device', table_name='meters')
