@@ -93,13 +93,14 @@ class SqlLoginAttempts:
                                                               address=address[:64], success=success))
 
     async def failures(self, *, since: datetime, username: str | None = None, address: str | None = None) -> int:
-        """Failures for one key within the window and after that key's last success."""
-        column = login_attempts.c.username if username is not None else login_attempts.c.address
-        key = username if username is not None else address
+        """Failures for one key (a username, an address, or the pair) within the window and after that
+        key's last success."""
+        key = [column == value for column, value in ((login_attempts.c.username, username),
+                                                     (login_attempts.c.address, address)) if value is not None]
         last_success = (sa.select(sa.func.max(login_attempts.c.at))
-                        .where(column == key, login_attempts.c.success.is_(True)).scalar_subquery())
+                        .where(*key, login_attempts.c.success.is_(True)).scalar_subquery())
         query = (sa.select(sa.func.count()).select_from(login_attempts)
-                 .where(column == key, login_attempts.c.success.is_(False), login_attempts.c.at >= since,
+                 .where(*key, login_attempts.c.success.is_(False), login_attempts.c.at >= since,
                         sa.or_(last_success.is_(None), login_attempts.c.at > last_success)))
         async with self.engine.connect() as conn:
             return int(await conn.scalar(query) or 0)

@@ -215,3 +215,18 @@ def test_cli_disables_a_user_changes_a_password_and_a_role(stack):
     assert unknown.returncode == 2 and "no dashboard user 'nobody'" in unknown.stderr
     bad = lipameter_admin(stack, "role", "--username", "temp", "--role", "root")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+# --- login throttle -------------------------------------------------------------------------------
+
+def test_wrong_passwords_from_elsewhere_do_not_lock_the_real_user_out(stack):
+    from tests.admin_helpers import add_user
+
+    add_user(stack.database_url, "victim", "admin", "victim-password-1")
+    with Browser(stack, headers={"X-Forwarded-For": "203.0.113.50"}) as attacker:
+        answers = [attacker.login("victim", f"guess-number-{n}").status_code for n in range(8)]
+        assert answers[:3] == [401, 401, 401] and set(answers[3:]) == {429}, answers
+        assert attacker.login("victim", "victim-password-1").status_code == 429  # this pair waits
+    with Browser(stack, headers={"X-Forwarded-For": "198.51.100.20"}) as victim:
+        assert victim.login("victim", "victim-password-1").status_code == 303
+        assert victim.page("/admin").status_code == 200

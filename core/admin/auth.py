@@ -20,10 +20,12 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
 MIN_PASSWORD_LEN, MAX_PASSWORD_LEN = 10, 256
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,39}$")
 
-# Throttle: failures counted over a window, since that key's last success.
-THROTTLE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_USERNAME = 5
-MAX_FAILURES_PER_ADDRESS = 20
+# Throttle: failures counted since that key's last success. Per (username, address), with delays that
+# grow with the failures: 3 in a minute wait a minute, 6 in 15 minutes wait 15, 12 in a day wait a day.
+# Never per username alone: then anyone could lock the real user out with five guesses from anywhere.
+# Per address too, for one address spraying many usernames.
+PAIR_TIERS = ((timedelta(minutes=1), 3), (timedelta(minutes=15), 6), (timedelta(hours=24), 12))
+ADDRESS_TIER = (timedelta(minutes=15), 20)
 
 
 class Role(str, enum.Enum):
@@ -115,11 +117,20 @@ def parse_role(role: str) -> Role:
 
 # --- throttle -------------------------------------------------------------------------------------
 
-def throttle_message(username_failures: int, address_failures: int) -> str | None:
-    """Why a login is refused before its password is even checked, or None."""
-    if username_failures >= MAX_FAILURES_PER_USERNAME or address_failures >= MAX_FAILURES_PER_ADDRESS:
-        minutes = int(THROTTLE_WINDOW.total_seconds() // 60)
-        return f"too many failed logins; wait {minutes} minutes and try again"
+def _wait(window: timedelta) -> str:
+    minutes = int(window.total_seconds() // 60)
+    return f"{minutes // 60} hours" if minutes >= 120 else f"{minutes} minute{'s' if minutes > 1 else ''}"
+
+
+async def throttle_message(attempts: "LoginAttempts", *, name: str, address: str, now: datetime) -> str | None:
+    """Why a login is refused before its password is even checked, or None. The attempt being judged is
+    already recorded as a failure, hence the `- 1`."""
+    for window, limit in (*PAIR_TIERS, ADDRESS_TIER):
+        per_address_only = (window, limit) == ADDRESS_TIER
+        failures = await attempts.failures(since=now - window, username=None if per_address_only else name,
+                                           address=address) - 1
+        if failures >= limit:
+            return f"too many failed logins; wait {_wait(window)} and try again"
     return None
 
 
@@ -136,6 +147,7 @@ class AdminUserStore(Protocol):
 
 class LoginAttempts(Protocol):
     async def record(self, *, at: datetime, username: str, address: str, success: bool) -> None: ...
+    # Failures since `since` and the key's last success; the key is the username, the address, or both.
     async def failures(self, *, since: datetime, username: str | None = None, address: str | None = None) -> int: ...
 
 
@@ -185,13 +197,11 @@ async def authenticate(username: str, password: str, *, address: str, users: Adm
     """Check throttle, then the password. `verify` is injectable so a caller can run scrypt off its
     event loop. Raises Throttled or BadCredentials; every attempt is recorded."""
     name = normalize_username(username)[:80]
-    since = now - THROTTLE_WINDOW
     # Recorded as a failure before counting, so guesses sent at the same moment each count the others
     # (a success below, at the same instant, still resets the count). A guesser who keeps trying
-    # stays locked out; a person who waits gets in.
+    # stays locked out from where they are; a person who waits, or is elsewhere, gets in.
     await attempts.record(at=now, username=name, address=address, success=False)
-    refused = throttle_message(await attempts.failures(since=since, username=name) - 1,
-                               await attempts.failures(since=since, address=address) - 1)
+    refused = await throttle_message(attempts, name=name, address=address, now=now)
     if refused:
         raise Throttled(refused)
     user = await users.get(name) if name else None
