@@ -230,3 +230,27 @@ def test_wrong_passwords_from_elsewhere_do_not_lock_the_real_user_out(stack):
     with Browser(stack, headers={"X-Forwarded-For": "198.51.100.20"}) as victim:
         assert victim.login("victim", "victim-password-1").status_code == 303
         assert victim.page("/admin").status_code == 200
+
+
+# --- concurrent Idempotency-Key replays -----------------------------------------------------------
+
+def test_concurrent_replays_of_one_idempotency_key_get_the_result_or_in_progress(stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack.daraja.slow_next_pushes(1, 2.0)  # the first request is in flight for two seconds
+    phone, key = f"0{next(PHONES)}", "replay-under-load-1"
+
+    def send(_):
+        return stack.pay(phone=phone, headers={"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(send, range(6)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert set(statuses) <= {200, 409} and statuses.count(200) >= 1, [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert answer.json()["code"] == "idempotency_in_progress" and int(answer.headers["retry-after"]) >= 1
+    assert len({a.json()["paymentId"] for a in answers if a.status_code == 200}) == 1
+    assert count(stack, "payments", "idempotency_key = :key", key=key) == 1
+    again = send(0)  # once the first is answered, a replay gets its result
+    assert again.status_code == 200 and again.json()["message"] == "Payment already initiated"

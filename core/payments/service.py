@@ -78,16 +78,24 @@ async def request_payment(
             if earlier is not None:
                 _same_request_or_raise(earlier, amount=amount, phone=phone, meter_id=meter.id)
                 return PaymentStarted(earlier, replayed=True)
-        if await uow.payments.active_for_phone(phone) is not None:
-            raise Conflict("an M-Pesa prompt is already waiting on this phone; complete or cancel it first",
-                           code="payment_pending")
         now = clock.now()
         payment = Payment(
             id=new_id(), amount=amount, phone=phone, meter_id=meter.id, channel=cmd.channel,
             created_at=now, updated_at=now, tenant_id=cmd.tenant_id,
             description=(cmd.description or "")[:200], idempotency_key=cmd.idempotency_key,
         )
-        await uow.payments.add(payment)  # unique indexes close the race between two requests
+        try:
+            if await uow.payments.active_for_phone(phone) is not None:
+                raise Conflict("an M-Pesa prompt is already waiting on this phone; complete or cancel it first",
+                               code="payment_pending")
+            await uow.payments.add(payment)  # unique indexes close the race between two requests
+        except Conflict:
+            # A replay sent while the first request was still uncommitted lands here: it is a replay.
+            earlier = await uow.payments.get_by_idempotency_key(cmd.idempotency_key) if cmd.idempotency_key else None
+            if earlier is None:
+                raise
+            _same_request_or_raise(earlier, amount=amount, phone=phone, meter_id=meter.id)
+            return PaymentStarted(earlier, replayed=True)
         if defer_push:
             run_after = now + timedelta(seconds=push_delay_s) if push_delay_s > 0 else None
             await uow.jobs.enqueue("push_stk", {"payment_id": payment.id}, run_after=run_after)
