@@ -32,6 +32,7 @@ def cmd_serve(args) -> None:
     import uvicorn
 
     from web.app import create_app
+    from web.serving import uvicorn_options
 
     settings = load_settings()
     missing = settings.missing_for_serve()
@@ -45,7 +46,8 @@ def cmd_serve(args) -> None:
                     "set it to Africa's Talking's addresses")
     uvicorn.run(create_app(settings, run_worker=not args.no_worker), host=args.host, port=args.port,
                 # No access log: its lines carry CALLBACK_TOKEN (in the callback path) and phone filters.
-                log_level=settings.log_level.lower(), proxy_headers=False, access_log=False)
+                log_level=settings.log_level.lower(), proxy_headers=False, access_log=False,
+                **uvicorn_options(settings))  # header and keep-alive timeouts, a connection limit
 
 
 def _check_telegram_secret(settings) -> None:
