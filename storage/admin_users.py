@@ -87,10 +87,15 @@ class SqlLoginAttempts:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> None:
+    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> int:
         async with self.engine.begin() as conn:
-            await conn.execute(login_attempts.insert().values(at=at, username=username[:80],
-                                                              address=address[:64], success=success))
+            result = await conn.execute(login_attempts.insert().values(at=at, username=username[:80],
+                                                                       address=address[:64], success=success))
+        return result.inserted_primary_key[0]
+
+    async def forget(self, attempt_id: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(login_attempts.delete().where(login_attempts.c.id == attempt_id))
 
     async def failures(self, *, since: datetime, username: str | None = None, address: str | None = None) -> int:
         """Failures for one key (a username, an address, or the pair) within the window and after that

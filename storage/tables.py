@@ -217,6 +217,7 @@ ussd_sessions = sa.Table(
     sa.Column("end_report", sa.JSON, nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
+    sa.Index("ix_ussd_sessions_phone_created_at", "phone", "created_at"),  # the per-phone cap
 )
 
 # Dashboard users (issue 6). Passwords are scrypt hashes (core/admin/auth.py); never the password.

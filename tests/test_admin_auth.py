@@ -40,8 +40,12 @@ class FakeAttempts:
     def __init__(self) -> None:
         self.rows: list[dict] = []
 
-    async def record(self, *, at, username, address, success) -> None:
+    async def record(self, *, at, username, address, success) -> int:
         self.rows.append(dict(at=at, username=username, address=address, success=success))
+        return len(self.rows) - 1
+
+    async def forget(self, attempt_id) -> None:
+        self.rows[attempt_id] = dict(self.rows[attempt_id], username=None, address=None)
 
     async def failures(self, *, since, username=None, address=None) -> int:
         key = {name: value for name, value in (("username", username), ("address", address)) if value is not None}

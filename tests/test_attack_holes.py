@@ -254,3 +254,44 @@ def test_concurrent_replays_of_one_idempotency_key_get_the_result_or_in_progress
     assert count(stack, "payments", "idempotency_key = :key", key=key) == 1
     again = send(0)  # once the first is answered, a replay gets its result
     assert again.status_code == 200 and again.json()["message"] == "Payment already initiated"
+
+
+# --- unbounded tables -----------------------------------------------------------------------------
+
+def test_one_phone_cannot_open_sessions_without_end(stack):
+    from tests.ussd_helpers import Phone
+    from ussd.hop import MAX_NEW_SESSIONS_PER_HOUR
+
+    phone = "+254745000999"
+    screens = [Phone(stack.url, phone).post("") for _ in range(MAX_NEW_SESSIONS_PER_HOUR + 5)]
+    assert all(screen.startswith("CON ") for screen in screens[:MAX_NEW_SESSIONS_PER_HOUR])
+    assert all(screen.startswith("END ") and "later" in screen for screen in screens[MAX_NEW_SESSIONS_PER_HOUR:])
+    assert count(stack, "ussd_sessions", "phone = '254745000999'") == MAX_NEW_SESSIONS_PER_HOUR
+
+
+def test_the_sweep_prunes_old_login_attempts_and_abandoned_ussd_sessions(stack):
+    from datetime import timedelta
+
+    from tests.admin_helpers import wait_until
+
+    old = datetime.now(timezone.utc) - timedelta(days=3)
+    stack.sql("INSERT INTO login_attempts (at, username, address, success) VALUES (:at, 'sweepme', '10.9.9.9', :no)",
+              at=old, no=False)
+    session = ("INSERT INTO ussd_sessions (session_id, phone, state, last_text, last_answer, hops, ended, "
+               "payment_id, created_at, updated_at) VALUES (:sid, '254745000888', '{}', '', 'END x', 1, :yes, "
+               ":pid, :at, :at)")
+    stack.sql(session, sid="sweep-abandoned", pid=None, at=old, yes=True)
+    stack.sql(session, sid="sweep-paid", pid="some-payment", at=old, yes=True)
+    wait_until(lambda: count(stack, "login_attempts", "username = 'sweepme'") == 0
+               and count(stack, "ussd_sessions", "session_id = 'sweep-abandoned'") == 0, what="the sweep")
+    assert count(stack, "ussd_sessions", "session_id = 'sweep-paid'") == 1  # kept a week for support
+
+
+def test_a_throttled_address_does_not_grow_the_attempts_table_without_end(stack):
+    from core.admin.auth import MAX_KEPT_FAILURES_PER_ADDRESS
+
+    with Browser(stack, headers={"X-Forwarded-For": "203.0.113.99"}) as flooder:
+        flooder.page("/admin/login")
+        for n in range(MAX_KEPT_FAILURES_PER_ADDRESS + 10):
+            assert flooder.form("/admin/login", username=f"u{n}", password="x" * 12).status_code in (401, 429)
+    assert count(stack, "login_attempts", "address = '203.0.113.99'") <= MAX_KEPT_FAILURES_PER_ADDRESS + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Callable
 
 from pydantic import ValidationError
@@ -32,6 +33,9 @@ log = logging.getLogger("lipameter.ussd")
 MAX_SESSION_ID = 100
 MAX_FIELD = 40
 MAX_TEXT = 1000  # dozens of hops; a real session times out long before
+# A person opens a few sessions an hour; a script opening thousands would fill ussd_sessions (and
+# Africa's Talking does not sign hops, so USSD_ALLOWED_IPS may be all that stands in front of us).
+MAX_NEW_SESSIONS_PER_HOUR = 20
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,10 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
     if len(hop.text) > MAX_TEXT or (record is None and hop.text != "") or (record is not None and state is None):
         # A hop we cannot place (a session we never saw, or one already over): never guess, never pay.
         return Answer(ending(_expired(record)), "expired")
+    if record is None and await deps.sessions.started_since(
+            phone, deps.clock.now() - timedelta(hours=1)) >= MAX_NEW_SESSIONS_PER_HOUR:
+        log.warning("ussd: %s opened %d sessions in an hour; refused", mask_phone(phone), MAX_NEW_SESSIONS_PER_HOUR)
+        return Answer(ending(texts.BILINGUAL_TOO_MANY), "refused")
     caller = await load_caller(phone, uow=deps.uow(), limits=deps.limits, payment_key=f"ussd:{hop.session_id}")
     if state is None:
         step = dialogue.start(caller)

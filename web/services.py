@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.shared.clock import SystemClock
 from core.meters.profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
 from core.notify.service import notify
+from core.admin.auth import KEEP_LOGIN_ATTEMPTS
 from core.admin.operator import read_balance
 from core.payments.service import PaymentLimits, push_payment
 from core.ports import Clock, MeterGateway, PaymentGateway, SmsSender, TelegramSender
@@ -27,6 +28,7 @@ from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi
 from gateways.tuya import TuyaMeterGateway
 from storage.db import create_engine
+from storage.admin_users import SqlLoginAttempts
 from storage.ussd_sessions import SqlUssdSessionStore
 from storage.uow import SqlUnitOfWork
 from web.metrics import Metrics
@@ -153,8 +155,12 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
                                  after_s=settings.reconcile_after_s, give_up_s=settings.reconcile_give_up_s)
         if services.meter_gateway is not None:
             await requeue_stale_topups(uow=services.uow(), clock=services.clock)
-        # A USSD session lasts minutes; a week of them is kept for support questions.
-        await SqlUssdSessionStore(services.engine).purge(before=services.clock.now() - timedelta(days=7))
+        # A USSD session lasts minutes; a week of those that paid is kept for support questions, a day of
+        # the rest. Login attempts are kept as long as the longest throttle window needs them.
+        now = services.clock.now()
+        await SqlUssdSessionStore(services.engine).purge(before=now - timedelta(days=7),
+                                                         unpaid_before=now - timedelta(days=1))
+        await SqlLoginAttempts(services.engine).prune(before=now - KEEP_LOGIN_ATTEMPTS)
 
     handlers = {"push_stk": push_stk, "verify_payment": verify, "notify": send_notification}
     longest_attempt = settings.topup_confirm_deadline_s + 6 * settings.tuya_timeout_s

@@ -26,6 +26,10 @@ USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,39}$")
 # Per address too, for one address spraying many usernames.
 PAIR_TIERS = ((timedelta(minutes=1), 3), (timedelta(minutes=15), 6), (timedelta(hours=24), 12))
 ADDRESS_TIER = (timedelta(minutes=15), 20)
+# Bounds on the attempts table: a throttled address's further failures are not kept beyond this many in
+# its window (the throttle holds all the same), and the sweep drops attempts older than the longest tier.
+MAX_KEPT_FAILURES_PER_ADDRESS = 2 * ADDRESS_TIER[1]
+KEEP_LOGIN_ATTEMPTS = timedelta(days=2)
 
 
 class Role(str, enum.Enum):
@@ -146,7 +150,8 @@ class AdminUserStore(Protocol):
 
 
 class LoginAttempts(Protocol):
-    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> None: ...
+    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> int: ...  # its id
+    async def forget(self, attempt_id: int) -> None: ...
     # Failures since `since` and the key's last success; the key is the username, the address, or both.
     async def failures(self, *, since: datetime, username: str | None = None, address: str | None = None) -> int: ...
 
@@ -200,9 +205,11 @@ async def authenticate(username: str, password: str, *, address: str, users: Adm
     # Recorded as a failure before counting, so guesses sent at the same moment each count the others
     # (a success below, at the same instant, still resets the count). A guesser who keeps trying
     # stays locked out from where they are; a person who waits, or is elsewhere, gets in.
-    await attempts.record(at=now, username=name, address=address, success=False)
+    attempt_id = await attempts.record(at=now, username=name, address=address, success=False)
     refused = await throttle_message(attempts, name=name, address=address, now=now)
     if refused:
+        if await attempts.failures(since=now - ADDRESS_TIER[0], address=address) > MAX_KEPT_FAILURES_PER_ADDRESS:
+            await attempts.forget(attempt_id)  # a flood: enough of it is on record to keep the throttle shut
         raise Throttled(refused)
     user = await users.get(name) if name else None
     ok = await verify(password or "", user.password_hash if user else _DUMMY_HASH)

@@ -4,19 +4,17 @@ database, so every replica counts the same); scrypt runs off the event loop."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from core.admin.auth import BadCredentials, Throttled, authenticate, verify_password
+from core.admin.auth import KEEP_LOGIN_ATTEMPTS, BadCredentials, Throttled, authenticate, verify_password
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 from web.admin import csrf
 from web.admin.forms import FormError, read_form
 from web.admin.site import SECURITY_HEADERS, AdminSite, Ctx
 from web.http import client_address
 
-KEEP_ATTEMPTS = timedelta(days=7)
 
 
 def safe_next(target: str | None) -> str:
@@ -67,7 +65,7 @@ async def _check_password(request: Request, site: AdminSite, username: str, pass
     except BadCredentials as error:
         return _login_page(site, site.sessions.fresh(), status=401, error=error.message, username=username,
                            next_url=next_url)
-    await attempts.prune(before=now - KEEP_ATTEMPTS)
+    await attempts.prune(before=now - KEEP_LOGIN_ATTEMPTS)  # the sweep prunes too
     response = RedirectResponse(next_url, status_code=303, headers=SECURITY_HEADERS)
     # A new session: fixation is moot.
     site.sessions.write(response, site.sessions.fresh(user.username, user.session_gen))
