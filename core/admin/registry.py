@@ -65,7 +65,7 @@ async def add_meter(cmd: AddMeter, *, uow: UnitOfWork, clock=None, actor: str = 
                   profile=cmd.profile, price_per_kwh=parse_price(cmd.price_per_kwh), dp_specs=cmd.dp_specs,
                   created_at=(clock or SystemClock()).now())
     async with uow:
-        await _refuse_shared_device(uow, meter.device_id)
+        await _refuse_taken(uow, meter.number, meter.device_id)
         await uow.meters.add(meter)
         await uow.audit.record(at=meter.created_at, actor=actor, action="add_meter", target=meter.number,
                                reason=None, details={"device_id": meter.device_id, "profile": meter.profile})
@@ -73,9 +73,11 @@ async def add_meter(cmd: AddMeter, *, uow: UnitOfWork, clock=None, actor: str = 
     return meter
 
 
-async def _refuse_shared_device(uow: UnitOfWork, device_id: str) -> None:
-    """A credit for a second meter on one device would land on the first's unit (and vice versa).
-    A unique index on active meters' device ids backs this up against a concurrent add."""
+async def _refuse_taken(uow: UnitOfWork, number: str, device_id: str) -> None:
+    """A number in use, or a device that is already an active meter: a credit for a second meter on one
+    device would land on the first's unit. Unique indexes back both up against a concurrent add."""
+    if await uow.meters.get_by_number(number) is not None:
+        raise Conflict(f"meter number {number} is taken", code="meter_exists")
     twin = next((m for m in await uow.meters.list() if m.active and m.device_id == device_id), None)
     if twin is not None:
         raise Conflict(f"device {device_id} is already meter {twin.number}; deactivate that meter first",
