@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.runtime import TelegramBot
-from core.shared.inbound import NUL_IN_JSON, TooLarge, has_nul, read_capped
+from core.shared.inbound import MAX_JSON_DEPTH, NUL_IN_JSON, TooLarge, has_nul, json_depth, read_capped
 
 log = logging.getLogger("lipameter.bot")
 
@@ -45,7 +45,9 @@ async def telegram_webhook(request: Request, bot: TelegramBot | None) -> Respons
         return PlainTextResponse("the bot is starting", status_code=503)  # Telegram retries later
     try:
         # Telegram never sends NUL; PostgreSQL would refuse it in text: such an update is malformed.
-        data = None if has_nul(body, NUL_IN_JSON) else json.loads(body)
+        # Nor nesting deeper than any update: the parser would recurse until it failed.
+        malformed = has_nul(body, NUL_IN_JSON) or json_depth(body) > MAX_JSON_DEPTH
+        data = None if malformed else json.loads(body)
     except ValueError:
         data = None
     if not isinstance(data, dict) or not bot.feed(data):

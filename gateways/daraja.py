@@ -22,7 +22,7 @@ from tenacity import wait_exponential, wait_random
 from core.shared.clock import NAIROBI
 from core.shared.errors import InvalidInput, UpstreamError
 from core.shared.money import read_decimal
-from core.shared.phone import mask_phone
+from core.shared.phone import mask_checkout_id, mask_phone
 from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
 from gateways.daraja_errors import (
     BUSY_MESSAGE,
@@ -156,7 +156,8 @@ class DarajaGateway:
             raise UpstreamError(refusal_message("push", code, desc), code=code or "bad_response")
         if not body.get("CheckoutRequestID") or not body.get("MerchantRequestID"):
             raise UpstreamError(UNCONFIRMED_MESSAGE, code="bad_response", transient=True)
-        log.info("daraja push accepted: %s KES %s -> %s", mask_phone(request.phone), amount, body["CheckoutRequestID"])
+        log.info("daraja push accepted: %s KES %s -> %s", mask_phone(request.phone), amount,
+                 mask_checkout_id(str(body["CheckoutRequestID"])))
         return StkPushAccepted(
             merchant_request_id=str(body["MerchantRequestID"]),
             checkout_request_id=str(body["CheckoutRequestID"]),

@@ -54,8 +54,28 @@ class SqlAdminUsers:
     async def set_password(self, username: str, password_hash: str) -> bool:
         async with self.engine.begin() as conn:
             result = await conn.execute(admin_users.update().where(admin_users.c.username == username)
-                                        .values(password_hash=password_hash, active=True))
+                                        .values(password_hash=password_hash, active=True,
+                                                session_gen=admin_users.c.session_gen + 1))
         return result.rowcount > 0
+
+    async def change(self, username: str, values: dict, *, end_sessions: bool, actor: str, action: str,
+                     at: datetime) -> bool:
+        """The change and its audit entry in one transaction; a changed value is never written to the log."""
+        if end_sessions:
+            values = {**values, "session_gen": admin_users.c.session_gen + 1}
+        async with self.engine.begin() as conn:
+            result = await conn.execute(admin_users.update().where(admin_users.c.username == username).values(values))
+            if result.rowcount:
+                details = {"role": values["role"]} if "role" in values else {}
+                await conn.execute(audit_log.insert().values(at=at, actor=actor, action=action, target=username,
+                                                             reason=None, details=details))
+        return result.rowcount > 0
+
+    async def end_sessions(self, username: str) -> None:
+        """Logout: the signed cookie stays valid until it expires, unless its generation is left behind."""
+        async with self.engine.begin() as conn:
+            await conn.execute(admin_users.update().where(admin_users.c.username == username)
+                               .values(session_gen=admin_users.c.session_gen + 1))
 
     async def list(self) -> list[AdminUser]:
         async with self.engine.connect() as conn:
@@ -67,19 +87,25 @@ class SqlLoginAttempts:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> None:
+    async def record(self, *, at: datetime, username: str, address: str, success: bool) -> int:
         async with self.engine.begin() as conn:
-            await conn.execute(login_attempts.insert().values(at=at, username=username[:80],
-                                                              address=address[:64], success=success))
+            result = await conn.execute(login_attempts.insert().values(at=at, username=username[:80],
+                                                                       address=address[:64], success=success))
+        return result.inserted_primary_key[0]
+
+    async def forget(self, attempt_id: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(login_attempts.delete().where(login_attempts.c.id == attempt_id))
 
     async def failures(self, *, since: datetime, username: str | None = None, address: str | None = None) -> int:
-        """Failures for one key within the window and after that key's last success."""
-        column = login_attempts.c.username if username is not None else login_attempts.c.address
-        key = username if username is not None else address
+        """Failures for one key (a username, an address, or the pair) within the window and after that
+        key's last success."""
+        key = [column == value for column, value in ((login_attempts.c.username, username),
+                                                     (login_attempts.c.address, address)) if value is not None]
         last_success = (sa.select(sa.func.max(login_attempts.c.at))
-                        .where(column == key, login_attempts.c.success.is_(True)).scalar_subquery())
+                        .where(*key, login_attempts.c.success.is_(True)).scalar_subquery())
         query = (sa.select(sa.func.count()).select_from(login_attempts)
-                 .where(column == key, login_attempts.c.success.is_(False), login_attempts.c.at >= since,
+                 .where(*key, login_attempts.c.success.is_(False), login_attempts.c.at >= since,
                         sa.or_(last_success.is_(None), login_attempts.c.at > last_success)))
         async with self.engine.connect() as conn:
             return int(await conn.scalar(query) or 0)

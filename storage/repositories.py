@@ -38,7 +38,8 @@ class _Repository:
 
 class SqlMeterRepository(_Repository):
     async def add(self, meter: Meter) -> None:
-        await self._insert(meters, to_row(meter, meters), f"meter number {meter.number} is taken", "meter_exists")
+        await self._insert(meters, to_row(meter, meters),
+                           f"meter number {meter.number} or device {meter.device_id} is taken", "meter_exists")
 
     async def get(self, meter_id: str) -> Meter | None:
         return from_row(Meter, (await self.conn.execute(sa.select(meters).where(meters.c.id == meter_id))).first())

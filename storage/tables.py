@@ -58,6 +58,9 @@ meters = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("online", sa.Boolean, nullable=True),
     sa.Column("last_energy", Quantity(), nullable=True),
+    # One active meter per Tuya device: a second would have its credits land on the first's unit.
+    sa.Index("uq_meters_active_device", "device_id", unique=True, postgresql_where=sa.text("active"),
+             sqlite_where=sa.text("active")),
 )
 
 tenants = sa.Table(
@@ -214,6 +217,7 @@ ussd_sessions = sa.Table(
     sa.Column("end_report", sa.JSON, nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
+    sa.Index("ix_ussd_sessions_phone_created_at", "phone", "created_at"),  # the per-phone cap
 )
 
 # Dashboard users (issue 6). Passwords are scrypt hashes (core/admin/auth.py); never the password.
@@ -226,6 +230,8 @@ admin_users = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("last_login_at", UTCDateTime(), nullable=True),
+    # In every session cookie; raised to revoke them all (logout, new password, disable).
+    sa.Column("session_gen", sa.Integer, nullable=False, server_default="0"),
 )
 
 # Every login attempt, so that the throttle holds across replicas (counted per username and address).

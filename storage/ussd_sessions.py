@@ -64,11 +64,21 @@ class SqlUssdSessionStore:
                 .values(end_status=status[:16], end_report=report, ended=True, updated_at=at))
             return result.rowcount == 1
 
-    async def purge(self, *, before: datetime) -> int:
-        """Sessions last touched before `before` are of no use to anyone (a USSD session lasts minutes)."""
+    async def purge(self, *, before: datetime, unpaid_before: datetime | None = None) -> int:
+        """Sessions last touched before `before` are of no use to anyone (a USSD session lasts minutes);
+        those that started no payment go sooner, at `unpaid_before` (they are most of what a flood leaves)."""
+        stale = ussd_sessions.c.updated_at < before
+        if unpaid_before is not None:
+            stale = sa.or_(stale, sa.and_(ussd_sessions.c.payment_id.is_(None), ussd_sessions.c.updated_at < unpaid_before))
         async with self.engine.begin() as conn:
-            result = await conn.execute(ussd_sessions.delete().where(ussd_sessions.c.updated_at < before))
+            result = await conn.execute(ussd_sessions.delete().where(stale))
             return result.rowcount
+
+    async def started_since(self, phone: str, since: datetime) -> int:
+        query = (sa.select(sa.func.count()).select_from(ussd_sessions)
+                 .where(ussd_sessions.c.phone == phone, ussd_sessions.c.created_at >= since))
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(query) or 0)
 
 
 class SqlPaymentHistory:

@@ -14,7 +14,7 @@ import uvicorn
 class ServerThread:
     """A uvicorn server in a background thread with its own event loop, bound to 127.0.0.1:<free port>."""
 
-    def __init__(self, app, *, port: int = 0, timeout_keep_alive: float = 5) -> None:
+    def __init__(self, app, *, port: int = 0, timeout_keep_alive: float = 5, **uvicorn_options) -> None:
         # IPPROTO_TCP (not 0): asyncio then sets TCP_NODELAY on accepted connections; set on the listener
         # too (Linux copies it). Without it every keep-alive answer waits ~40 ms for a delayed ACK.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -23,8 +23,10 @@ class ServerThread:
         self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2,
-                                timeout_keep_alive=timeout_keep_alive)
+        # proxy_headers off, as `lipameter serve` runs it: X-Forwarded-For is ours to judge (web/http.py).
+        options = dict(log_level="warning", lifespan="on", timeout_graceful_shutdown=2, proxy_headers=False,
+                       timeout_keep_alive=timeout_keep_alive)
+        config = uvicorn.Config(app, **{**options, **uvicorn_options})
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

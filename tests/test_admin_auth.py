@@ -41,12 +41,16 @@ class FakeAttempts:
     def __init__(self) -> None:
         self.rows: list[dict] = []
 
-    async def record(self, *, at, username, address, success) -> None:
+    async def record(self, *, at, username, address, success) -> int:
         self.rows.append(dict(at=at, username=username, address=address, success=success))
+        return len(self.rows) - 1
+
+    async def forget(self, attempt_id) -> None:
+        self.rows[attempt_id] = dict(self.rows[attempt_id], username=None, address=None)
 
     async def failures(self, *, since, username=None, address=None) -> int:
-        key, value = ("username", username) if username is not None else ("address", address)
-        mine = [r for r in self.rows if r[key] == value]
+        key = {name: value for name, value in (("username", username), ("address", address)) if value is not None}
+        mine = [r for r in self.rows if all(r[name] == value for name, value in key.items())]
         last_ok = max((r["at"] for r in mine if r["success"]), default=None)
         return sum(1 for r in mine if not r["success"] and r["at"] >= since and (last_ok is None or r["at"] > last_ok))
 
@@ -79,11 +83,19 @@ async def test_login_rules():
     user = await authenticate(" BOSS ", "boss-password-1", now=NOW, **login)
     assert user.role is Role.ADMIN and users.users["boss"].last_login_at == NOW
     guessing = NOW + timedelta(minutes=1)
-    for _ in range(5):
+    for _ in range(3):
         with pytest.raises(BadCredentials):
             await authenticate("boss", "wrong-password", now=guessing, **login)
     with pytest.raises(Throttled):
         await authenticate("boss", "boss-password-1", now=guessing, **login)
+    # Throttled from where the guesses came from, not everywhere: the real user elsewhere gets in.
+    elsewhere = {**login, "address": "10.0.0.2"}
+    assert (await authenticate("boss", "boss-password-1", now=guessing, **elsewhere)).username == "boss"
+    for _ in range(3):  # the delay grows: 6 failures in 15 minutes wait 15 minutes
+        with pytest.raises((BadCredentials, Throttled)):
+            await authenticate("boss", "wrong-password", now=guessing + timedelta(minutes=2), **login)
+    with pytest.raises(Throttled, match="wait 15 minutes"):
+        await authenticate("boss", "boss-password-1", now=guessing + timedelta(minutes=4), **login)
     # The window passes: the right password works again and resets the count.
     later = guessing + timedelta(minutes=16)
     assert (await authenticate("boss", "boss-password-1", now=later, **login)).username == "boss"

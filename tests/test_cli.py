@@ -97,6 +97,8 @@ def test_duplicate_meter_number_refused(sqlite_url):
     assert lipameter(*args, database_url=sqlite_url).returncode == 0
     again = lipameter(*args, database_url=sqlite_url)
     assert again.returncode == 2 and "taken" in again.stderr
+    twin = lipameter("meter", "add", "--number", "D2", "--name", "y", "--device-id", "dev-c9", database_url=sqlite_url)
+    assert twin.returncode == 2 and "device dev-c9 is already meter D1" in twin.stderr
 
 
 def test_serve_names_what_is_missing(tmp_path):

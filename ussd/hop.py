@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from core.dialogue import machine as dialogue
 from core.dialogue import texts
@@ -28,6 +29,9 @@ log = logging.getLogger("lipameter.ussd")
 MAX_SESSION_ID = 100
 MAX_FIELD = 40
 MAX_TEXT = 1000  # dozens of hops; a real session times out long before
+# A person opens a few sessions an hour; a script opening thousands would fill ussd_sessions (and
+# Africa's Talking does not sign hops, so USSD_ALLOWED_IPS may be all that stands in front of us).
+MAX_NEW_SESSIONS_PER_HOUR = 20
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,10 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
     if len(hop.text) > MAX_TEXT or (record is None and hop.text != "") or (record is not None and state is None):
         # A hop we cannot place (a session we never saw, or one already over): never guess, never pay.
         return Answer(ending(_expired(record)), "expired")
+    if record is None and await deps.sessions.started_since(
+            phone, deps.dialogue.clock.now() - timedelta(hours=1)) >= MAX_NEW_SESSIONS_PER_HOUR:
+        log.warning("ussd: %s opened %d sessions in an hour; refused", mask_phone(phone), MAX_NEW_SESSIONS_PER_HOUR)
+        return Answer(ending(texts.BILINGUAL_TOO_MANY), "refused")
     caller = await runner.caller(phone, payment_key=f"ussd:{hop.session_id}")
     if state is None:
         step = dialogue.start(caller)

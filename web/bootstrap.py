@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from bot.conversation import BotDeps, Conversation
 from bot.runtime import TelegramBot, build_application
+from core.admin.auth import KEEP_LOGIN_ATTEMPTS
 from core.admin.operator import read_balance
 from core.dialogue.service import DialogueDeps
 from core.jobs.kinds import JobKind, Notify, PushStk, RunTopUp, VerifyPayment, handler_table
@@ -51,6 +52,7 @@ from web.settings import Settings
 log = logging.getLogger("lipameter.bootstrap")
 
 USSD_SESSIONS_KEPT = timedelta(days=7)  # a USSD session lasts minutes; a week of them answers support questions
+USSD_UNPAID_KEPT = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -127,17 +129,18 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     topup_engine = build_topup_engine(settings, uow, meter_gateway, profiles, clock) if meter_gateway else None
     payment_gateway, sms, telegram = build_daraja(settings, http), build_sms(settings), build_telegram(settings, http)
     ussd_sessions, history = SqlUssdSessionStore(engine), SqlPaymentHistory(engine)
+    login_attempts = SqlLoginAttempts(engine)
     ussd, bot = build_channel_deps(engine, uow=uow, limits=limits, clock=clock, history=history,
                                    ussd_sessions=ussd_sessions, balance_reader=balance_reader, metrics=metrics,
                                    ussd_config=ussd_config)
     worker = build_worker(settings, uow=uow, clock=clock, payment_gateway=payment_gateway, sms=sms,
                           telegram=telegram, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
-                          heartbeats=SqlHeartbeats(engine), worker_id=worker_id)
+                          login_attempts=login_attempts, heartbeats=SqlHeartbeats(engine), worker_id=worker_id)
     return Container(
         settings=settings, clock=clock, metrics=metrics, profiles=profiles, limits=limits, engine=engine, uow=uow,
         http=http, payment_gateway=payment_gateway, meter_gateway=meter_gateway, sms=sms, telegram=telegram,
         balance_reader=balance_reader, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
-        payment_history=history, admin_users=SqlAdminUsers(engine), login_attempts=SqlLoginAttempts(engine),
+        payment_history=history, admin_users=SqlAdminUsers(engine), login_attempts=login_attempts,
         ussd=ussd, ussd_metrics=UssdMetrics(metrics.registry), bot=bot,
         telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling), worker=worker,
     )
@@ -234,7 +237,8 @@ def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> T
 
 def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Clock, payment_gateway: PaymentGateway,
                  sms: SmsSender | None, telegram: TelegramSender | None, topup_engine: TopUpEngine | None,
-                 ussd_sessions: SqlUssdSessionStore, heartbeats: SqlHeartbeats, worker_id: str | None) -> Worker:
+                 ussd_sessions: SqlUssdSessionStore, login_attempts: SqlLoginAttempts, heartbeats: SqlHeartbeats,
+                 worker_id: str | None) -> Worker:
     async def push_stk(job: PushStk) -> None:
         await push_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock,
                            verify=settings.verify_callbacks)
@@ -250,7 +254,11 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
                                  after_s=settings.reconcile_after_s, give_up_s=settings.reconcile_give_up_s)
         if topup_engine is not None:
             await requeue_stale_topups(uow=uow(), clock=clock)
-        await ussd_sessions.purge(before=clock.now() - USSD_SESSIONS_KEPT)
+        now = clock.now()
+        # A week of the USSD sessions that paid is kept for support questions, a day of the rest. Login
+        # attempts are kept as long as the longest throttle window needs them.
+        await ussd_sessions.purge(before=now - USSD_SESSIONS_KEPT, unpaid_before=now - USSD_UNPAID_KEPT)
+        await login_attempts.prune(before=now - KEEP_LOGIN_ATTEMPTS)
 
     handlers: dict[JobKind, Callable] = {JobKind.PUSH_STK: push_stk, JobKind.VERIFY_PAYMENT: verify,
                                          JobKind.NOTIFY: send_notification}

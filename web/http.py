@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from core.shared.errors import Conflict, DomainError, InvalidInput, NotFound, UpstreamError
-from core.shared.inbound import TooLarge, has_nul, read_capped
+from core.shared.inbound import MAX_JSON_DEPTH, TooLarge, has_nul, json_depth, read_capped
 
 
 class HttpError(Exception):
@@ -45,10 +46,18 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise HttpError(413, str(error), "body_too_large") from None
 
 
+# No body we take is deeper than ~10 levels (Daraja's callback is 6); deeper is an attack on the parser,
+# whose recursion (and every later json.dumps of the stored body) would end in a RecursionError.
+def check_json_depth(raw: bytes | str) -> None:
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise HttpError(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels", "json_too_deep")
+
+
 async def read_json_object(request: Request, limit: int) -> dict:
     body = await read_body(request, limit)
     if has_nul(body):
         raise HttpError(400, "request body must not contain NUL characters", "invalid_json")
+    check_json_depth(body)
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -74,7 +83,9 @@ def client_address(request: Request, trusted_proxies: list[str]) -> str | None:
     """The peer address; X-Forwarded-For is believed only when the peer is a trusted proxy."""
     peer = request.client.host if request.client else None
     if peer and _in_networks(peer, trusted_proxies):
-        forwarded = request.headers.get("x-forwarded-for", "")
+        # Every header line, in order: a proxy may append its own line after the client's, and the
+        # client writes whatever it likes into the lines on the left.
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
         # Walk from the nearest hop outwards, skipping our own proxies.
         for hop in reversed(hops):

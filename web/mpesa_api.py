@@ -16,7 +16,7 @@ from core.payments.model import Channel, PaymentStatus
 from storage.views import payment_view
 from web.bootstrap import container_of
 from web.http import (
-    HttpError, address_allowed, client_address, domain_status, error_response, read_body,
+    HttpError, address_allowed, check_json_depth, client_address, domain_status, error_response, read_body,
     read_json_object, require_api_key, wire_number,
 )
 
@@ -50,7 +50,26 @@ async def create_payment(request: Request) -> Response:
     except DomainError as error:
         return error_response(domain_status(error), error.message, error.code)
     services.metrics.payments_started.labels(channel="api").inc()
+    if started.replayed and _in_flight(started.payment, services):
+        response = error_response(409, "the first request with this Idempotency-Key is still in progress; "
+                                  "retry in a few seconds for its result", "idempotency_in_progress",
+                                  paymentId=started.payment.id)
+        response.headers["Retry-After"] = str(RETRY_IN_FLIGHT_S)
+        return response
     return _started_response(started)
+
+
+RETRY_IN_FLIGHT_S = 2
+
+
+def _in_flight(payment, services) -> bool:
+    """A replay that finds the first request still pushing (no answer from Daraja yet) must not read that
+    as "outcome unknown": the push may take up to two Daraja timeouts (token, then the push itself)."""
+    if payment.status is not PaymentStatus.REQUESTED:
+        return False
+    started = payment.pushed_at or payment.created_at
+    window = 2 * services.settings.daraja_timeout_s + 5
+    return (services.clock.now() - started).total_seconds() < window
 
 
 def _started_response(started: PaymentStarted) -> JSONResponse:
@@ -88,6 +107,7 @@ async def mpesa_callback(request: Request) -> Response:
         return error_response(403, "source address not allowed", "forbidden")
     try:
         body = await read_body(request, settings.max_body_bytes)
+        check_json_depth(body)  # refused before it is stored: the dashboard renders every stored body
         receipt = await receive_callback(body, source=source, uow=services.uow(), clock=services.clock,
                                          verify=settings.verify_callbacks)
     except HttpError as error:

@@ -111,7 +111,8 @@ def _document(schemas: dict) -> dict:
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/PaymentStarted"}, "Prompt sent; the callback settles it."),
                     "400": _error("Not JSON, or a field missing."), "401": _error("Missing or wrong API key."),
-                    "404": _error("Unknown meter."), "409": _error("A prompt is already waiting on this phone, or the Idempotency-Key was used for another payment."),
+                    "404": _error("Unknown meter."), "409": _error("A prompt is already waiting on this phone, or the Idempotency-Key was used for another payment, "
+                                  "or (code idempotency_in_progress, with Retry-After) the first request with this key is still in flight."),
                     "413": _error("Body too large."), "422": _error("Invalid amount, phone number, or inactive meter."),
                     "502": _error("M-Pesa refused or failed to send the prompt (code: Daraja's errorCode), or gave "
                                   "no usable answer (code push_outcome_unknown: the prompt may still arrive; "

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     reconcile_give_up_s: float = Field(3600, gt=0)
     sweep_every_s: float = Field(30, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # Slow clients (web/serving.py): request headers must arrive within this; idle kept-alive connections
+    # close after HTTP_KEEP_ALIVE_S; beyond HTTP_MAX_CONNECTIONS connections and tasks, new requests get 503.
+    http_header_timeout_s: float = Field(10.0, gt=0)
+    http_keep_alive_s: int = Field(5, ge=1)
+    http_max_connections: int = Field(1000, ge=10)
     log_level: str = "INFO"
 
     @property

@@ -24,3 +24,6 @@ class AdminUser:
     active: bool = True
     created_at: datetime | None = None
     last_login_at: datetime | None = None
+    # Part of every session cookie; raised to end all of the user's sessions at once (logout, a new
+    # password, disabling): the cookie is signed, so this is how the server takes one back.
+    session_gen: int = 0

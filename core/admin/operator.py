@@ -31,6 +31,8 @@ class Actor:
             raise InvalidInput("who is acting must be named", code="actor_required")
 
 
+
+
 def require_reason(reason: str | None) -> str:
     if not reason or not reason.strip():
         raise InvalidInput("a reason is required", code="reason_required")

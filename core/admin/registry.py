@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
-from core.shared.errors import InvalidInput, NotFound
+from core.shared.errors import Conflict, InvalidInput, NotFound
 from core.meters.model import MAX_METER_NUMBER_LEN, METER_NUMBER, Meter
 from core.tenants.model import Tenant
 from core.shared.ids import new_id
@@ -14,6 +14,7 @@ from core.meters.profiles import MeterProfile, as_spec_map, profile_problems
 from core.ports import MeterGateway, UnitOfWork
 from core.shared.clock import SystemClock
 from core.shared.money import parse_price
+
 
 @dataclass(frozen=True)
 class AddMeter:
@@ -42,11 +43,23 @@ async def add_meter(cmd: AddMeter, *, uow: UnitOfWork, clock=None, actor: str = 
                   profile=cmd.profile, price_per_kwh=parse_price(cmd.price_per_kwh), dp_specs=cmd.dp_specs,
                   created_at=(clock or SystemClock()).now())
     async with uow:
+        await _refuse_taken(uow, meter.number, meter.device_id)
         await uow.meters.add(meter)
         await uow.audit.record(at=meter.created_at, actor=actor, action="add_meter", target=meter.number,
                                reason=None, details={"device_id": meter.device_id, "profile": meter.profile})
         await uow.commit()
     return meter
+
+
+async def _refuse_taken(uow: UnitOfWork, number: str, device_id: str) -> None:
+    """A number in use, or a device that is already an active meter: a credit for a second meter on one
+    device would land on the first's unit. Unique indexes back both up against a concurrent add."""
+    if await uow.meters.get_by_number(number) is not None:
+        raise Conflict(f"meter number {number} is taken", code="meter_exists")
+    twin = next((m for m in await uow.meters.list() if m.active and m.device_id == device_id), None)
+    if twin is not None:
+        raise Conflict(f"device {device_id} is already meter {twin.number}; deactivate that meter first",
+                       code="device_taken")
 
 
 async def register_meter(cmd: AddMeter, *, uow: UnitOfWork, meters: MeterGateway,

@@ -128,6 +128,8 @@ LANGUAGE_NAMES = {"en": "English", "sw": "Kiswahili"}  # each in its own languag
 BILINGUAL_EXPIRED = "Session ended. Please dial again.\nKipindi kimekwisha. Tafadhali piga tena."
 BILINGUAL_NOT_KENYAN = ("Sorry, LipaMeter works with Kenyan M-Pesa numbers only.\n"
                         "Samahani, LipaMeter ni kwa nambari za M-Pesa za Kenya tu.")
+BILINGUAL_TOO_MANY = ("Too many sessions from this phone. Please try again later.\n"
+                      "Vipindi vingi mno kutoka simu hii. Tafadhali jaribu tena baadaye.")
 BILINGUAL_TROUBLE = "Sorry, something went wrong. Please try again.\nSamahani, kuna hitilafu. Jaribu tena."
 
 

@@ -53,7 +53,7 @@ def parse_stk_callback(body: bytes | str) -> StkCallback:
         stk = document["Body"]["stkCallback"]
         checkout_id = stk["CheckoutRequestID"]
         result_code = stk["ResultCode"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise MalformedCallback("not an STK callback: Body.stkCallback with CheckoutRequestID and ResultCode expected") from None
     if (not isinstance(checkout_id, str) or not checkout_id or len(checkout_id) > CHECKOUT_ID_MAX
             or _UNPRINTABLE.search(checkout_id)):

@@ -20,7 +20,7 @@ from core.meters.model import Meter
 from core.shared.ids import new_id
 from core.shared.money import parse_whole_kes
 from core.payments.model import Channel, Payment, PaymentStatus
-from core.shared.phone import mask_phone, normalize_kenyan_mobile
+from core.shared.phone import mask_checkout_id, mask_phone, normalize_kenyan_mobile
 from core.ports import Clock, PaymentGateway, StkPushRequest, UnitOfWork
 from core.topups.model import topup_for_payment
 
@@ -69,16 +69,24 @@ async def request_payment(
             if earlier is not None:
                 _same_request_or_raise(earlier, amount=amount, phone=phone, meter_id=meter.id)
                 return PaymentStarted(earlier, replayed=True)
-        if await uow.payments.active_for_phone(phone) is not None:
-            raise Conflict("an M-Pesa prompt is already waiting on this phone; complete or cancel it first",
-                           code="payment_pending")
         now = clock.now()
         payment = Payment(
             id=new_id(), amount=amount, phone=phone, meter_id=meter.id, channel=cmd.channel,
             created_at=now, updated_at=now, tenant_id=cmd.tenant_id,
             description=(cmd.description or "")[:200], idempotency_key=cmd.idempotency_key,
         )
-        await uow.payments.add(payment)  # unique indexes close the race between two requests
+        try:
+            if await uow.payments.active_for_phone(phone) is not None:
+                raise Conflict("an M-Pesa prompt is already waiting on this phone; complete or cancel it first",
+                               code="payment_pending")
+            await uow.payments.add(payment)  # unique indexes close the race between two requests
+        except Conflict:
+            # A replay sent while the first request was still uncommitted lands here: it is a replay.
+            earlier = await uow.payments.get_by_idempotency_key(cmd.idempotency_key) if cmd.idempotency_key else None
+            if earlier is None:
+                raise
+            _same_request_or_raise(earlier, amount=amount, phone=phone, meter_id=meter.id)
+            return PaymentStarted(earlier, replayed=True)
         if defer_push:
             run_after = now + timedelta(seconds=push_delay_s) if push_delay_s > 0 else None
             await enqueue(uow.jobs, PushStk(payment.id), run_after=run_after)
@@ -217,10 +225,11 @@ async def receive_callback(
             await uow.commit()
     except Exception:
         # Never lose the body nor answer 5xx for it: the stored callback shows in the review list.
-        log.exception("callback %s for %s could not be applied", callback_id, parsed.checkout_request_id)
+        log.exception("callback %s for %s could not be applied", callback_id, mask_checkout_id(parsed.checkout_request_id))
         await _set_outcome(uow, callback_id, "error", parsed.checkout_request_id, None)
         return CallbackReceipt(callback_id, "error", None)
-    log.info("callback %s for %s: result %s -> %s", callback_id, parsed.checkout_request_id, parsed.result_code, outcome)
+    log.info("callback %s for %s: result %s -> %s", callback_id, mask_checkout_id(parsed.checkout_request_id),
+             parsed.result_code, outcome)
     return CallbackReceipt(callback_id, outcome, payment.id if payment else None)
 
 

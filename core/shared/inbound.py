@@ -3,6 +3,7 @@ that every entry room (web, ussd, bot) reads a request body the same way, from o
 
 from __future__ import annotations
 
+import re
 from typing import AsyncIterable
 
 # PostgreSQL refuses NUL in text, so a NUL is refused (or dropped) at the edge, never sent to a query.
@@ -34,3 +35,19 @@ async def read_capped(chunks: AsyncIterable[bytes], limit: int, *, declared: str
 def has_nul(raw: bytes, markers: tuple[bytes, ...] = NUL_ANYWHERE) -> bool:
     lowered = raw.lower()
     return any(marker in lowered for marker in markers)
+
+
+# Deeper than any real body: json.loads recurses and fails (a 500) around a thousand levels.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_NESTING = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(raw: bytes | str) -> int:
+    """How deeply arrays and objects nest in `raw`, counted without parsing (brackets in strings skipped)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    depth = deepest = 0
+    for bracket in _JSON_NESTING.findall(_JSON_STRING.sub(b'""', data)):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest

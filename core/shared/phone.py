@@ -42,3 +42,12 @@ def mask_phone(phone: object) -> str:
     if len(digits) < 10:
         return "****"
     return digits[:4] + "*" * (len(digits) - 7) + digits[-3:]
+
+
+def mask_checkout_id(checkout_request_id: str | None) -> str:
+    """For logs: Daraja's CheckoutRequestID ends with the payer's 9 national digits
+    (ws_CO_<time><712345678>), so it is masked like a phone (`mask_phone`): the last 3 digits show."""
+    text = checkout_request_id or ""
+    if len(text) < 13:
+        return "****"
+    return text[:-9] + "******" + text[-3:]

@@ -4,18 +4,16 @@ database, so every replica counts the same); scrypt runs off the event loop."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from core.admin.auth import BadCredentials, Throttled, authenticate, verify_password
+from core.admin.auth import KEEP_LOGIN_ATTEMPTS, BadCredentials, Throttled, authenticate, verify_password
 from web.admin import csrf
 from web.admin.forms import FormError, read_form
 from web.admin.site import SECURITY_HEADERS, AdminSite, Ctx
 from web.http import client_address
 
-KEEP_ATTEMPTS = timedelta(days=7)
 
 
 def safe_next(target: str | None) -> str:
@@ -66,13 +64,16 @@ async def _check_password(request: Request, site: AdminSite, username: str, pass
     except BadCredentials as error:
         return _login_page(site, site.sessions.fresh(), status=401, error=error.message, username=username,
                            next_url=next_url)
-    await attempts.prune(before=now - KEEP_ATTEMPTS)
+    await attempts.prune(before=now - KEEP_LOGIN_ATTEMPTS)  # the sweep prunes too
     response = RedirectResponse(next_url, status_code=303, headers=SECURITY_HEADERS)
-    site.sessions.write(response, site.sessions.fresh(user.username))  # a new session: fixation is moot
+    # A new session: fixation is moot.
+    site.sessions.write(response, site.sessions.fresh(user.username, user.session_gen))
     return response
 
 
 async def logout(ctx: Ctx) -> Response:
+    # Ends this user's sessions server-side (in every browser): a copy of the cookie is worth nothing now.
+    await ctx.container.admin_users.end_sessions(ctx.user.username)
     response = RedirectResponse("/admin/login", status_code=303, headers=SECURITY_HEADERS)
     ctx.site.sessions.write(response, {**ctx.site.sessions.fresh(), "f": "You are logged out."})
     return response

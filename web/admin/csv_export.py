@@ -1,10 +1,9 @@
 """CSV downloads. Cells a spreadsheet would run as a formula (= + - @ at the start) get a leading
-quote: a payer controls some text (descriptions) that lands in these files."""
+quote: a payer controls some text (descriptions) that lands in these files. A cell holding `;` is
+quoted like one holding `,`: spreadsheets in a `;` locale (much of Europe) split on it."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from decimal import Decimal
 from typing import Iterable
@@ -14,6 +13,7 @@ from starlette.responses import Response
 from core.shared.clock import NAIROBI
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+NEEDS_QUOTES = frozenset(',;"\r\n')
 
 
 def cell(value) -> str:
@@ -35,12 +35,14 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def csv_line(cells: Iterable[str]) -> str:
+    """One RFC 4180 line (the csv module quotes only its own delimiter, never `;`)."""
+    return ",".join('"' + text.replace('"', '""') + '"' if NEEDS_QUOTES.intersection(text) else text
+                    for text in cells) + "\r\n"
+
+
 def csv_response(filename: str, columns: Iterable[str], rows: Iterable[dict]) -> Response:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
     columns = list(columns)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([cell(row.get(column)) for column in columns])
-    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8",
+    lines = [csv_line(columns), *(csv_line(cell(row.get(column)) for column in columns) for row in rows)]
+    return Response("".join(lines), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})

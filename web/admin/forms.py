@@ -45,13 +45,20 @@ def required(form: dict[str, str], name: str, label: str, *, limit: int = 200) -
     return value
 
 
+# Days far outside these years mean nothing here, and 9999-12-31 + 1 day or 0001-01-01 in UTC overflow.
+FIRST_YEAR, LAST_YEAR = 2000, 2200
+
+
 def parse_day(value: str | None, label: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value.strip())
+        day = date.fromisoformat(value.strip())
     except ValueError:
         raise FormError(f"{label} must be a date like 2026-11-28", status=400) from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise FormError(f"{label} must be a date between {FIRST_YEAR} and {LAST_YEAR}", status=400)
+    return day
 
 
 def day_range(query: dict[str, str]) -> tuple[date | None, date | None, datetime | None, datetime | None]:

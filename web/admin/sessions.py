@@ -1,6 +1,8 @@
 """The dashboard session: a signed (itsdangerous), HttpOnly, SameSite cookie holding the username and
 the CSRF token. It is re-issued with a fresh token at login and logout, so a session planted before
-login is worth nothing after it. Roles are read from the database on every request, never the cookie."""
+login is worth nothing after it. Roles are read from the database on every request, never the cookie, and
+so is the user's session generation: logout, a new password or disabling the user raise it, and every
+cookie issued before is refused although its signature is still good."""
 
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ class SessionStore:
         return {"c": csrf.new_token(), "new": True}
 
     @staticmethod
-    def fresh(username: str | None = None) -> dict:
-        return {"u": username, "c": csrf.new_token()} if username else {"c": csrf.new_token()}
+    def fresh(username: str | None = None, generation: int = 0) -> dict:
+        """`g` is the user's session generation at login: raising it server-side ends this session."""
+        return {"u": username, "g": generation, "c": csrf.new_token()} if username else {"c": csrf.new_token()}
 
     def write(self, response: Response, session: dict) -> None:
         data = {key: value for key, value in session.items() if key != "new"}

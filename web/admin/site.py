@@ -100,7 +100,7 @@ def guarded(site: AdminSite, handler: Handler, *, need: Role = Role.VIEWER,
                              user=None)
         session = site.sessions.read(request)
         user = await site.container.admin_users.get(session.get("u") or "") if session.get("u") else None
-        if user is None or not user.active:
+        if user is None or not user.active or session.get("g") != user.session_gen:  # revoked
             target = request.url.path if request.method == "GET" else "/admin"
             return RedirectResponse(f"/admin/login?next={quote(target)}", status_code=303, headers=SECURITY_HEADERS)
         ctx = Ctx(request=request, site=site, container=site.container, user=user, session=session)

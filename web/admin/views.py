@@ -11,6 +11,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from core.shared.money import format_kes
 from core.shared.clock import NAIROBI
+from core.shared.inbound import MAX_JSON_DEPTH, json_depth
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -49,9 +50,13 @@ def ago(value: datetime | None, now: datetime) -> str:
 
 
 def pretty_json(body: str) -> str:
+    """A stored body, indented when it is sane JSON, else as it came (autoescaped): never a 500, whatever
+    an attacker managed to get stored."""
+    if json_depth(body) > MAX_JSON_DEPTH:
+        return body
     try:
         return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body
 
 

@@ -18,6 +18,7 @@ from storage.migrate import upgrade
 from web.app import create_app
 from web.bootstrap import build_container
 from web.cli.common import configure_logging, fail, load_settings
+from web.serving import uvicorn_options
 from web.settings import Settings
 
 log = logging.getLogger("lipameter.cli")
@@ -44,8 +45,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
                     "set it to Africa's Talking's addresses")
     # No access log: its lines carry CALLBACK_TOKEN (in the callback path) and phone filters.
     options = dict(host=args.host, port=args.port, log_level=settings.log_level.lower(), proxy_headers=False,
-                   access_log=False, timeout_graceful_shutdown=30)
+                   access_log=False, timeout_graceful_shutdown=30,
+                   **uvicorn_options(settings))  # header and keep-alive timeouts, a connection limit
     if args.workers > 1:
+        # The worker processes import the protocol by name (a class made at run time cannot cross to them).
+        options["http"] = "web.serving:HeaderTimeoutH11Protocol"
         # Several processes on one port: each builds its app from the environment (uvicorn's factory).
         os.environ[SERVE_WORKER_ENV] = "0" if args.no_worker else "1"
         uvicorn.run("web.cli.serve:serve_app", factory=True, workers=args.workers, **options)
