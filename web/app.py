@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from bot.webhook import routes as telegram_routes
+from whatsapp.webhook import routes as whatsapp_routes
 from core.dialogue.service import DialogueDeps
 from ussd.hop import UssdDeps
 from ussd.routes import ussd_routes
@@ -83,6 +84,30 @@ def telegram_deps(services: Services):
                    accounts=SqlTelegramAccounts(services.engine))
 
 
+def whatsapp_deps(services: Services):
+    """The WhatsApp room's collaborators: the shared dialogue deps and its chats."""
+    from storage.whatsapp_chats import SqlWhatsAppChatStore
+    from whatsapp.conversation import WhatsAppDeps
+
+    return WhatsAppDeps(dialogue=dialogue_deps(services), chats=SqlWhatsAppChatStore(services.engine))
+
+
+def start_whatsapp(settings: Settings, services: Services):
+    """The WhatsApp room, when WHATSAPP_* are all set, fed by /whatsapp/webhook (configured in Meta's app
+    dashboard with WHATSAPP_VERIFY_TOKEN; nothing to register from here)."""
+    if services.whatsapp is None:
+        return None
+    from whatsapp.conversation import Conversation
+    from whatsapp.webhook import WhatsAppRoom
+
+    deps = whatsapp_deps(services)
+    gateway = services.whatsapp
+    return WhatsAppRoom(conversation=Conversation(deps), send=gateway.send, chats=deps.chats, clock=services.clock,
+                        app_secret=settings.whatsapp_app_secret.get_secret_value(),
+                        verify_token=settings.whatsapp_verify_token.get_secret_value(),
+                        phone_number_id=settings.whatsapp_phone_number_id)
+
+
 async def start_telegram(settings: Settings, services: Services):
     """The bot, when TELEGRAM_BOT_TOKEN is set, fed by POST /telegram/webhook. The webhook is registered
     at TELEGRAM_WEBHOOK_URL, else PUBLIC_BASE_URL + /telegram/webhook."""
@@ -120,6 +145,7 @@ def create_app(
         if run_worker:
             worker_task = asyncio.create_task(build_worker(app.state.services).run(stop), name="worker")
         app.state.telegram = None
+        app.state.whatsapp = start_whatsapp(settings, app.state.services)
         try:
             app.state.telegram = await start_telegram(settings, app.state.services)
             yield
@@ -140,6 +166,7 @@ def create_app(
         *ussd_routes(ussd_deps, registry_of=lambda services: services.metrics.registry),
         *admin_routes(settings),  # /admin (the dashboard) and /static
         *telegram_routes,  # POST /telegram/webhook
+        *whatsapp_routes,  # GET and POST /whatsapp/webhook
         *(extra_routes or []),
     ]
     ussd_guard = Middleware(SourceAllowlist, prefix="/ussd", allowed=_split(settings.ussd_allowed_ips),

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.shared.clock import SystemClock
 from core.meters.profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
-from core.notify.service import notify
+from core.notify.service import WhatsAppReceipts, notify
 from core.admin.operator import read_balance
 from core.payments.service import PaymentLimits, push_payment
 from core.ports import Clock, MeterGateway, PaymentGateway, SmsSender, TelegramSender
@@ -25,9 +25,11 @@ from core.jobs.worker import Worker, WorkerConfig
 from gateways.daraja import DarajaGateway
 from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi
+from gateways.whatsapp import WhatsAppCloudApi
 from gateways.tuya import TuyaMeterGateway
 from storage.db import create_engine
 from storage.ussd_sessions import SqlUssdSessionStore
+from storage.whatsapp_chats import SqlWhatsAppChatStore
 from storage.uow import SqlUnitOfWork
 from web.metrics import Metrics
 from web.settings import Settings
@@ -47,6 +49,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     http: httpx.AsyncClient | None = None
     telegram: TelegramSender | None = None  # receipts for payments started in Telegram
+    whatsapp: WhatsAppCloudApi | None = None  # the WhatsApp room's replies and its receipts
 
     @property
     def limits(self) -> PaymentLimits:
@@ -129,9 +132,22 @@ def build_services(settings: Settings) -> Services:
     if settings.telegram_bot_token.get_secret_value():
         telegram = TelegramBotApi(settings.telegram_bot_token.get_secret_value(),
                                   api_base=settings.telegram_api_base, client=http)
+    whatsapp = None
+    if settings.whatsapp_enabled:
+        whatsapp = WhatsAppCloudApi(settings.whatsapp_token.get_secret_value(), settings.whatsapp_phone_number_id,
+                                    api_base=settings.whatsapp_api_base, client=http)
     return Services(settings=settings, engine=create_engine(settings.database_url), payment_gateway=daraja,
                     meter_gateway=meter_gateway, sms=sms, profiles=build_profiles(settings), http=http,
-                    telegram=telegram)
+                    telegram=telegram, whatsapp=whatsapp)
+
+
+def whatsapp_receipts(services: Services) -> WhatsAppReceipts | None:
+    """Receipts in WhatsApp for payments started there (None when WhatsApp is not configured)."""
+    if services.whatsapp is None:
+        return None
+    name, language = services.settings.whatsapp_template
+    return WhatsAppReceipts(sender=services.whatsapp, chats=SqlWhatsAppChatStore(services.engine), template=name,
+                            template_language=language)
 
 
 def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
@@ -146,7 +162,8 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
                              clock=services.clock)
 
     async def send_notification(payload: dict) -> None:
-        await notify(payload, uow=services.uow(), sms=services.sms, clock=services.clock, telegram=services.telegram)
+        await notify(payload, uow=services.uow(), sms=services.sms, clock=services.clock, telegram=services.telegram,
+                     whatsapp=whatsapp_receipts(services))
 
     async def sweep() -> None:
         await reconcile_payments(uow=services.uow(), gateway=services.payment_gateway, clock=services.clock,
@@ -155,6 +172,8 @@ def build_worker(services: Services, *, worker_id: str | None = None) -> Worker:
             await requeue_stale_topups(uow=services.uow(), clock=services.clock)
         # A USSD session lasts minutes; a week of them is kept for support questions.
         await SqlUssdSessionStore(services.engine).purge(before=services.clock.now() - timedelta(days=7))
+        # Meta stops retrying a delivery after about a day; older message ids need not be remembered.
+        await SqlWhatsAppChatStore(services.engine).purge(before=services.clock.now() - timedelta(days=3))
 
     handlers = {"push_stk": push_stk, "verify_payment": verify, "notify": send_notification}
     longest_attempt = settings.topup_confirm_deadline_s + 6 * settings.tuya_timeout_s
