@@ -1,6 +1,7 @@
 """A dialogue Screen as one WhatsApp Cloud API message (the `type` and its object, without `to`).
 
-- up to three choices: reply buttons (WhatsApp shows at most 3, titles up to 20 characters);
+- up to three choices: reply buttons (WhatsApp shows at most 3, titles up to 20 characters), with Back
+  and Home as far as they fit;
 - more: an interactive list (at most 10 rows, titles up to 24 characters, a description up to 72); the
   dialogue pages meters five at a time with a "More" row, so a page always fits;
 - the amount screen: three amounts as buttons, any other amount typed;
@@ -15,11 +16,13 @@ from __future__ import annotations
 import re
 
 from core.dialogue import texts
+from core.dialogue.screens import BALANCE_METERS, BUY_METERS
 from core.dialogue.types import Caller, DialogueState, Option, Screen
 from whatsapp import texts as wa_texts
 
 AMOUNT_PICKS = (100, 200, 500)  # KES, as buttons on the amount screen; any amount may be typed
 MENU = "menu"
+METER_LISTS = (BUY_METERS, BALANCE_METERS)  # meters are always a list, however few: numbers and names fit
 MAX_BUTTONS, BUTTON_TITLE = 3, 20
 MAX_ROWS, ROW_TITLE, ROW_DESCRIPTION, LIST_BUTTON = 10, 24, 72, 20
 MAX_BODY, MAX_TEXT = 1024, 4096
@@ -46,11 +49,13 @@ def render(screen: Screen, *, state: DialogueState, caller: Caller, version: int
         picks = [Option(str(a), texts.kes(a)) for a in AMOUNT_PICKS if caller.min_amount <= a <= caller.max_amount]
         hint = wa_texts.text(language, "type_hint")
         return _buttons(f"{body}\n\n{hint}", picks, version) if picks else text_message(f"{body}\n\n{hint}")
-    choices = list(screen.options) + list(screen.nav)
-    if not choices:
+    if not screen.options and not screen.nav:
         return text_message(body)
-    if len(choices) <= MAX_BUTTONS:
-        return _buttons(body, choices, version)
+    if len(screen.options) <= MAX_BUTTONS and screen.name not in METER_LISTS:
+        # Buttons while the choices fit (Pay now, Cancel, Back); "00" typed still reaches the menu.
+        nav = screen.nav[:MAX_BUTTONS - len(screen.options)]
+        return _buttons(body, [*screen.options, *nav], version)
+    choices = [*screen.options, *screen.nav]
     return _list(body, choices[:MAX_ROWS], version, wa_texts.text(language, "choose"))
 
 
