@@ -18,6 +18,7 @@ from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox
 from sandbox.tuya import create_tuya_sandbox
+from sandbox.whatsapp import create_whatsapp_sandbox
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.uow import SqlUnitOfWork
@@ -34,6 +35,8 @@ DEMO_DARAJA = dict(consumer_key="demo-consumer-key", consumer_secret="demo-consu
 DEMO_SMS = dict(username="sandbox", api_key="demo-at-key")
 DEMO_TUYA = dict(access_id="demo-tuya-access-id", access_secret="demo-tuya-access-secret")
 DEMO_TELEGRAM = dict(token="7000000001:demo-bot-token", secret="demo-webhook-secret")
+DEMO_WHATSAPP = dict(token="demo-whatsapp-token", phone_number_id="100000000000001",
+                     app_secret="demo-whatsapp-app-secret", verify_token="demo-whatsapp-verify-token")
 DEMO_METERS = [
     ("A101", "Flat A1, Kilimani Court", "sbx-a101", "seed", "25"),
     ("A102", "Flat A2, Kilimani Court", "sbx-a102", "seed", "25"),
@@ -57,6 +60,9 @@ def demo_settings(*, host: str, port: int, database_url: str | None) -> Settings
         tuya_access_secret=DEMO_TUYA["access_secret"],
         telegram_bot_token=DEMO_TELEGRAM["token"], telegram_webhook_secret=DEMO_TELEGRAM["secret"],
         telegram_api_base=f"{base}/sandbox/telegram",
+        whatsapp_token=DEMO_WHATSAPP["token"], whatsapp_phone_number_id=DEMO_WHATSAPP["phone_number_id"],
+        whatsapp_app_secret=DEMO_WHATSAPP["app_secret"], whatsapp_verify_token=DEMO_WHATSAPP["verify_token"],
+        whatsapp_api_base=f"{base}/sandbox/whatsapp/v21.0", whatsapp_receipt_template="lipameter_receipt:en",
         reconcile_after_s=60, sweep_every_s=10,
         # Signs dashboard sessions; a fresh one per demo run (logins do not outlive the process).
         secret_key=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
@@ -72,8 +78,12 @@ def demo_tuya():
     return app
 
 
-def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0) -> list[Mount]:
+def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0, *, base_url: str = "") -> list[Mount]:
+    whatsapp = create_whatsapp_sandbox(token=DEMO_WHATSAPP["token"], phone_number_id=DEMO_WHATSAPP["phone_number_id"],
+                                       app_secret=DEMO_WHATSAPP["app_secret"], auto_status=True,
+                                       webhook_url=f"{base_url}/whatsapp/webhook" if base_url else "")
     return [
+        Mount("/sandbox/whatsapp", app=whatsapp),
         Mount("/sandbox/daraja", app=create_daraja_sandbox(callback_delay_s=callback_delay_s, **DEMO_DARAJA)),
         Mount("/sandbox/at", app=create_sms_sandbox(**DEMO_SMS)),
         Mount("/sandbox/tuya", app=tuya_app),
@@ -142,6 +152,11 @@ Chat with the Telegram bot (share the phone number 254712345678 to be Wanjiku; r
 
   {base}/sandbox/telegram/sandbox/chat
 
+Chat on WhatsApp (the Cloud API sandbox; number 254712345678 is Wanjiku: say "hi"; "Expire the 24 h window"
+to see a receipt go as the approved template):
+
+  {base}/sandbox/whatsapp/sandbox/chat
+
 SMS receipts sent:   {base}/sandbox/at/sandbox/sms/inbox
 Meters (live):       {base}/sandbox/tuya/sandbox/devices
 What M-Pesa saw:     {base}/sandbox/daraja/sandbox/transactions
@@ -163,7 +178,7 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, database_url: str | N
     upgrade(settings.database_url)
     tuya_app = demo_tuya()
     has_payments = asyncio.run(seed_demo_data(settings.database_url, tuya_app))
-    app = create_app(settings, extra_routes=sandbox_mounts(tuya_app))
+    app = create_app(settings, extra_routes=sandbox_mounts(tuya_app, base_url=settings.public_base_url))
     print(how_to(settings), flush=True)
     if not has_payments:
         print("Making a little history now: 4 payments through the sandbox; the top-up on A102 fails on purpose.\n"
