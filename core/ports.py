@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from core.admin.model import AdminUser
-from core.dialogue.sessions import TelegramAccount, TelegramChat, UssdSession
+from core.dialogue.sessions import TelegramAccount, TelegramChat, UssdSession, WhatsAppChat
 from core.dialogue.types import PaymentLine
 from core.jobs.model import Job
 from core.meters.model import Meter
@@ -205,6 +205,22 @@ class TelegramSender(Protocol):
     async def send(self, chat_id: int, text: str) -> object: ...
 
 
+class OutsideWindow(UpstreamError):
+    """WhatsApp will not take a free-form message: the customer has not written in the last 24 hours
+    (Cloud API error 131047). Only an approved template may be sent."""
+
+    code = "whatsapp_outside_window"
+
+
+class WhatsAppSender(Protocol):
+    """Sends to a WhatsApp user (wa_id, 2547XXXXXXXX) through the Cloud API; answers Meta's message id.
+    Raises OutsideWindow, or UpstreamError (transient: try again later; not transient: refused)."""
+
+    async def send_text(self, wa_id: str, text: str) -> str: ...
+
+    async def send_template(self, wa_id: str, name: str, language: str, parameters: list[str]) -> str: ...
+
+
 # --- conversations (core.dialogue) --------------------------------------------------------------
 
 
@@ -235,6 +251,27 @@ class TelegramChatStore(Protocol):
         ...
 
     async def set_message(self, chat_id: int, *, version: int, message_id: int) -> None: ...
+
+
+class WhatsAppChatStore(Protocol):
+    async def get(self, wa_id: str) -> WhatsAppChat | None: ...
+
+    async def claim_message(self, message_id: str, *, wa_id: str, at: datetime) -> bool:
+        """Note an incoming message (and open the 24-hour window); False if it was seen before (Meta
+        retries deliveries), so that each message is handled once."""
+        ...
+
+    async def recent_messages(self, wa_id: str, *, since: datetime) -> int:
+        """How many messages this number sent since then (rate limiting, shared by every replica)."""
+        ...
+
+    async def save(self, wa_id: str, *, state: dict, payment_id: str | None, expected_version: int,
+                   now: datetime) -> bool:
+        """Store the next state at `expected_version + 1` (0: first row); False if another message won."""
+        ...
+
+    async def record_status(self, *, message_id: str, wa_id: str, status: str, error: str | None,
+                            at: datetime) -> None: ...
 
 
 class TelegramAccounts(Protocol):

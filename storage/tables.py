@@ -162,7 +162,7 @@ notifications = sa.Table(
     "notifications", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("at", UTCDateTime(), nullable=False, index=True),
-    sa.Column("channel", sa.String(16), nullable=False),  # sms | telegram | log
+    sa.Column("channel", sa.String(16), nullable=False),  # sms | telegram | whatsapp | whatsapp_tmpl | log
     sa.Column("event", sa.String(32), nullable=False),
     sa.Column("recipient", sa.String(32), nullable=False),
     sa.Column("payment_id", sa.String(36), nullable=True, index=True),
@@ -269,4 +269,38 @@ worker_heartbeats = sa.Table(
     sa.Column("worker_id", sa.String(120), primary_key=True),
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("seen_at", UTCDateTime(), nullable=False, index=True),
+)
+
+# WhatsApp (issue 14). One row per WhatsApp number: the dialogue's state between messages, like
+# telegram_chats, and when the customer last wrote (Meta's 24-hour customer-service window).
+whatsapp_chats = sa.Table(
+    "whatsapp_chats", metadata,
+    sa.Column("wa_id", sa.String(20), primary_key=True),
+    sa.Column("state", sa.JSON, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("payment_id", sa.String(36), nullable=True),
+    sa.Column("last_inbound_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
+)
+
+# Every incoming message id, once: Meta retries a delivery it thinks failed, and a message must be
+# handled once. Also what rate limiting counts (per number, shared by every replica).
+whatsapp_inbound = sa.Table(
+    "whatsapp_inbound", metadata,
+    sa.Column("message_id", sa.String(128), primary_key=True),
+    sa.Column("wa_id", sa.String(20), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_whatsapp_inbound_wa_id_received_at", "wa_id", "received_at"),
+)
+
+# Delivery reports for what we sent (sent, delivered, read, failed), kept for support questions.
+whatsapp_statuses = sa.Table(
+    "whatsapp_statuses", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(128), nullable=False, index=True),
+    sa.Column("wa_id", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.String(255), nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
 )

@@ -18,6 +18,7 @@ from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox
 from sandbox.tuya import create_tuya_sandbox
+from sandbox.whatsapp import create_whatsapp_sandbox
 from storage.db import create_engine
 from tests.servers import ServerThread, reserve_port
 from ussd.hop import UssdConfig
@@ -33,12 +34,14 @@ DARAJA = dict(consumer_key="ck-test", consumer_secret="cs-test", shortcode="1743
 TUYA = dict(access_id="tuya-test-id", access_secret="tuya-test-secret")
 SMS = dict(username="sandbox", api_key="at-test-key")
 TELEGRAM = dict(token="7000000001:sandbox-test-token", secret="test-webhook-secret_0123")
+WHATSAPP = dict(token="EAAG-sandbox-test-token", phone_number_id="109876543210", app_secret="test-app-secret-0123",
+                verify_token="test-verify-token")
 
 
 class Stack:
     def __init__(self, database_url: str, *, callback_delay_s: float = 0.1, run_worker: bool = True,
-                 seed: bool = True, telegram: bool = False, ussd_config: UssdConfig | None = None,
-                 **overrides: Any) -> None:
+                 seed: bool = True, telegram: bool = False, whatsapp: bool = False,
+                 ussd_config: UssdConfig | None = None, **overrides: Any) -> None:
         self.database_url = database_url
         self.daraja_app = create_daraja_sandbox(callback_delay_s=callback_delay_s, **DARAJA)
         self.daraja = self.daraja_app.state.daraja
@@ -65,6 +68,16 @@ class Stack:
             self.telegram, self._telegram_server = telegram_app.state.telegram, ServerThread(telegram_app).start()
             settings.update(telegram_bot_token=TELEGRAM["token"], telegram_webhook_secret=TELEGRAM["secret"],
                             telegram_api_base=self._telegram_server.url)
+        self.whatsapp, self._whatsapp_server = None, None  # the Cloud API sandbox, when asked for
+        if whatsapp:
+            whatsapp_app = create_whatsapp_sandbox(token=WHATSAPP["token"], phone_number_id=WHATSAPP["phone_number_id"],
+                                                   app_secret=WHATSAPP["app_secret"],
+                                                   webhook_url=f"{self.url}/whatsapp/webhook")
+            self.whatsapp, self._whatsapp_server = whatsapp_app.state.whatsapp, ServerThread(whatsapp_app).start()
+            settings.update(whatsapp_token=WHATSAPP["token"], whatsapp_phone_number_id=WHATSAPP["phone_number_id"],
+                            whatsapp_app_secret=WHATSAPP["app_secret"], whatsapp_verify_token=WHATSAPP["verify_token"],
+                            whatsapp_api_base=f"{self._whatsapp_server.url}/v21.0",
+                            whatsapp_receipt_template="lipameter_receipt:en")
         settings.update(overrides)
         self.settings = Settings(_env_file=None, **settings)
         if seed:
@@ -102,6 +115,8 @@ class Stack:
         self._app_server.stop()
         if self._telegram_server is not None:
             self._telegram_server.stop()
+        if self._whatsapp_server is not None:
+            self._whatsapp_server.stop()
         self.daraja.reset()
         self._daraja_server.stop()
         self._tuya_server.stop()

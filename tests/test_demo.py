@@ -31,7 +31,7 @@ def wait_for(predicate, timeout=40.0, what="condition"):
 
 def test_demo_starts_pays_and_leaves_a_failed_top_up_to_fix(tmp_path):
     port, url = reserve_port(), f"sqlite+aiosqlite:///{tmp_path}/demo.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DARAJA_", "TUYA_", "AT_", "TELEGRAM_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DARAJA_", "TUYA_", "AT_", "TELEGRAM_", "WHATSAPP_"))}
     demo = subprocess.Popen([sys.executable, "-m", "web.cli", "demo", "--port", str(port), "--database-url", url],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -53,6 +53,11 @@ def test_demo_starts_pays_and_leaves_a_failed_top_up_to_fix(tmp_path):
         wait_for(lambda: httpx.get(f"{base}/mpesa/payments/{ref}", headers={"Authorization": "Bearer demo-api-key"})
                  .json()["topUpStatus"] == "APPLIED", what="the printed curl's payment to be credited")
         assert httpx.get(f"{base}/admin/login").status_code == 200
+        # WhatsApp: the sandbox chat page's "hi", signed and delivered to the webhook, is answered.
+        chat = f"{base}/sandbox/whatsapp/sandbox/chat/254712345678"
+        assert httpx.post(f"{chat}/act", json={"kind": "text", "text": "hi"}).status_code == 200
+        wait_for(lambda: any(m["side"] == "business" and m["text"] == "LipaMeter"
+                             for m in httpx.get(f"{chat}/log").json()["messages"]), what="the WhatsApp menu")
     finally:
         demo.send_signal(signal.SIGINT)
         try:
@@ -61,4 +66,5 @@ def test_demo_starts_pays_and_leaves_a_failed_top_up_to_fix(tmp_path):
             demo.kill()
             output = demo.communicate()[0]
     assert "admin / lipameter-demo" in output and "curl -s -X POST" in output
+    assert f"{base}/sandbox/whatsapp/sandbox/chat" in output
     assert "Traceback" not in output

@@ -26,6 +26,7 @@ from web.http import RefuseNul, SourceAllowlist
 from web.openapi import openapi_document
 from web.outage import outage_handlers
 from web.settings import _split
+from whatsapp.webhook import webhook_routes as whatsapp_routes
 
 log = logging.getLogger("lipameter.app")
 
@@ -85,6 +86,7 @@ def create_app(container: Container, *, run_worker: bool = True,
         *ussd_routes(container.ussd, container.ussd_metrics),
         *admin_routes(container),  # /admin (the dashboard) and /static
         *webhook_routes(container.telegram_bot),  # POST /telegram/webhook
+        *whatsapp_routes(container.whatsapp_room),  # GET and POST /whatsapp/webhook
         *(extra_routes or []),
     ]
     ussd_guard = Middleware(SourceAllowlist, prefix="/ussd", allowed=_split(settings.ussd_allowed_ips),

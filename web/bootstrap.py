@@ -26,7 +26,7 @@ from core.jobs.kinds import JobKind, Notify, PushStk, RunTopUp, VerifyPayment, h
 from core.jobs.worker import Worker, WorkerConfig
 from core.meters.model import Meter
 from core.meters.profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
-from core.notify.service import notify
+from core.notify.service import WhatsAppReceipts, notify
 from core.payments.reconcile import reconcile_payments, verify_payment
 from core.payments.model import Channel
 from core.payments.service import PaymentLimits, push_payment
@@ -38,21 +38,27 @@ from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi
 from gateways.tuya import TuyaMeterGateway
 from gateways.tuya_pool import PooledTuyaGateway
+from gateways.whatsapp import WhatsAppCloudApi
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 from storage.db import create_engine
 from storage.heartbeats import SqlHeartbeats
 from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore
 from storage.uow import SqlUnitOfWork
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
+from storage.whatsapp_chats import SqlWhatsAppChatStore
 from ussd.hop import UssdConfig, UssdDeps
 from ussd.routes import UssdMetrics
 from web.metrics import Metrics
+from whatsapp.conversation import Conversation as WhatsAppConversation
+from whatsapp.conversation import WhatsAppDeps
+from whatsapp.webhook import WhatsAppRoom
 from web.settings import Settings
 
 log = logging.getLogger("lipameter.bootstrap")
 
 USSD_SESSIONS_KEPT = timedelta(days=7)  # a USSD session lasts minutes; a week of them answers support questions
 USSD_UNPAID_KEPT = timedelta(days=1)
+WHATSAPP_IDS_KEPT = timedelta(days=3)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class Container:
     ussd_metrics: UssdMetrics
     bot: BotDeps
     telegram_bot: TelegramBot | None  # None: TELEGRAM_BOT_TOKEN not set
+    whatsapp: WhatsAppCloudApi | None  # None: WHATSAPP_* not set
+    whatsapp_room: WhatsAppRoom | None  # what /whatsapp/webhook answers with
     worker: Worker
 
     async def aclose(self) -> None:
@@ -130,19 +138,23 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     payment_gateway, sms, telegram = build_daraja(settings, http), build_sms(settings), build_telegram(settings, http)
     ussd_sessions, history = SqlUssdSessionStore(engine), SqlPaymentHistory(engine)
     login_attempts = SqlLoginAttempts(engine)
-    ussd, bot = build_channel_deps(engine, uow=uow, limits=limits, clock=clock, history=history,
-                                   ussd_sessions=ussd_sessions, balance_reader=balance_reader, metrics=metrics,
-                                   ussd_config=ussd_config)
+    dialogue, ussd, bot = build_channel_deps(engine, uow=uow, limits=limits, clock=clock, history=history,
+                                             ussd_sessions=ussd_sessions, balance_reader=balance_reader,
+                                             metrics=metrics, ussd_config=ussd_config)
+    whatsapp, whatsapp_chats = build_whatsapp(settings, http), SqlWhatsAppChatStore(engine)
     worker = build_worker(settings, uow=uow, clock=clock, payment_gateway=payment_gateway, sms=sms,
                           telegram=telegram, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
-                          login_attempts=login_attempts, heartbeats=SqlHeartbeats(engine), worker_id=worker_id)
+                          login_attempts=login_attempts, heartbeats=SqlHeartbeats(engine), worker_id=worker_id,
+                          whatsapp_chats=whatsapp_chats,
+                          whatsapp_receipts=whatsapp_receipts(settings, whatsapp, whatsapp_chats))
     return Container(
         settings=settings, clock=clock, metrics=metrics, profiles=profiles, limits=limits, engine=engine, uow=uow,
         http=http, payment_gateway=payment_gateway, meter_gateway=meter_gateway, sms=sms, telegram=telegram,
         balance_reader=balance_reader, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
         payment_history=history, admin_users=SqlAdminUsers(engine), login_attempts=login_attempts,
         ussd=ussd, ussd_metrics=UssdMetrics(metrics.registry), bot=bot,
-        telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling), worker=worker,
+        telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling), whatsapp=whatsapp,
+        whatsapp_room=build_whatsapp_room(settings, dialogue, whatsapp, whatsapp_chats, clock), worker=worker,
     )
 
 
@@ -205,7 +217,7 @@ def build_telegram(settings: Settings, http: httpx.AsyncClient) -> TelegramBotAp
 def build_channel_deps(engine: AsyncEngine, *, uow: Callable[[], UnitOfWork], limits: PaymentLimits, clock: Clock,
                        history: SqlPaymentHistory, ussd_sessions: SqlUssdSessionStore,
                        balance_reader: MeterBalanceReader | None, metrics: Metrics,
-                       ussd_config: UssdConfig | None) -> tuple[UssdDeps, BotDeps]:
+                       ussd_config: UssdConfig | None) -> tuple[DialogueDeps, UssdDeps, BotDeps]:
     """What the USSD and Telegram dialogues work with. The storage adapters are chosen here, so that
     ussd/ and bot/ depend on core only."""
 
@@ -216,7 +228,36 @@ def build_channel_deps(engine: AsyncEngine, *, uow: Callable[[], UnitOfWork], li
                             on_payment_started=started)
     ussd = UssdDeps(dialogue=dialogue, sessions=ussd_sessions, **({"config": ussd_config} if ussd_config else {}))
     bot = BotDeps(dialogue=dialogue, chats=SqlTelegramChatStore(engine), accounts=SqlTelegramAccounts(engine))
-    return ussd, bot
+    return dialogue, ussd, bot
+
+
+def build_whatsapp(settings: Settings, http: httpx.AsyncClient) -> WhatsAppCloudApi | None:
+    if not settings.whatsapp_enabled:
+        return None
+    return WhatsAppCloudApi(settings.whatsapp_token.get_secret_value(), settings.whatsapp_phone_number_id,
+                            api_base=settings.whatsapp_api_base, client=http)
+
+
+def whatsapp_receipts(settings: Settings, whatsapp: WhatsAppCloudApi | None,
+                      chats: SqlWhatsAppChatStore) -> WhatsAppReceipts | None:
+    """Receipts in WhatsApp for payments started there (None when WhatsApp is not configured)."""
+    if whatsapp is None:
+        return None
+    name, language = settings.whatsapp_template
+    return WhatsAppReceipts(sender=whatsapp, chats=chats, template=name, template_language=language)
+
+
+def build_whatsapp_room(settings: Settings, dialogue: DialogueDeps, whatsapp: WhatsAppCloudApi | None,
+                        chats: SqlWhatsAppChatStore, clock: Clock) -> WhatsAppRoom | None:
+    """The WhatsApp room, when WHATSAPP_* are all set, fed by /whatsapp/webhook (configured in Meta's app
+    dashboard with WHATSAPP_VERIFY_TOKEN; nothing to register from here)."""
+    if whatsapp is None:
+        return None
+    deps = WhatsAppDeps(dialogue=dialogue, chats=chats)
+    return WhatsAppRoom(conversation=WhatsAppConversation(deps), send=whatsapp.send, chats=chats, clock=clock,
+                        app_secret=settings.whatsapp_app_secret.get_secret_value(),
+                        verify_token=settings.whatsapp_verify_token.get_secret_value(),
+                        phone_number_id=settings.whatsapp_phone_number_id)
 
 
 def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> TelegramBot | None:
@@ -238,6 +279,7 @@ def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> T
 def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Clock, payment_gateway: PaymentGateway,
                  sms: SmsSender | None, telegram: TelegramSender | None, topup_engine: TopUpEngine | None,
                  ussd_sessions: SqlUssdSessionStore, login_attempts: SqlLoginAttempts, heartbeats: SqlHeartbeats,
+                 whatsapp_chats: SqlWhatsAppChatStore, whatsapp_receipts: WhatsAppReceipts | None,
                  worker_id: str | None) -> Worker:
     async def push_stk(job: PushStk) -> None:
         await push_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock,
@@ -247,7 +289,7 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
         await verify_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock)
 
     async def send_notification(job: Notify) -> None:
-        await notify(job, uow=uow(), sms=sms, clock=clock, telegram=telegram)
+        await notify(job, uow=uow(), sms=sms, clock=clock, telegram=telegram, whatsapp=whatsapp_receipts)
 
     async def sweep() -> None:
         await reconcile_payments(uow=uow(), gateway=payment_gateway, clock=clock,
@@ -259,6 +301,8 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
         # attempts are kept as long as the longest throttle window needs them.
         await ussd_sessions.purge(before=now - USSD_SESSIONS_KEPT, unpaid_before=now - USSD_UNPAID_KEPT)
         await login_attempts.prune(before=now - KEEP_LOGIN_ATTEMPTS)
+        # Meta stops retrying a delivery after about a day; older message ids need not be remembered.
+        await whatsapp_chats.purge(before=now - WHATSAPP_IDS_KEPT)
 
     handlers: dict[JobKind, Callable] = {JobKind.PUSH_STK: push_stk, JobKind.VERIFY_PAYMENT: verify,
                                          JobKind.NOTIFY: send_notification}

@@ -18,6 +18,7 @@ from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox
 from sandbox.tuya import create_tuya_sandbox
+from sandbox.whatsapp import create_whatsapp_sandbox
 from web.admin.demo_admin import DEMO_ADMIN, ensure_demo_admin
 from web.bootstrap import Container
 from web.settings import Settings
@@ -31,6 +32,8 @@ DEMO_DARAJA = dict(consumer_key="demo-consumer-key", consumer_secret="demo-consu
 DEMO_SMS = dict(username="sandbox", api_key="demo-at-key")
 DEMO_TUYA = dict(access_id="demo-tuya-access-id", access_secret="demo-tuya-access-secret")
 DEMO_TELEGRAM = dict(token="7000000001:demo-bot-token", secret="demo-webhook-secret")
+DEMO_WHATSAPP = dict(token="demo-whatsapp-token", phone_number_id="100000000000001",
+                     app_secret="demo-whatsapp-app-secret", verify_token="demo-whatsapp-verify-token")
 DEMO_METERS = [
     ("A101", "Flat A1, Kilimani Court", "sbx-a101", "seed", "25"),
     ("A102", "Flat A2, Kilimani Court", "sbx-a102", "seed", "25"),
@@ -54,6 +57,9 @@ def demo_settings(*, host: str, port: int, database_url: str | None) -> Settings
         tuya_access_secret=DEMO_TUYA["access_secret"],
         telegram_bot_token=DEMO_TELEGRAM["token"], telegram_webhook_secret=DEMO_TELEGRAM["secret"],
         telegram_api_base=f"{base}/sandbox/telegram",
+        whatsapp_token=DEMO_WHATSAPP["token"], whatsapp_phone_number_id=DEMO_WHATSAPP["phone_number_id"],
+        whatsapp_app_secret=DEMO_WHATSAPP["app_secret"], whatsapp_verify_token=DEMO_WHATSAPP["verify_token"],
+        whatsapp_api_base=f"{base}/sandbox/whatsapp/v21.0", whatsapp_receipt_template="lipameter_receipt:en",
         reconcile_after_s=60, sweep_every_s=10,
         # Signs dashboard sessions; a fresh one per demo run (logins do not outlive the process).
         secret_key=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
@@ -69,8 +75,12 @@ def demo_tuya():
     return app
 
 
-def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0) -> list[Mount]:
+def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0, *, base_url: str = "") -> list[Mount]:
+    whatsapp = create_whatsapp_sandbox(token=DEMO_WHATSAPP["token"], phone_number_id=DEMO_WHATSAPP["phone_number_id"],
+                                       app_secret=DEMO_WHATSAPP["app_secret"], auto_status=True,
+                                       webhook_url=f"{base_url}/whatsapp/webhook" if base_url else "")
     return [
+        Mount("/sandbox/whatsapp", app=whatsapp),
         Mount("/sandbox/daraja", app=create_daraja_sandbox(callback_delay_s=callback_delay_s, **DEMO_DARAJA)),
         Mount("/sandbox/at", app=create_sms_sandbox(**DEMO_SMS)),
         Mount("/sandbox/tuya", app=tuya_app),
@@ -137,6 +147,11 @@ or late_success: it fails, then M-Pesa says paid, and the payment waits on the d
 Chat with the Telegram bot (share the phone number 254712345678 to be Wanjiku; receipts come back there):
 
   {base}/sandbox/telegram/sandbox/chat
+
+Chat on WhatsApp (the Cloud API sandbox; number 254712345678 is Wanjiku: say "hi"; "Expire the 24 h window"
+to see a receipt go as the approved template):
+
+  {base}/sandbox/whatsapp/sandbox/chat
 
 SMS receipts sent:   {base}/sandbox/at/sandbox/sms/inbox
 Meters (live):       {base}/sandbox/tuya/sandbox/devices

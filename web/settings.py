@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     telegram_webhook_url: str = ""
     telegram_api_base: str = ""
 
+    whatsapp_token: SecretStr = SecretStr("")  # a system user's permanent access token
+    whatsapp_phone_number_id: str = ""
+    whatsapp_app_secret: SecretStr = SecretStr("")  # signs the webhook deliveries (X-Hub-Signature-256)
+    whatsapp_verify_token: SecretStr = SecretStr("")  # our own secret, typed into Meta's webhook settings
+    whatsapp_api_base: str = ""  # default https://graph.facebook.com/v21.0; the sandbox in the demo
+    whatsapp_receipt_template: str = ""  # "name:language" of an approved template with one body parameter
+
     at_username: str = ""
     at_api_key: SecretStr = SecretStr("")
     at_sender_id: str = ""
@@ -114,7 +121,33 @@ class Settings(BaseSettings):
             "TUYA_ACCESS_ID": self.tuya_access_id,
             "TUYA_ACCESS_SECRET": self.tuya_access_secret.get_secret_value(),
         }
+        return [name for name, value in required.items() if not value] + self.missing_for_whatsapp()
+
+    def _whatsapp_required(self) -> dict[str, str]:
+        return {
+            "WHATSAPP_TOKEN": self.whatsapp_token.get_secret_value(),
+            "WHATSAPP_PHONE_NUMBER_ID": self.whatsapp_phone_number_id,
+            "WHATSAPP_APP_SECRET": self.whatsapp_app_secret.get_secret_value(),
+            "WHATSAPP_VERIFY_TOKEN": self.whatsapp_verify_token.get_secret_value(),
+        }
+
+    def missing_for_whatsapp(self) -> list[str]:
+        """WhatsApp is optional, but half a configuration is a mistake: an app secret without a token
+        answers nobody, a token without the app secret refuses every delivery."""
+        required = self._whatsapp_required()
+        if not any(required.values()) and not self.whatsapp_receipt_template:
+            return []
         return [name for name, value in required.items() if not value]
+
+    @property
+    def whatsapp_enabled(self) -> bool:
+        return all(self._whatsapp_required().values())
+
+    @property
+    def whatsapp_template(self) -> tuple[str, str]:
+        """(name, language) of the receipt template; ("", "") when none is configured."""
+        name, _, language = self.whatsapp_receipt_template.strip().partition(":")
+        return (name.strip(), language.strip() or "en") if name.strip() else ("", "")
 
     @property
     def topup_backoff(self) -> tuple[float, ...]:

@@ -1,6 +1,6 @@
 """Where a channel keeps a conversation between two inputs: plain rows, read and written through the
-stores declared in core.ports (UssdSessionStore, TelegramChatStore, TelegramAccounts) and implemented
-in storage/ussd_sessions.py and storage/telegram_chats.py.
+stores declared in core.ports (UssdSessionStore, TelegramChatStore, TelegramAccounts, WhatsAppChatStore)
+and implemented in storage/ussd_sessions.py, storage/telegram_chats.py and storage/whatsapp_chats.py.
 
 Each row holds the dialogue's state (core.dialogue.types.DialogueState) as JSON, plus what its channel
 needs to answer a retry or a stale button without acting twice.
@@ -53,3 +53,16 @@ class TelegramAccount:
     phone: str
     name: str
     language: str
+
+
+@dataclass(frozen=True)
+class WhatsAppChat:
+    """One WhatsApp conversation, keyed by the sender's wa_id (their phone, 2547XXXXXXXX). `version` grows
+    with every screen; a button's id carries the version it was drawn at, so an old button is recognised.
+    `last_inbound_at` opens Meta's 24-hour customer-service window (free-form messages allowed)."""
+
+    wa_id: str
+    state: dict | None  # DialogueState as JSON
+    version: int
+    payment_id: str | None
+    last_inbound_at: datetime | None

@@ -4,12 +4,16 @@ Every message is recorded (`notifications`) whatever the channel, so an operator
 tenant was told. With no SMS gateway configured the message is recorded as `skipped` and logged.
 Payments started in Telegram are answered in the tenant's linked chat; when Telegram cannot deliver
 (the user blocked the bot, the chat is gone) the same message goes by SMS, and both attempts are recorded.
+Payments started in WhatsApp are answered there: inside Meta's 24-hour customer-service window (the
+tenant wrote to us less than a day ago) as a normal message, outside it through the approved receipt
+template; when neither is possible, or WhatsApp refuses, by SMS.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from core.jobs.kinds import Notify, NotifyEvent
@@ -18,9 +22,27 @@ from core.shared.money import format_kes
 from core.notify.texts import text
 from core.shared.phone import mask_phone
 from core.payments.model import Channel
-from core.ports import Blocked, Clock, SmsSender, TelegramSender, UnitOfWork
+from core.ports import (
+    Blocked, Clock, OutsideWindow, SmsSender, TelegramSender, UnitOfWork, WhatsAppChatStore, WhatsAppSender,
+)
 
 log = logging.getLogger("lipameter.notify")
+
+# Meta counts the window from the customer's last message; a receipt sent in its last minutes may
+# arrive after it closed, so those go by template.
+WINDOW = timedelta(hours=24)
+WINDOW_MARGIN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class WhatsAppReceipts:
+    """What a WhatsApp receipt needs: the sender, the chats (for the window) and the approved template."""
+
+    sender: WhatsAppSender
+    chats: WhatsAppChatStore
+    template: str = ""  # an approved template with one body parameter ({{1}}: the receipt); "" none
+    template_language: str = "en"
+
 
 @dataclass(frozen=True)
 class Message:
@@ -29,6 +51,7 @@ class Message:
     payment_id: str | None
     topup_id: str | None
     chat_id: int | None = None  # the payer's linked Telegram chat, for payments started in Telegram
+    whatsapp: bool = False  # the payment was started in WhatsApp: answer there (wa_id = phone)
 
 
 def _balance_text(language: str, balance: Decimal | None, money: bool) -> str:
@@ -71,14 +94,18 @@ async def compose(event: Notify, *, uow: UnitOfWork) -> Message | None:
                       balance=_balance_text(lang, topup.balance_after, money))
     body = text(lang, kind).format(**fields)
     chat_id = tenant.telegram_chat_id if tenant is not None and payment.channel == Channel.TELEGRAM else None
-    return Message(payment.phone, body, payment.id, topup.id if topup else None, chat_id)
+    return Message(payment.phone, body, payment.id, topup.id if topup else None, chat_id,
+                   whatsapp=payment.channel == Channel.WHATSAPP)
 
 
 async def notify(event: Notify, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
-                 telegram: TelegramSender | None = None) -> str:
+                 telegram: TelegramSender | None = None, whatsapp: WhatsAppReceipts | None = None) -> str:
     message = await compose(event, uow=uow)
     if message is None:
         return "nobody"
+    if message.whatsapp and whatsapp is not None and await _by_whatsapp(
+            event, message, uow=uow, whatsapp=whatsapp, clock=clock):
+        return "sent"
     if message.chat_id is not None and telegram is not None and await _by_telegram(
             event, message, uow=uow, telegram=telegram, clock=clock):
         return "sent"
@@ -114,6 +141,45 @@ async def _by_telegram(event: Notify, message: Message, *, uow: UnitOfWork, tele
         return False
     await _record(event, message, channel="telegram", status="sent", error=None, uow=uow, clock=clock)
     return True
+
+
+async def _by_whatsapp(event: Notify, message: Message, *, uow: UnitOfWork, whatsapp: WhatsAppReceipts,
+                       clock: Clock) -> bool:
+    """True when WhatsApp took the receipt (as text inside the window, else as the template). False when
+    neither is possible or WhatsApp refused for good: the caller sends an SMS. Transient failures raise."""
+    chat = await whatsapp.chats.get(message.phone)
+    opened = chat.last_inbound_at if chat else None
+    if opened is not None and clock.now() - opened < WINDOW - WINDOW_MARGIN:
+        try:
+            await whatsapp.sender.send_text(message.phone, message.text)
+        except OutsideWindow:
+            pass  # Meta's clock says the window closed: the template may still go
+        except UpstreamError as failure:
+            if failure.transient:
+                raise
+            return await _whatsapp_failed(event, message, failure.message, uow=uow, clock=clock)
+        else:
+            await _record(event, message, channel="whatsapp", status="sent", error=None, uow=uow, clock=clock)
+            return True
+    if not whatsapp.template:
+        return await _whatsapp_failed(event, message, "outside the 24-hour window and no receipt template",
+                                      uow=uow, clock=clock)
+    try:
+        await whatsapp.sender.send_template(message.phone, whatsapp.template, whatsapp.template_language,
+                                            [message.text])
+    except UpstreamError as failure:
+        if failure.transient:
+            raise
+        return await _whatsapp_failed(event, message, failure.message, uow=uow, clock=clock)
+    # Recorded apart from free-form messages: templates are what Meta charges for.
+    await _record(event, message, channel="whatsapp_tmpl", status="sent", error=None, uow=uow, clock=clock)
+    return True
+
+
+async def _whatsapp_failed(event: Notify, message: Message, why: str, *, uow: UnitOfWork, clock: Clock) -> bool:
+    log.info("WhatsApp did not take the message to %s (%s); sending it by SMS", mask_phone(message.phone), why)
+    await _record(event, message, channel="whatsapp", status="failed", error=why[:255], uow=uow, clock=clock)
+    return False
 
 
 async def _record(event: Notify, message: Message, *, channel: str, status: str, error: str | None, uow: UnitOfWork,

@@ -39,6 +39,7 @@ class Channel(str, enum.Enum):
     API = "api"
     USSD = "ussd"
     TELEGRAM = "telegram"
+    WHATSAPP = "whatsapp"
     DASHBOARD = "dashboard"
 
 

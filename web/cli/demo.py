@@ -22,7 +22,7 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, database_url: str | N
     tuya_app = demo_tuya()
     container = build_container(settings)
     has_payments = asyncio.run(seed_demo_data(container, tuya_app))
-    app = create_app(container, extra_routes=sandbox_mounts(tuya_app))
+    app = create_app(container, extra_routes=sandbox_mounts(tuya_app, base_url=settings.public_base_url))
     print(how_to(settings), flush=True)
     if not has_payments:
         print("Making a little history now: 4 payments through the sandbox; the top-up on A102 fails on purpose.\n"
