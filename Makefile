@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv venv-test migrate serve clean bench
+.PHONY: demo test venv venv-test migrate serve clean bench chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: venv-test
 
 bench: venv-test
 	$(BIN)/python -m bench.run
+
+# The storm: a private PostgreSQL restarted mid-run, two replicas, two workers killed, callbacks dropped,
+# duplicated and shuffled, Tuya faults; ends with `lipameter audit` clean and one summary line (~5 minutes).
+chaos: venv-test
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache lipameter.db lipameter.db-wal lipameter.db-shm
