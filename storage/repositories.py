@@ -15,7 +15,8 @@ from core.tenants.model import Tenant
 from core.payments.model import Channel, Payment, PaymentStatus
 from core.topups.model import TopUp, TopUpStatus
 from storage.rows import from_row, to_row
-from storage.tables import audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups
+from storage.tables import (audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups,
+                            worker_heartbeats)
 
 
 class _Repository:
@@ -225,6 +226,23 @@ class SqlTopUpRepository(_Repository):
         if self.locks_rows:
             # The sweep writes these rows back: never over a worker's claim made in between.
             query = query.with_for_update(skip_locked=True)
+        return [_topup(row) for row in await self.conn.execute(query)]
+
+    async def holder_silent(self, topup_id: str, *, since: datetime) -> bool:
+        """True when the worker holding this top-up has a heartbeat, and its last one is older than `since`.
+        A holder with no heartbeat row at all (a one-off CLI run) keeps its claim until the lease ends."""
+        query = (sa.select(worker_heartbeats.c.seen_at)
+                 .select_from(topups.join(worker_heartbeats, worker_heartbeats.c.worker_id == topups.c.claimed_by))
+                 .where(topups.c.id == topup_id))
+        seen_at = await self.conn.scalar(query)
+        return seen_at is not None and seen_at < since
+
+    async def held_by_silent_workers(self, *, since: datetime, limit: int = 100) -> list[TopUp]:
+        silent = sa.select(worker_heartbeats.c.worker_id).where(worker_heartbeats.c.seen_at < since)
+        query = (sa.select(topups).where(topups.c.status == "sending", topups.c.claimed_by.in_(silent))
+                 .order_by(topups.c.next_attempt_at).limit(limit))
+        if self.locks_rows:
+            query = query.with_for_update(of=topups, skip_locked=True)
         return [_topup(row) for row in await self.conn.execute(query)]
 
     async def in_review(self) -> list[TopUp]:

@@ -35,6 +35,7 @@ class FakeStore:
     payments: dict = field(default_factory=dict)
     callbacks: list = field(default_factory=list)  # dicts
     topups: dict = field(default_factory=dict)
+    heartbeats: dict = field(default_factory=dict)  # worker id -> last seen (worker_heartbeats)
     jobs: list = field(default_factory=list)
     notifications: list = field(default_factory=list)
     audit: list = field(default_factory=list)
@@ -189,6 +190,18 @@ class FakeTopUps(_Repo):
     async def stale(self, *, before, limit=100):
         return [copy.deepcopy(t) for t in self.data.topups.values()
                 if t.status.value in ("queued", "sending") and t.next_attempt_at and t.next_attempt_at < before][:limit]
+
+    def _silent(self, worker, since):
+        seen = self.data.heartbeats.get(worker)
+        return seen is not None and seen < since
+
+    async def holder_silent(self, topup_id, *, since):
+        topup = self.data.topups.get(topup_id)
+        return bool(topup and topup.claimed_by and self._silent(topup.claimed_by, since))
+
+    async def held_by_silent_workers(self, *, since, limit=100):
+        return [copy.deepcopy(t) for t in self.data.topups.values()
+                if t.status.value == "sending" and t.claimed_by and self._silent(t.claimed_by, since)][:limit]
 
 
 class FakeJobs(_Repo):

@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable, Mapping
 
@@ -39,7 +39,7 @@ from gateways.tuya import TuyaMeterGateway
 from gateways.tuya_pool import PooledTuyaGateway
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 from storage.db import create_engine
-from storage.heartbeats import SqlHeartbeats
+from storage.heartbeats import Held, SqlHeartbeats
 from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore
 from storage.uow import SqlUnitOfWork
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
@@ -114,6 +114,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     bot --polling`) makes beyond the settings."""
     clock = clock or SystemClock()
     metrics, engine = Metrics(), create_engine(settings.database_url)
+    worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def uow() -> SqlUnitOfWork:
         return SqlUnitOfWork(engine)
@@ -124,7 +125,8 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     if meter_gateway is None:
         log.warning("Tuya is not configured (TUYA_*): completed payments wait in the top-up queue")
     balance_reader = LiveBalanceReader(uow, meter_gateway, profiles, clock) if meter_gateway else None
-    topup_engine = build_topup_engine(settings, uow, meter_gateway, profiles, clock) if meter_gateway else None
+    topup_engine = build_topup_engine(settings, uow, meter_gateway, profiles, clock, holder=worker_id) \
+        if meter_gateway else None
     payment_gateway, sms, telegram = build_daraja(settings, http), build_sms(settings), build_telegram(settings, http)
     ussd_sessions, history = SqlUssdSessionStore(engine), SqlPaymentHistory(engine)
     ussd, bot = build_channel_deps(engine, uow=uow, limits=limits, clock=clock, history=history,
@@ -162,13 +164,14 @@ def build_meter_gateway(settings: Settings) -> TuyaMeterGateway | None:
 
 
 def build_topup_engine(settings: Settings, uow: Callable[[], UnitOfWork], meters: MeterGateway,
-                       profiles: Mapping[str, MeterProfile], clock: Clock) -> TopUpEngine:
+                       profiles: Mapping[str, MeterProfile], clock: Clock, *, holder: str | None = None) -> TopUpEngine:
     policy = TopUpPolicy(max_attempts=settings.topup_max_attempts, confirm_deadline_s=settings.topup_confirm_deadline_s,
                          poll_interval_s=settings.topup_poll_interval_s, schedule_s=settings.topup_backoff,
                          attempt_lease_s=settings.topup_attempt_lease_s,
+                         holder_silent_s=settings.worker_silent_after_s,
                          # A charge can leave until the gateway's call deadline: no proof before that.
                          send_window_s=getattr(meters, "deadline_s", TopUpPolicy.send_window_s))
-    return TopUpEngine(uow=uow, meters=meters, profiles=profiles, clock=clock, policy=policy)
+    return TopUpEngine(uow=uow, meters=meters, profiles=profiles, clock=clock, policy=policy, holder=holder)
 
 
 def build_daraja(settings: Settings, http: httpx.AsyncClient) -> DarajaGateway:
@@ -234,7 +237,7 @@ def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> T
 
 def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Clock, payment_gateway: PaymentGateway,
                  sms: SmsSender | None, telegram: TelegramSender | None, topup_engine: TopUpEngine | None,
-                 ussd_sessions: SqlUssdSessionStore, heartbeats: SqlHeartbeats, worker_id: str | None) -> Worker:
+                 ussd_sessions: SqlUssdSessionStore, heartbeats: SqlHeartbeats, worker_id: str) -> Worker:
     async def push_stk(job: PushStk) -> None:
         await push_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock,
                            verify=settings.verify_callbacks)
@@ -249,7 +252,7 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
         await reconcile_payments(uow=uow(), gateway=payment_gateway, clock=clock,
                                  after_s=settings.reconcile_after_s, give_up_s=settings.reconcile_give_up_s)
         if topup_engine is not None:
-            await requeue_stale_topups(uow=uow(), clock=clock)
+            await requeue_stale_topups(uow=uow(), clock=clock, holder_silent_s=settings.worker_silent_after_s)
         await ussd_sessions.purge(before=clock.now() - USSD_SESSIONS_KEPT)
 
     handlers: dict[JobKind, Callable] = {JobKind.PUSH_STK: push_stk, JobKind.VERIFY_PAYMENT: verify,
@@ -261,10 +264,18 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
             await topup_engine.run(job.topup_id)
 
         handlers[JobKind.TOPUP] = topup
-    return Worker(uow_factory=uow, handlers=handler_table(handlers), clock=clock, sweep=sweep, heartbeat=heartbeats.beat,
-                  config=WorkerConfig(worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
-                                      sweep_every_s=settings.sweep_every_s, lease_s=settings.job_lease_s,
-                                      concurrency=settings.worker_concurrency))
+
+    async def beat(worker: str, at: datetime, job_ids: list[int]) -> None:
+        # Alive, and still running these: their leases (the jobs' and the top-up attempts') move on.
+        attempts = topup_engine.attempts_in_progress() if topup_engine is not None else []
+        await heartbeats.beat(worker, at, Held(job_ids=job_ids, job_lease_s=settings.job_lease_s, topup_ids=attempts,
+                                               topup_lease_s=settings.topup_attempt_lease_s))
+
+    return Worker(uow_factory=uow, handlers=handler_table(handlers), clock=clock, sweep=sweep, heartbeat=beat,
+                  config=WorkerConfig(worker_id=worker_id, sweep_every_s=settings.sweep_every_s,
+                                      lease_s=settings.job_lease_s, concurrency=settings.worker_concurrency,
+                                      heartbeat_every_s=settings.worker_heartbeat_s,
+                                      silent_after_s=settings.worker_silent_after_s))
 
 
 def _warn_if_lease_short(settings: Settings) -> None:
