@@ -131,6 +131,11 @@ class JobQueue(Protocol):
 class NotificationRepository(Protocol):
     async def add(self, *, at: datetime, channel: str, event: str, recipient: str, payment_id: str | None,
                   topup_id: str | None, message: str, status: str, error: str | None) -> None: ...
+    # The landlord's alerts (core/audit/alerts.py): decided and recorded one worker at a time.
+    async def lock_alerts(self) -> None: ...  # held until the transaction ends
+    async def last_alert_at(self, event: str) -> datetime | None: ...  # the last one not `failed`
+    async def start_alert(self, *, at: datetime, event: str, recipient: str, message: str) -> int: ...
+    async def finish_alert(self, alert_id: int, *, channel: str, status: str, error: str | None) -> None: ...
 
 
 class AuditLog(Protocol):

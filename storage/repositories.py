@@ -257,9 +257,30 @@ class SqlTopUpRepository(_Repository):
         return [_topup(row) for row in await self.conn.execute(query)]
 
 
+ALERT_LOCK = 0x4C4D_414C  # "LMAL": pg_advisory_xact_lock key for the landlord's alerts
+
+
 class SqlNotificationRepository(_Repository):
     async def add(self, **row) -> None:
         await self.conn.execute(notifications.insert().values(**row))
+
+    async def lock_alerts(self) -> None:
+        # SQLite: the transaction already holds the one writer lock (BEGIN IMMEDIATE).
+        if self.locks_rows:
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ALERT_LOCK)))
+
+    async def last_alert_at(self, event: str) -> datetime | None:
+        return await self.conn.scalar(sa.select(sa.func.max(notifications.c.at))
+                                      .where(notifications.c.event == event, notifications.c.status != "failed"))
+
+    async def start_alert(self, *, at: datetime, event: str, recipient: str, message: str) -> int:
+        return await self.conn.scalar(notifications.insert().values(
+            at=at, channel="pending", event=event, recipient=recipient, message=message[:480], status="sending")
+            .returning(notifications.c.id))
+
+    async def finish_alert(self, alert_id: int, *, channel: str, status: str, error: str | None) -> None:
+        await self.conn.execute(notifications.update().where(notifications.c.id == alert_id)
+                                .values(channel=channel, status=status, error=(error or None) and error[:255]))
 
     async def for_payment(self, payment_id: str) -> list[dict]:
         query = sa.select(notifications).where(notifications.c.payment_id == payment_id).order_by(notifications.c.id)

@@ -217,6 +217,21 @@ class FakeNotifications(_Repo):
     async def add(self, **row):
         self.data.notifications.append(row)
 
+    async def lock_alerts(self):
+        return None  # one process
+
+    async def last_alert_at(self, event):
+        return max((n["at"] for n in self.data.notifications if n["event"] == event and n["status"] != "failed"),
+                   default=None)
+
+    async def start_alert(self, *, at, event, recipient, message):
+        self.data.notifications.append(dict(at=at, channel="pending", event=event, recipient=recipient,
+                                            message=message, status="sending", error=None))
+        return len(self.data.notifications)
+
+    async def finish_alert(self, alert_id, *, channel, status, error):
+        self.data.notifications[alert_id - 1].update(channel=channel, status=status, error=error)
+
 
 class FakeAudit(_Repo):
     async def record(self, **row):

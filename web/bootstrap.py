@@ -45,6 +45,7 @@ from storage.uow import SqlUnitOfWork
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
 from ussd.hop import UssdConfig, UssdDeps
 from ussd.routes import UssdMetrics
+from web.audit_watch import AuditWatch
 from web.metrics import Metrics
 from web.settings import Settings
 
@@ -80,6 +81,7 @@ class Container:
     bot: BotDeps
     telegram_bot: TelegramBot | None  # None: TELEGRAM_BOT_TOKEN not set
     worker: Worker
+    audit_watch: AuditWatch  # the periodic audit: metrics and the landlord's alert
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -132,9 +134,11 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     ussd, bot = build_channel_deps(engine, uow=uow, limits=limits, clock=clock, history=history,
                                    ussd_sessions=ussd_sessions, balance_reader=balance_reader, metrics=metrics,
                                    ussd_config=ussd_config)
+    audit_watch = AuditWatch(engine=engine, uow=uow, clock=clock, metrics=metrics, every_s=settings.audit_every_s,
+                             admin_phone=settings.admin_phone_number, sms=sms, telegram=telegram)
     worker = build_worker(settings, uow=uow, clock=clock, payment_gateway=payment_gateway, sms=sms,
                           telegram=telegram, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
-                          heartbeats=SqlHeartbeats(engine), worker_id=worker_id)
+                          heartbeats=SqlHeartbeats(engine), worker_id=worker_id, audit_watch=audit_watch)
     return Container(
         settings=settings, clock=clock, metrics=metrics, profiles=profiles, limits=limits, engine=engine, uow=uow,
         http=http, payment_gateway=payment_gateway, meter_gateway=meter_gateway, sms=sms, telegram=telegram,
@@ -142,6 +146,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
         payment_history=history, admin_users=SqlAdminUsers(engine), login_attempts=SqlLoginAttempts(engine),
         ussd=ussd, ussd_metrics=UssdMetrics(metrics.registry), bot=bot,
         telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling), worker=worker,
+        audit_watch=audit_watch,
     )
 
 
@@ -237,7 +242,8 @@ def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> T
 
 def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Clock, payment_gateway: PaymentGateway,
                  sms: SmsSender | None, telegram: TelegramSender | None, topup_engine: TopUpEngine | None,
-                 ussd_sessions: SqlUssdSessionStore, heartbeats: SqlHeartbeats, worker_id: str) -> Worker:
+                 ussd_sessions: SqlUssdSessionStore, heartbeats: SqlHeartbeats, worker_id: str,
+                 audit_watch: AuditWatch | None = None) -> Worker:
     async def push_stk(job: PushStk) -> None:
         await push_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock,
                            verify=settings.verify_callbacks)
@@ -254,6 +260,11 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
         if topup_engine is not None:
             await requeue_stale_topups(uow=uow(), clock=clock, holder_silent_s=settings.worker_silent_after_s)
         await ussd_sessions.purge(before=clock.now() - USSD_SESSIONS_KEPT)
+        if audit_watch is not None:
+            try:
+                await audit_watch.maybe_run()
+            except Exception:  # the books are checked again next period; the sweep itself is done
+                log.exception("periodic audit failed")
 
     handlers: dict[JobKind, Callable] = {JobKind.PUSH_STK: push_stk, JobKind.VERIFY_PAYMENT: verify,
                                          JobKind.NOTIFY: send_notification}

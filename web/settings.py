@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     reconcile_after_s: float = Field(120, gt=0)
     reconcile_give_up_s: float = Field(3600, gt=0)
     sweep_every_s: float = Field(30, gt=0)
+    audit_every_s: float = Field(300, gt=0)  # the worker checks the books this often (metrics, the landlord's alert)
+    admin_phone: str = ""  # the landlord's mobile: violations and new reviews, at most one message an hour
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     log_level: str = "INFO"
 
@@ -118,6 +120,17 @@ class Settings(BaseSettings):
         return tuple(float(item) for item in _split(self.topup_backoff_s))
 
     @property
+    def admin_phone_number(self) -> str | None:
+        """ADMIN_PHONE as stored (2547…), or None when unset or not a Kenyan mobile number."""
+        from core.shared.errors import InvalidInput
+        from core.shared.phone import normalize_kenyan_mobile
+
+        try:
+            return normalize_kenyan_mobile(self.admin_phone) if self.admin_phone else None
+        except InvalidInput:
+            return None
+
+    @property
     def sms_enabled(self) -> bool:
         return bool(self.at_username and self.at_api_key.get_secret_value())
 
@@ -136,6 +149,8 @@ class Settings(BaseSettings):
                 problems.append("TOPUP_BACKOFF_S must be positive seconds, comma-separated")
         except ValueError:
             problems.append("TOPUP_BACKOFF_S must be numbers of seconds, comma-separated")
+        if self.admin_phone and self.admin_phone_number is None:
+            problems.append("ADMIN_PHONE must be a Kenyan mobile number such as 0712345678")
         if self.worker_silent_after_s < 2 * self.worker_heartbeat_s:
             problems.append("WORKER_SILENT_AFTER_S must be at least twice WORKER_HEARTBEAT_S (one late beat is "
                             "not a death)")
