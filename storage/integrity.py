@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from core.audit.facts import Facts, MeterMoney, TopUpInFlight
+from core.audit.facts import Facts, MeterMoney, ReviewItem, TopUpInFlight
 from storage.ledger import ledger
 from storage.tables import jobs, meters, mpesa_callbacks, payments, topups
 
@@ -46,6 +46,12 @@ async def read_facts(engine: AsyncEngine, *, now: datetime) -> Facts:
                 sa.select(jobs.c.id, jobs.c.kind, jobs.c.lease_until)
                 .where(jobs.c.status == "running", jobs.c.lease_until < now))],
             shared_devices=await _shared_devices(conn),
+            reviews=await _reviews(conn),
+            jobs_waiting={r.kind: r.n for r in await conn.execute(
+                sa.select(jobs.c.kind, sa.func.count().label("n")).where(jobs.c.status.in_(("queued", "running")))
+                .group_by(jobs.c.kind))},
+            oldest_job_age_s=_age_s(now, await conn.scalar(sa.select(sa.func.min(jobs.c.run_after)).where(
+                jobs.c.status.in_(("queued", "running")), jobs.c.run_after <= now))),
         )
 
 
@@ -78,3 +84,18 @@ async def _shared_devices(conn: AsyncConnection) -> list[tuple[str, list[str]]]:
     for row in rows:
         grouped.setdefault(row.device_id, []).append(row.number)
     return sorted(grouped.items())
+
+
+async def _reviews(conn: AsyncConnection) -> list[ReviewItem]:
+    """Open reviews, named by amount and meter (never the payer's phone)."""
+    topup_rows = await conn.execute(
+        sa.select(topups.c.amount, topups.c.updated_at, meters.c.number)
+        .select_from(topups.join(meters, meters.c.id == topups.c.meter_id))
+        .where(topups.c.status == "needs_review", topups.c.resolved_at.is_(None)))
+    payment_rows = await conn.execute(
+        sa.select(payments.c.amount, payments.c.updated_at, meters.c.number)
+        .select_from(payments.join(meters, meters.c.id == payments.c.meter_id))
+        .where(payments.c.status == "needs_review", payments.c.resolved_at.is_(None)))
+    items = [ReviewItem(f"top-up KES {r.amount:f} on meter {r.number}", r.updated_at) for r in topup_rows]
+    items += [ReviewItem(f"payment KES {r.amount} for meter {r.number}", r.updated_at) for r in payment_rows]
+    return sorted(items, key=lambda item: item.since)

@@ -1,5 +1,9 @@
 """The outbox job queue. Claims take a lease: `FOR UPDATE SKIP LOCKED` on PostgreSQL so workers never
-wait on each other; on SQLite the writer lock (BEGIN IMMEDIATE) already makes the claim exclusive."""
+wait on each other; on SQLite the writer lock (BEGIN IMMEDIATE) already makes the claim exclusive.
+
+A running job is taken over when its lease ends, or sooner when the worker that holds it (`locked_by`)
+has stopped beating (worker_heartbeats): a live worker's heartbeat renews the leases of the jobs it is
+running, so only a dead one's jobs come back."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.jobs.model import Job
-from storage.tables import jobs
+from storage.tables import jobs, worker_heartbeats
 
 
 def _now() -> datetime:
@@ -26,12 +30,15 @@ class SqlJobQueue:
             kind=kind, payload=payload, status="queued", attempts=0, run_after=run_after or now,
             created_at=now, updated_at=now))
 
-    async def claim(self, kinds: list[str], *, worker: str, lease_s: float, limit: int) -> list[Job]:
+    async def claim(self, kinds: list[str], *, worker: str, lease_s: float, limit: int,
+                    silent_after_s: float | None = None) -> list[Job]:
         now = _now()
-        due = sa.or_(
-            sa.and_(jobs.c.status == "queued", jobs.c.run_after <= now),
-            sa.and_(jobs.c.status == "running", jobs.c.lease_until < now),  # its worker died
-        )
+        orphaned = [sa.and_(jobs.c.status == "running", jobs.c.lease_until < now)]  # its worker died (the backstop)
+        if silent_after_s is not None:
+            silent = sa.select(worker_heartbeats.c.worker_id).where(
+                worker_heartbeats.c.seen_at < now - timedelta(seconds=silent_after_s))
+            orphaned.append(sa.and_(jobs.c.status == "running", jobs.c.locked_by.in_(silent)))
+        due = sa.or_(sa.and_(jobs.c.status == "queued", jobs.c.run_after <= now), *orphaned)
         candidates = sa.select(jobs.c.id).where(jobs.c.kind.in_(kinds), due).order_by(jobs.c.run_after).limit(limit)
         if self.conn.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)

@@ -15,7 +15,8 @@ from core.tenants.model import Tenant
 from core.payments.model import Channel, Payment, PaymentStatus
 from core.topups.model import TopUp, TopUpStatus
 from storage.rows import from_row, to_row
-from storage.tables import audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups
+from storage.tables import (audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups,
+                            worker_heartbeats)
 
 
 class _Repository:
@@ -228,6 +229,23 @@ class SqlTopUpRepository(_Repository):
             query = query.with_for_update(skip_locked=True)
         return [_topup(row) for row in await self.conn.execute(query)]
 
+    async def holder_silent(self, topup_id: str, *, since: datetime) -> bool:
+        """True when the worker holding this top-up has a heartbeat, and its last one is older than `since`.
+        A holder with no heartbeat row at all (a one-off CLI run) keeps its claim until the lease ends."""
+        query = (sa.select(worker_heartbeats.c.seen_at)
+                 .select_from(topups.join(worker_heartbeats, worker_heartbeats.c.worker_id == topups.c.claimed_by))
+                 .where(topups.c.id == topup_id))
+        seen_at = await self.conn.scalar(query)
+        return seen_at is not None and seen_at < since
+
+    async def held_by_silent_workers(self, *, since: datetime, limit: int = 100) -> list[TopUp]:
+        silent = sa.select(worker_heartbeats.c.worker_id).where(worker_heartbeats.c.seen_at < since)
+        query = (sa.select(topups).where(topups.c.status == "sending", topups.c.claimed_by.in_(silent))
+                 .order_by(topups.c.next_attempt_at).limit(limit))
+        if self.locks_rows:
+            query = query.with_for_update(of=topups, skip_locked=True)
+        return [_topup(row) for row in await self.conn.execute(query)]
+
     async def in_review(self) -> list[TopUp]:
         query = (sa.select(topups).where(topups.c.status == "needs_review", topups.c.resolved_at.is_(None))
                  .order_by(topups.c.updated_at))
@@ -240,9 +258,30 @@ class SqlTopUpRepository(_Repository):
         return [_topup(row) for row in await self.conn.execute(query)]
 
 
+ALERT_LOCK = 0x4C4D_414C  # "LMAL": pg_advisory_xact_lock key for the landlord's alerts
+
+
 class SqlNotificationRepository(_Repository):
     async def add(self, **row) -> None:
         await self.conn.execute(notifications.insert().values(**row))
+
+    async def lock_alerts(self) -> None:
+        # SQLite: the transaction already holds the one writer lock (BEGIN IMMEDIATE).
+        if self.locks_rows:
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ALERT_LOCK)))
+
+    async def last_alert_at(self, event: str) -> datetime | None:
+        return await self.conn.scalar(sa.select(sa.func.max(notifications.c.at))
+                                      .where(notifications.c.event == event, notifications.c.status != "failed"))
+
+    async def start_alert(self, *, at: datetime, event: str, recipient: str, message: str) -> int:
+        return await self.conn.scalar(notifications.insert().values(
+            at=at, channel="pending", event=event, recipient=recipient, message=message[:480], status="sending")
+            .returning(notifications.c.id))
+
+    async def finish_alert(self, alert_id: int, *, channel: str, status: str, error: str | None) -> None:
+        await self.conn.execute(notifications.update().where(notifications.c.id == alert_id)
+                                .values(channel=channel, status=status, error=(error or None) and error[:255]))
 
     async def for_payment(self, payment_id: str) -> list[dict]:
         query = sa.select(notifications).where(notifications.c.payment_id == payment_id).order_by(notifications.c.id)

@@ -151,6 +151,8 @@ topups = sa.Table(
     sa.Column("resolution", sa.String(500), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The worker (worker_heartbeats.worker_id) whose attempt holds this top-up; None between attempts.
+    sa.Column("claimed_by", sa.String(120), nullable=True),
     sa.Index("ix_topups_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_topups_meter_id_status", "meter_id", "status"),
     # One top-up in flight per meter, across every worker: the database refuses a second `sending`.

@@ -35,6 +35,7 @@ class FakeStore:
     payments: dict = field(default_factory=dict)
     callbacks: list = field(default_factory=list)  # dicts
     topups: dict = field(default_factory=dict)
+    heartbeats: dict = field(default_factory=dict)  # worker id -> last seen (worker_heartbeats)
     jobs: list = field(default_factory=list)
     notifications: list = field(default_factory=list)
     audit: list = field(default_factory=list)
@@ -190,6 +191,18 @@ class FakeTopUps(_Repo):
         return [copy.deepcopy(t) for t in self.data.topups.values()
                 if t.status.value in ("queued", "sending") and t.next_attempt_at and t.next_attempt_at < before][:limit]
 
+    def _silent(self, worker, since):
+        seen = self.data.heartbeats.get(worker)
+        return seen is not None and seen < since
+
+    async def holder_silent(self, topup_id, *, since):
+        topup = self.data.topups.get(topup_id)
+        return bool(topup and topup.claimed_by and self._silent(topup.claimed_by, since))
+
+    async def held_by_silent_workers(self, *, since, limit=100):
+        return [copy.deepcopy(t) for t in self.data.topups.values()
+                if t.status.value == "sending" and t.claimed_by and self._silent(t.claimed_by, since)][:limit]
+
 
 class FakeJobs(_Repo):
     async def enqueue(self, kind, payload, *, run_after=None):
@@ -203,6 +216,21 @@ class FakeJobs(_Repo):
 class FakeNotifications(_Repo):
     async def add(self, **row):
         self.data.notifications.append(row)
+
+    async def lock_alerts(self):
+        return None  # one process
+
+    async def last_alert_at(self, event):
+        return max((n["at"] for n in self.data.notifications if n["event"] == event and n["status"] != "failed"),
+                   default=None)
+
+    async def start_alert(self, *, at, event, recipient, message):
+        self.data.notifications.append(dict(at=at, channel="pending", event=event, recipient=recipient,
+                                            message=message, status="sending", error=None))
+        return len(self.data.notifications)
+
+    async def finish_alert(self, alert_id, *, channel, status, error):
+        self.data.notifications[alert_id - 1].update(channel=channel, status=status, error=error)
 
 
 class FakeAudit(_Repo):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import httpx
@@ -26,6 +27,21 @@ def start_worker(stack: Stack, **overrides) -> subprocess.Popen:
     env = settings_env(stack.settings, job_lease_s=1, topup_attempt_lease_s=1, sweep_every_s=0.5, **overrides)
     return subprocess.Popen([sys.executable, "-m", "web.cli", "worker"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def start_beating_worker(stack: Stack, **overrides) -> subprocess.Popen:
+    """A worker with the production leases (120 s jobs, 180 s top-up attempts) and a quick heartbeat:
+    only the heartbeat can let another worker in early."""
+    env = settings_env(stack.settings, job_lease_s=120, topup_attempt_lease_s=180, worker_heartbeat_s=0.5,
+                       worker_silent_after_s=2, sweep_every_s=0.5, **overrides)
+    return subprocess.Popen([sys.executable, "-m", "web.cli", "worker"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def as_utc(value) -> datetime:
+    """A timestamp read back through raw SQL: a datetime (PostgreSQL) or ISO text (SQLite)."""
+    value = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def wait_until(predicate, timeout=30.0, what="condition"):
@@ -55,6 +71,43 @@ def test_worker_killed_after_sending_credits_once(database_url):
         done = stack.wait_for(ref, lambda p: p["topUpStatus"] == "APPLIED", timeout=30)
         assert stack.tuya.total_credits("dev-a101") == 400  # verified by the counter, not resent
         assert (done["balanceBefore"], done["balanceAfter"]) == (100, 500)
+    finally:
+        for process in (first, second):
+            if process and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(10)
+        stack.stop()
+
+
+def test_worker_killed_mid_attempt_is_taken_over_long_before_its_leases_end(database_url):
+    """Issue 11 §5: `kill -9` mid-attempt. Its heartbeat stops, so another worker takes over its job and
+    its top-up within seconds, not at the 120 s / 180 s leases; the counter shows the charge: no resend."""
+    stack = Stack(database_url, run_worker=False)
+    first = second = None
+    try:
+        ref = stack.pay(amount=400).json()["paymentId"]
+        stack.wait_for(ref, lambda p: p["status"] == "COMPLETED")
+        stack.tuya.set_fault("dev-a101", "apply_lose_answer", n=1, seconds=60)  # applied, then the answer hangs
+        first = start_beating_worker(stack, tuya_timeout_s=30)
+        wait_until(lambda: stack.tuya.total_credits("dev-a101") == 400, what="the charge to reach the meter")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        held = stack.sql("SELECT status, sent_at, claimed_by, next_attempt_at FROM topups")[0]
+        job = stack.sql("SELECT id, locked_by, lease_until FROM jobs WHERE kind = 'topup' AND status = 'running'")[0]
+        assert held.status == "sending" and held.sent_at is not None
+        assert held.claimed_by == job.locked_by  # the dead worker's id, on both of its claims
+        topup_lease, job_lease = as_utc(held.next_attempt_at), as_utc(job.lease_until)
+        assert topup_lease - as_utc(held.sent_at) > timedelta(seconds=170)  # the attempt lease, in force
+        stack.tuya.clear_faults("dev-a101")
+        second = start_beating_worker(stack, tuya_timeout_s=2)
+        done = stack.wait_for(ref, lambda p: p["topUpStatus"] == "APPLIED", timeout=60)
+        assert stack.tuya.total_credits("dev-a101") == 400  # exactly once: verified by the counter
+        assert (done["balanceBefore"], done["balanceAfter"]) == (100, 500)
+        topup = stack.sql("SELECT applied_at, claimed_by FROM topups")[0]
+        taken = stack.sql("SELECT status, locked_by, updated_at FROM jobs WHERE id = :id", id=job.id)[0]
+        assert as_utc(topup.applied_at) < topup_lease and topup.claimed_by is None  # not after the lease
+        assert taken.status == "done" and taken.locked_by not in (None, job.locked_by)  # the dead one's job
+        assert as_utc(taken.updated_at) < job_lease
     finally:
         for process in (first, second):
             if process and process.poll() is None:

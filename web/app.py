@@ -48,6 +48,11 @@ def probe_routes(container: Container) -> list[Route]:
         return JSONResponse({"status": "ok", "database": "ok"})
 
     async def metrics(request: Request) -> Response:
+        if container.audit_watch.due():  # no worker in this process has run the audit lately
+            try:
+                await container.audit_watch.run(alert=False)
+            except Exception:  # the other metrics are still worth answering with
+                log.warning("could not refresh the audit metrics", exc_info=True)
         return Response(generate_latest(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(request: Request) -> Response:

@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable, Mapping
 
@@ -41,13 +41,14 @@ from gateways.tuya_pool import PooledTuyaGateway
 from gateways.whatsapp import WhatsAppCloudApi
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 from storage.db import create_engine
-from storage.heartbeats import SqlHeartbeats
+from storage.heartbeats import Held, SqlHeartbeats
 from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore
 from storage.uow import SqlUnitOfWork
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
 from storage.whatsapp_chats import SqlWhatsAppChatStore
 from ussd.hop import UssdConfig, UssdDeps
 from ussd.routes import UssdMetrics
+from web.audit_watch import AuditWatch
 from web.metrics import Metrics
 from whatsapp.conversation import Conversation as WhatsAppConversation
 from whatsapp.conversation import WhatsAppDeps
@@ -90,6 +91,7 @@ class Container:
     whatsapp: WhatsAppCloudApi | None  # None: WHATSAPP_* not set
     whatsapp_room: WhatsAppRoom | None  # what /whatsapp/webhook answers with
     worker: Worker
+    audit_watch: AuditWatch  # the periodic audit: metrics and the landlord's alert
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -124,6 +126,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     bot --polling`) makes beyond the settings."""
     clock = clock or SystemClock()
     metrics, engine = Metrics(), create_engine(settings.database_url)
+    worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def uow() -> SqlUnitOfWork:
         return SqlUnitOfWork(engine)
@@ -134,7 +137,8 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     if meter_gateway is None:
         log.warning("Tuya is not configured (TUYA_*): completed payments wait in the top-up queue")
     balance_reader = LiveBalanceReader(uow, meter_gateway, profiles, clock) if meter_gateway else None
-    topup_engine = build_topup_engine(settings, uow, meter_gateway, profiles, clock) if meter_gateway else None
+    topup_engine = build_topup_engine(settings, uow, meter_gateway, profiles, clock, holder=worker_id) \
+        if meter_gateway else None
     payment_gateway, sms, telegram = build_daraja(settings, http), build_sms(settings), build_telegram(settings, http)
     ussd_sessions, history = SqlUssdSessionStore(engine), SqlPaymentHistory(engine)
     login_attempts = SqlLoginAttempts(engine)
@@ -142,11 +146,14 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
                                              ussd_sessions=ussd_sessions, balance_reader=balance_reader,
                                              metrics=metrics, ussd_config=ussd_config)
     whatsapp, whatsapp_chats = build_whatsapp(settings, http), SqlWhatsAppChatStore(engine)
+    audit_watch = AuditWatch(engine=engine, uow=uow, clock=clock, metrics=metrics, every_s=settings.audit_every_s,
+                             admin_phone=settings.admin_phone_number, sms=sms, telegram=telegram)
     worker = build_worker(settings, uow=uow, clock=clock, payment_gateway=payment_gateway, sms=sms,
                           telegram=telegram, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
                           login_attempts=login_attempts, heartbeats=SqlHeartbeats(engine), worker_id=worker_id,
                           whatsapp_chats=whatsapp_chats,
-                          whatsapp_receipts=whatsapp_receipts(settings, whatsapp, whatsapp_chats))
+                          whatsapp_receipts=whatsapp_receipts(settings, whatsapp, whatsapp_chats),
+                          audit_watch=audit_watch)
     return Container(
         settings=settings, clock=clock, metrics=metrics, profiles=profiles, limits=limits, engine=engine, uow=uow,
         http=http, payment_gateway=payment_gateway, meter_gateway=meter_gateway, sms=sms, telegram=telegram,
@@ -155,6 +162,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
         ussd=ussd, ussd_metrics=UssdMetrics(metrics.registry), bot=bot,
         telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling), whatsapp=whatsapp,
         whatsapp_room=build_whatsapp_room(settings, dialogue, whatsapp, whatsapp_chats, clock), worker=worker,
+        audit_watch=audit_watch,
     )
 
 
@@ -177,13 +185,14 @@ def build_meter_gateway(settings: Settings) -> TuyaMeterGateway | None:
 
 
 def build_topup_engine(settings: Settings, uow: Callable[[], UnitOfWork], meters: MeterGateway,
-                       profiles: Mapping[str, MeterProfile], clock: Clock) -> TopUpEngine:
+                       profiles: Mapping[str, MeterProfile], clock: Clock, *, holder: str | None = None) -> TopUpEngine:
     policy = TopUpPolicy(max_attempts=settings.topup_max_attempts, confirm_deadline_s=settings.topup_confirm_deadline_s,
                          poll_interval_s=settings.topup_poll_interval_s, schedule_s=settings.topup_backoff,
                          attempt_lease_s=settings.topup_attempt_lease_s,
+                         holder_silent_s=settings.worker_silent_after_s,
                          # A charge can leave until the gateway's call deadline: no proof before that.
                          send_window_s=getattr(meters, "deadline_s", TopUpPolicy.send_window_s))
-    return TopUpEngine(uow=uow, meters=meters, profiles=profiles, clock=clock, policy=policy)
+    return TopUpEngine(uow=uow, meters=meters, profiles=profiles, clock=clock, policy=policy, holder=holder)
 
 
 def build_daraja(settings: Settings, http: httpx.AsyncClient) -> DarajaGateway:
@@ -280,7 +289,7 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
                  sms: SmsSender | None, telegram: TelegramSender | None, topup_engine: TopUpEngine | None,
                  ussd_sessions: SqlUssdSessionStore, login_attempts: SqlLoginAttempts, heartbeats: SqlHeartbeats,
                  whatsapp_chats: SqlWhatsAppChatStore, whatsapp_receipts: WhatsAppReceipts | None,
-                 worker_id: str | None) -> Worker:
+                 worker_id: str, audit_watch: AuditWatch | None = None) -> Worker:
     async def push_stk(job: PushStk) -> None:
         await push_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock,
                            verify=settings.verify_callbacks)
@@ -295,7 +304,7 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
         await reconcile_payments(uow=uow(), gateway=payment_gateway, clock=clock,
                                  after_s=settings.reconcile_after_s, give_up_s=settings.reconcile_give_up_s)
         if topup_engine is not None:
-            await requeue_stale_topups(uow=uow(), clock=clock)
+            await requeue_stale_topups(uow=uow(), clock=clock, holder_silent_s=settings.worker_silent_after_s)
         now = clock.now()
         # A week of the USSD sessions that paid is kept for support questions, a day of the rest. Login
         # attempts are kept as long as the longest throttle window needs them.
@@ -303,6 +312,11 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
         await login_attempts.prune(before=now - KEEP_LOGIN_ATTEMPTS)
         # Meta stops retrying a delivery after about a day; older message ids need not be remembered.
         await whatsapp_chats.purge(before=now - WHATSAPP_IDS_KEPT)
+        if audit_watch is not None:
+            try:
+                await audit_watch.maybe_run()
+            except Exception:  # the books are checked again next period; the sweep itself is done
+                log.exception("periodic audit failed")
 
     handlers: dict[JobKind, Callable] = {JobKind.PUSH_STK: push_stk, JobKind.VERIFY_PAYMENT: verify,
                                          JobKind.NOTIFY: send_notification}
@@ -313,10 +327,18 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
             await topup_engine.run(job.topup_id)
 
         handlers[JobKind.TOPUP] = topup
-    return Worker(uow_factory=uow, handlers=handler_table(handlers), clock=clock, sweep=sweep, heartbeat=heartbeats.beat,
-                  config=WorkerConfig(worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
-                                      sweep_every_s=settings.sweep_every_s, lease_s=settings.job_lease_s,
-                                      concurrency=settings.worker_concurrency))
+
+    async def beat(worker: str, at: datetime, job_ids: list[int]) -> None:
+        # Alive, and still running these: their leases (the jobs' and the top-up attempts') move on.
+        attempts = topup_engine.attempts_in_progress() if topup_engine is not None else []
+        await heartbeats.beat(worker, at, Held(job_ids=job_ids, job_lease_s=settings.job_lease_s, topup_ids=attempts,
+                                               topup_lease_s=settings.topup_attempt_lease_s))
+
+    return Worker(uow_factory=uow, handlers=handler_table(handlers), clock=clock, sweep=sweep, heartbeat=beat,
+                  config=WorkerConfig(worker_id=worker_id, sweep_every_s=settings.sweep_every_s,
+                                      lease_s=settings.job_lease_s, concurrency=settings.worker_concurrency,
+                                      heartbeat_every_s=settings.worker_heartbeat_s,
+                                      silent_after_s=settings.worker_silent_after_s))
 
 
 def _warn_if_lease_short(settings: Settings) -> None:

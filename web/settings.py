@@ -65,11 +65,15 @@ class Settings(BaseSettings):
     topup_poll_interval_s: float = Field(1.0, gt=0)
     topup_backoff_s: str = "10,30,120,600,1800"  # then hourly, up to TOPUP_MAX_ATTEMPTS
     topup_attempt_lease_s: float = Field(180, gt=0)  # longer than any one attempt can take
-    job_lease_s: float = Field(120, gt=0)  # a job whose worker is silent this long is taken over
+    job_lease_s: float = Field(120, gt=0)  # the backstop: a running job not renewed this long is taken over
+    worker_heartbeat_s: float = Field(5, gt=0)  # each worker beats (and renews what it runs) this often
+    worker_silent_after_s: float = Field(15, gt=0)  # a worker silent this long is dead: its claims are taken over
     worker_concurrency: int = Field(8, ge=1, le=256)  # jobs one worker runs at once (one top-up per meter still)
     reconcile_after_s: float = Field(120, gt=0)
     reconcile_give_up_s: float = Field(3600, gt=0)
     sweep_every_s: float = Field(30, gt=0)
+    audit_every_s: float = Field(300, gt=0)  # the worker checks the books this often (metrics, the landlord's alert)
+    admin_phone: str = ""  # the landlord's mobile: violations and new reviews, at most one message an hour
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Slow clients (web/serving.py): request headers must arrive within this; idle kept-alive connections
     # close after HTTP_KEEP_ALIVE_S; beyond HTTP_MAX_CONNECTIONS connections and tasks, new requests get 503.
@@ -154,6 +158,17 @@ class Settings(BaseSettings):
         return tuple(float(item) for item in _split(self.topup_backoff_s))
 
     @property
+    def admin_phone_number(self) -> str | None:
+        """ADMIN_PHONE as stored (2547…), or None when unset or not a Kenyan mobile number."""
+        from core.shared.errors import InvalidInput
+        from core.shared.phone import normalize_kenyan_mobile
+
+        try:
+            return normalize_kenyan_mobile(self.admin_phone) if self.admin_phone else None
+        except InvalidInput:
+            return None
+
+    @property
     def sms_enabled(self) -> bool:
         return bool(self.at_username and self.at_api_key.get_secret_value())
 
@@ -172,6 +187,11 @@ class Settings(BaseSettings):
                 problems.append("TOPUP_BACKOFF_S must be positive seconds, comma-separated")
         except ValueError:
             problems.append("TOPUP_BACKOFF_S must be numbers of seconds, comma-separated")
+        if self.admin_phone and self.admin_phone_number is None:
+            problems.append("ADMIN_PHONE must be a Kenyan mobile number such as 0712345678")
+        if self.worker_silent_after_s < 2 * self.worker_heartbeat_s:
+            problems.append("WORKER_SILENT_AFTER_S must be at least twice WORKER_HEARTBEAT_S (one late beat is "
+                            "not a death)")
         token = self.callback_token.get_secret_value()
         if token and len(token) < 16:
             problems.append("CALLBACK_TOKEN must be at least 16 characters (it is the callback's only secret)")

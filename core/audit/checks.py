@@ -19,6 +19,10 @@ INFO = "info"
 CALLBACK_GRACE_S = 120.0
 LEASE_GRACE_S = 60.0
 
+# Every check that can find a violation (the metric `lipameter_audit_violations` reads 0 for each clean one).
+VIOLATION_CHECKS = ("credited_le_paid", "one_topup_per_payment", "failed_has_reason", "receipt_used_once",
+                    "callback_has_outcome", "job_within_lease", "one_meter_per_device")
+
 
 @dataclass(frozen=True)
 class Finding:

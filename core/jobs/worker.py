@@ -1,9 +1,12 @@
 """The job loop: claim due outbox jobs with a lease, run their handler, record the outcome.
 The kinds and their payloads are core/jobs/kinds.py.
 
-A job whose worker died keeps its lease until it expires and is then claimed again, so handlers must
-be safe to run twice (they check the state they are about to change). A periodic sweep (reconcile)
-runs beside the jobs.
+A job whose worker died is claimed again, so handlers must be safe to run twice (they check the state
+they are about to change). "Died" is noticed by the heartbeat: every `heartbeat_every_s` the worker
+writes its row and renews the leases of the jobs it is running (however long they take); a running job
+whose worker has been silent for `silent_after_s` is taken over, and the lease (`lease_s`) is only the
+backstop for a worker that never beat. The heartbeat runs in its own task, so a long sweep or a busy
+loop never makes a live worker look dead. A periodic sweep (reconcile) runs beside the jobs.
 
 Up to `concurrency` jobs run at once, so one slow job (a meter whose answer hangs) holds back no other:
 the loop claims only as many jobs as it has free slots, and claims more as soon as one finishes. Jobs
@@ -27,6 +30,8 @@ from core.ports import Clock, UnitOfWork
 log = logging.getLogger("lipameter.worker")
 
 Handler = Callable[[dict], Awaitable[None]]
+# (worker id, now, ids of the jobs it is running): records "alive" and renews those jobs' leases.
+Heartbeat = Callable[[str, datetime, list[int]], Awaitable[object]]
 
 
 class RetryLater(Exception):
@@ -52,6 +57,7 @@ class WorkerConfig:
     max_attempts: int = 8
     sweep_every_s: float = 30.0
     heartbeat_every_s: float = 5.0
+    silent_after_s: float = 15.0  # a worker whose heartbeat is this old is dead: its jobs are taken over
     concurrency: int = 8  # jobs in flight at once in this worker (WORKER_CONCURRENCY)
 
 
@@ -64,7 +70,7 @@ class Worker:
         clock: Clock,
         config: WorkerConfig,
         sweep: Callable[[], Awaitable[object]] | None = None,
-        heartbeat: Callable[[str, datetime], Awaitable[object]] | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.uow_factory = uow_factory
         self.handlers = handlers
@@ -72,8 +78,9 @@ class Worker:
         self.config = config
         self.sweep = sweep
         self._last_sweep = float("-inf")
-        self.heartbeat = heartbeat  # "this worker is alive", for `lipameter doctor`
+        self.heartbeat = heartbeat  # "this worker is alive": `lipameter doctor`, and its claims renewed
         self._last_beat = float("-inf")
+        self._running_ids: set[int] = set()  # jobs this worker is running now
 
     async def run_once(self) -> int:
         """Claim and run one batch of due jobs (all at once, up to `concurrency`); returns how many ran."""
@@ -84,11 +91,19 @@ class Worker:
     async def _claim(self, limit: int) -> list[Job]:
         async with self.uow_factory() as uow:
             jobs = await uow.jobs.claim(list(self.handlers), worker=self.config.worker_id,
-                                        lease_s=self.config.lease_s, limit=limit)
+                                        lease_s=self.config.lease_s, limit=limit,
+                                        silent_after_s=self.config.silent_after_s if self.heartbeat else None)
             await uow.commit()
         return jobs
 
     async def _run(self, job: Job) -> None:
+        self._running_ids.add(job.id)
+        try:
+            await self._handle(job)
+        finally:
+            self._running_ids.discard(job.id)
+
+    async def _handle(self, job: Job) -> None:
         try:
             await self.handlers[job.kind](job.payload)
         except RetryLater as later:
@@ -130,10 +145,24 @@ class Worker:
         if self.heartbeat is None or loop_time - self._last_beat < self.config.heartbeat_every_s:
             return
         self._last_beat = loop_time
+        await self._beat()
+
+    async def _beat(self) -> None:
+        if self.heartbeat is None:
+            return
         try:
-            await self.heartbeat(self.config.worker_id, self.clock.now())
+            await self.heartbeat(self.config.worker_id, self.clock.now(), sorted(self._running_ids))
         except Exception:
             log.warning("could not record the worker heartbeat; will try again", exc_info=True)
+
+    async def _keep_beating(self, until: asyncio.Event) -> None:
+        """Beat on time whatever the loop is doing, until `until` is set (after the last job finished)."""
+        while True:
+            try:
+                await asyncio.wait_for(until.wait(), timeout=self.config.heartbeat_every_s)
+                return
+            except asyncio.TimeoutError:
+                await self._beat()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep up to `concurrency` jobs running until `stop` is set; then let the running ones finish
@@ -143,12 +172,14 @@ class Worker:
         loop = asyncio.get_running_loop()
         running: set[asyncio.Task] = set()
         stopping = asyncio.create_task(stop.wait())
+        finished = asyncio.Event()
+        await self._beat()  # before the first claim: this worker's row exists while it holds anything
+        beating = asyncio.create_task(self._keep_beating(finished), name="heartbeat")
         try:
             while not stop.is_set():
                 running = self._still_running(running)
                 claimed = 0
                 try:
-                    await self.maybe_beat(loop.time())
                     await self.maybe_sweep(loop.time())
                     free = self.config.concurrency - len(running)
                     if free > 0:
@@ -167,6 +198,9 @@ class Worker:
             if running:
                 log.info("worker %s finishing %d running job(s)", self.config.worker_id, len(running))
                 await asyncio.gather(*running, return_exceptions=True)
+            # Beat until the last job is done: a worker finishing its jobs is alive, not dead.
+            finished.set()
+            await asyncio.gather(beating, return_exceptions=True)
         log.info("worker %s stopped", self.config.worker_id)
 
     @staticmethod

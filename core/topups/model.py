@@ -78,6 +78,9 @@ class TopUp:
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     resolution: str | None = None
+    # The worker whose attempt holds the top-up right now (None between attempts). When that worker's
+    # heartbeat stops, another may take over before the lease ends: the counter check decides what landed.
+    claimed_by: str | None = None
 
     def _move(self, to: TopUpStatus, now: datetime, *, sources: str) -> None:
         """`sources`: the statuses this step starts from (one step may not take every move the table allows)."""
@@ -85,21 +88,27 @@ class TopUp:
             raise IllegalTopUpTransition(f"top-up {self.id} is {self.status.value}; it cannot become {to.value}")
         self.status, self.updated_at = to, now
 
-    def claim(self, *, now: datetime, lease_until: datetime) -> None:
-        """An attempt starts: it owns the top-up until `lease_until`."""
+    def claim(self, *, now: datetime, lease_until: datetime, by: str | None = None) -> None:
+        """An attempt starts: worker `by` owns the top-up until `lease_until` (its heartbeat renews it)."""
         self._move(TopUpStatus.SENDING, now, sources="queued sending")
         self.attempts += 1
-        self.next_attempt_at = lease_until
+        self.next_attempt_at, self.claimed_by = lease_until, by
+
+    def release(self) -> None:
+        """The attempt ends (whatever its outcome): no worker holds the top-up any more."""
+        self.claimed_by = None
 
     def back_off(self, *, error: str, retry_at: datetime, now: datetime) -> None:
         """A transient failure. Only a top-up with nothing possibly in the air gives up its meter's slot."""
         self._move(TopUpStatus.QUEUED if self.sent_at is None else TopUpStatus.SENDING, now, sources="sending")
         self.last_error, self.next_attempt_at = error[:500], retry_at
+        self.release()
 
     def mark_applied(self, *, by: str, now: datetime) -> None:
         """The meter shows the charge (the engine), or a person saw it there (a review)."""
         self._move(TopUpStatus.APPLIED, now, sources="sending needs_review")
         self.applied_at, self.applied_by, self.next_attempt_at = now, by, None
+        self.release()
 
     def give_up(self, status: TopUpStatus, *, error: str, now: datetime) -> None:
         """An attempt ends for good: `failed` (nothing reached the meter) or `needs_review`."""
@@ -107,6 +116,7 @@ class TopUp:
             raise IllegalTopUpTransition(f"a top-up gives up as failed or needs_review, not {status.value}")
         self._move(status, now, sources="sending")
         self.last_error, self.next_attempt_at = error[:500], None
+        self.release()
         if status is TopUpStatus.NEEDS_REVIEW:
             self.resolved_at = self.resolved_by = None  # a new review (the audit log keeps the old one)
 
@@ -114,6 +124,7 @@ class TopUp:
         """An operator sends it again (a failed one, or a review that shows it did not land)."""
         self._move(TopUpStatus.QUEUED, now, sources="failed needs_review")
         self.attempts, self.next_attempt_at = 0, now
+        self.release()
 
     def dismiss(self, *, now: datetime) -> None:
         """A review closed as not credited."""

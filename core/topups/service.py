@@ -9,6 +9,11 @@ The charge command has no idempotency key, so exactness comes from the meter's o
 A top-up found in `sending` with `sent_at` set (a timeout, a crash) is resolved by reading the counter
 again: risen by the charge -> applied; unchanged -> send; anything else -> needs_review.
 
+An attempt records its worker (`claimed_by`); that worker's heartbeat renews the attempt's lease for as
+long as the attempt runs, however slow. When the heartbeat stops (`kill -9`), another worker takes the
+top-up over after `holder_silent_s` instead of waiting out the lease, and resolves it by the same counter
+check: never a blind resend.
+
 The cloud's status is a cache: each DP is as the device last reported it, and a slow meter reports
 minutes late. So "unchanged" proves nothing unless the counter was reported after the command could
 have reached the meter (`reports`, Tuya's shadow properties with each DP's report time); until then
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -55,7 +60,8 @@ class TopUpPolicy:
     report_wait_s: float = 900.0
     schedule_s: tuple[float, ...] = (10, 30, 120, 600, 1800)  # then hourly
     busy_retry_s: float = 3.0  # another top-up for the same meter is in flight
-    attempt_lease_s: float = 180.0  # an attempt owns its top-up this long; then a crash is assumed
+    attempt_lease_s: float = 180.0  # an attempt owns its top-up this long unless its worker's heartbeat renews it
+    holder_silent_s: float = 15.0  # a worker silent this long is dead: its attempts are taken over
     delay_notice_after: int = 2  # attempts before the payer is told the credit is delayed
 
     def backoff_s(self, attempt: int) -> float:
@@ -73,6 +79,12 @@ class TopUpEngine:
     # Tuya calls made for each top-up (all its attempts in this process), most recent last.
     tuya_calls: "OrderedDict[str, int]" = field(default_factory=OrderedDict)
     keep_call_counts: int = 10_000
+    holder: str | None = None  # this process's worker id, recorded on the top-ups its attempts hold
+    # Top-ups with an attempt running in this process: the heartbeat renews exactly these leases.
+    _running: "Counter[str]" = field(default_factory=Counter)
+
+    def attempts_in_progress(self) -> list[str]:
+        return sorted(self._running)
 
     def _tally(self, topup_id: str) -> None:
         self.tuya_calls[topup_id] = self.tuya_calls.pop(topup_id, 0) + 1
@@ -81,6 +93,15 @@ class TopUpEngine:
 
     async def run(self, topup_id: str) -> TopUpStatus:
         """One attempt. Raises RetryLater when it should run again; returns the status otherwise."""
+        self._running[topup_id] += 1
+        try:
+            return await self._run(topup_id)
+        finally:
+            self._running[topup_id] -= 1
+            if self._running[topup_id] <= 0:
+                del self._running[topup_id]
+
+    async def _run(self, topup_id: str) -> TopUpStatus:
         topup, meter = await self._claim(topup_id)
         if topup.status in TERMINAL:
             return topup.status
@@ -118,9 +139,13 @@ class TopUpEngine:
             if topup.status in TERMINAL:
                 return topup, None
             if topup.next_attempt_at and topup.next_attempt_at > now + timedelta(seconds=1):
-                # Scheduled for later, or another attempt holds it (a duplicate job): not ours now.
-                raise RetryLater((topup.next_attempt_at - now).total_seconds(), "not due yet")
-            topup.claim(now=now, lease_until=now + timedelta(seconds=self.policy.attempt_lease_s))
+                # Scheduled for later, or another attempt holds it (a duplicate job): not ours now,
+                # unless the attempt's worker has stopped beating (it died mid-attempt).
+                if not await self._holder_is_dead(uow, topup, now):
+                    raise RetryLater(self._wait_s(topup, now), "not due yet")
+                log.warning("top-up %s: worker %s stopped beating mid-attempt; taking over (the meter's counter "
+                            "decides whether its charge landed)", topup.id, topup.claimed_by)
+            topup.claim(now=now, lease_until=now + timedelta(seconds=self.policy.attempt_lease_s), by=self.holder)
             try:
                 await uow.topups.save(topup)
             except Conflict:
@@ -128,6 +153,19 @@ class TopUpEngine:
             meter = await uow.meters.get(topup.meter_id)
             await uow.commit()
         return topup, meter
+
+    async def _holder_is_dead(self, uow: UnitOfWork, topup: TopUp, now: datetime) -> bool:
+        if topup.status is not TopUpStatus.SENDING or not topup.claimed_by or topup.claimed_by == self.holder:
+            return False
+        return await uow.topups.holder_silent(topup.id, since=now - timedelta(seconds=self.policy.holder_silent_s))
+
+    def _wait_s(self, topup: TopUp, now: datetime) -> float:
+        """How long a job for a top-up that is not due waits. One held by a live attempt asks again once
+        the holder could be declared dead, so a crash is noticed in seconds, not at the lease's end."""
+        until_due = (topup.next_attempt_at - now).total_seconds()
+        if topup.claimed_by:
+            return min(until_due, self.policy.holder_silent_s)
+        return until_due
 
     def _plan(self, meter: Meter, topup: TopUp) -> tuple[ChargePlan, MeterProfile, dict[str, DpSpec]]:
         profile = self.profiles.get(meter.profile)
@@ -200,6 +238,7 @@ class TopUpEngine:
         # Waiting is not an attempt to credit: it does not count toward max_attempts.
         topup.attempts = max(0, topup.attempts - 1)
         topup.status, topup.next_attempt_at, topup.updated_at = TopUpStatus.SENDING, now + timedelta(seconds=delay), now
+        topup.release()
         topup.last_error = f"waiting for the meter to report {', '.join(stale)} after the charge"
         await self._save(topup)
         log.info("top-up %s: counter unchanged but last reported before the charge could land; "
@@ -209,6 +248,8 @@ class TopUpEngine:
     async def _record_intent(self, topup: TopUp, plan: ChargePlan, counter_before: Decimal) -> None:
         topup.counter_before, topup.dp_code, topup.raw_value = counter_before, plan.code, plan.raw
         topup.remainder, topup.sent_at = plan.remainder, self.clock.now()
+        # The claim's lease restarts here: the heartbeat renews it in the row, and this save writes it back.
+        topup.next_attempt_at = topup.sent_at + timedelta(seconds=self.policy.attempt_lease_s)
         await self._save(topup)
 
     async def _confirm(self, topup, meter, plan, profile, specs) -> TopUpStatus:
@@ -295,17 +336,25 @@ def _balance(profile: MeterProfile, reading) -> Decimal | None:
     return reading.money_balance if profile.read_money_balance else reading.energy_balance
 
 
-async def requeue_stale_topups(*, uow: UnitOfWork, clock: Clock, stale_s: float = 600) -> list[str]:
-    """The sweep: a due top-up whose job was lost (a bug, a dead-lettered job) gets a new job.
+async def requeue_stale_topups(*, uow: UnitOfWork, clock: Clock, stale_s: float = 600,
+                                holder_silent_s: float = 15.0) -> list[str]:
+    """The sweep: a due top-up whose job was lost (a bug, a dead-lettered job) gets a new job, and so does
+    one held by a worker whose heartbeat stopped (killed mid-attempt) without waiting out its lease.
     Running a top-up twice is safe (the claim and the counter check), so this only costs a read."""
     now = clock.now()
     async with uow:
         stale = await uow.topups.stale(before=now - timedelta(seconds=stale_s))
-        for topup in stale:
+        orphaned = await uow.topups.held_by_silent_workers(since=now - timedelta(seconds=holder_silent_s))
+        for topup in [*stale, *(t for t in orphaned if t.id not in {s.id for s in stale})]:
+            if topup.claimed_by:
+                log.warning("top-up %s: worker %s stopped beating mid-attempt; re-queued for a check of the "
+                            "meter's counter", topup.id, topup.claimed_by)
             topup.next_attempt_at, topup.updated_at = now, now
+            topup.release()
             await uow.topups.save(topup)
             await enqueue(uow.jobs, RunTopUp(topup.id))
         await uow.commit()
-    if stale:
-        log.warning("re-queued %d stale top-up(s)", len(stale))
-    return [t.id for t in stale]
+    ids = list(dict.fromkeys(t.id for t in [*stale, *orphaned]))
+    if ids:
+        log.warning("re-queued %d stale top-up(s)", len(ids))
+    return ids
