@@ -13,7 +13,7 @@ from core.shared.errors import Conflict
 from core.meters.model import Meter
 from core.tenants.model import Tenant
 from core.payments.model import Channel, Payment, PaymentStatus
-from core.topups.model import TopUp, TopUpStatus
+from core.topups.model import ClaimLost, TopUp, TopUpStatus
 from storage.rows import from_row, to_row
 from storage.tables import (audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups,
                             worker_heartbeats)
@@ -213,13 +213,18 @@ class SqlTopUpRepository(_Repository):
     async def by_request_key(self, key: str) -> TopUp | None:
         return _topup((await self.conn.execute(sa.select(topups).where(topups.c.request_key == key))).first())
 
-    async def save(self, topup: TopUp) -> None:
+    async def save(self, topup: TopUp, *, held_by: str | None = None) -> None:
+        update = topups.update().where(topups.c.id == topup.id)
+        if held_by is not None:
+            update = update.where(topups.c.claimed_by == held_by)  # fencing: only the claim's holder writes
         try:
             async with self.conn.begin_nested():
-                await self.conn.execute(topups.update().where(topups.c.id == topup.id).values(**to_row(topup, topups)))
+                result = await self.conn.execute(update.values(**to_row(topup, topups)))
         except IntegrityError:
             # uq_topups_sending_meter: another top-up for this meter is in flight.
             raise Conflict("another top-up for this meter is in flight", code="meter_busy") from None
+        if held_by is not None and result.rowcount == 0:
+            raise ClaimLost(f"top-up {topup.id} is no longer held by {held_by}")
 
     async def stale(self, *, before: datetime, limit: int = 100) -> list[TopUp]:
         query = (sa.select(topups).where(topups.c.status.in_(["queued", "sending"]), topups.c.next_attempt_at < before)

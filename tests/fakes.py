@@ -13,7 +13,7 @@ from core.meters.model import Meter
 from core.tenants.model import Tenant
 from core.payments.model import Payment
 from core.ports import DpReport, StkPushAccepted, StkPushRequest, StkQueryResult
-from core.topups.model import TopUp
+from core.topups.model import ClaimLost, TopUp
 
 
 class FakeClock:
@@ -176,7 +176,10 @@ class FakeTopUps(_Repo):
     async def for_payment(self, payment_id):
         return next((copy.deepcopy(t) for t in self.data.topups.values() if t.payment_id == payment_id), None)
 
-    async def save(self, topup):
+    async def save(self, topup, *, held_by=None):
+        stored = self.data.topups.get(topup.id)
+        if held_by is not None and (stored is None or stored.claimed_by != held_by):
+            raise ClaimLost(f"top-up {topup.id} is no longer held by {held_by}")
         if topup.status.value == "sending" and any(
                 t.meter_id == topup.meter_id and t.status.value == "sending" and t.id != topup.id
                 for t in self.data.topups.values()):

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from core.jobs.worker import RetryLater, Worker, WorkerConfig
+from core.shared.errors import UpstreamError
 from core.topups.model import TopUpStatus
 from core.topups.service import TopUpEngine, requeue_stale_topups
 from core.shared.clock import SystemClock
@@ -187,3 +188,28 @@ async def test_a_slow_job_keeps_its_claim_while_its_worker_beats(engine):
     assert taken == []
     async with engine.connect() as conn:
         assert (await conn.execute(sa.text("SELECT status, attempts FROM jobs"))).one() == ("done", 1)
+
+
+async def test_a_worker_taken_over_while_cut_off_cannot_write_back_its_stale_copy(world):
+    """Fencing: "slow" sends, is cut off past the silence limit, "w2" takes over and applies by the counter;
+    when "slow" comes back its save is refused (ClaimLost) and the books keep w2's applied top-up."""
+    uow, tuya, clock, engine = world
+    add_topup(uow)
+    send = tuya.send_commands
+    taken_over = {}
+
+    async def cut_off_after_sending(device_id, commands):
+        await send(device_id, commands)
+        uow.store.heartbeats["slow"] = clock.now()
+        clock.advance(engine.policy.holder_silent_s + 1)
+        uow.store.heartbeats["w2"] = clock.now()
+        tuya.send_commands = send
+        taken_over["status"] = await engine_of(engine, "w2").run("t1")  # while "slow" is stuck
+        raise UpstreamError("the Tuya cloud did not answer in time", transient=True)  # "slow" resumes, stale
+
+    tuya.send_commands = cut_off_after_sending
+    with pytest.raises(RetryLater):
+        await engine_of(engine, "slow").run("t1")
+    assert taken_over["status"] is TopUpStatus.APPLIED
+    held = stored(uow)
+    assert held.status is TopUpStatus.APPLIED and held.claimed_by is None and len(tuya.sent) == 1

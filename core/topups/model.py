@@ -35,6 +35,13 @@ class IllegalTopUpTransition(Conflict):
     code = "illegal_transition"
 
 
+class ClaimLost(Conflict):
+    """This worker's attempt was taken over (its heartbeat stopped long enough: a network cut, a pause), so
+    what it knows is stale: its saves are refused and the new holder decides by the meter's counter."""
+
+    code = "claim_lost"
+
+
 def _moves(*names: str) -> frozenset[TopUpStatus]:
     return frozenset(TopUpStatus(name) for name in names)
 

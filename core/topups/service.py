@@ -36,7 +36,7 @@ from core.meters.profiles import DpSpec, MeterProfile
 from core.topups.decision import ChargePlan, Verdict, plan_charge, read_meter, reported_before
 from core.meters.model import Meter
 from core.ports import Clock, MeterGateway, UnitOfWork
-from core.topups.model import TopUp, TopUpStatus
+from core.topups.model import ClaimLost, TopUp, TopUpStatus
 from core.jobs.worker import RetryLater
 from core.jobs.kinds import Notify, NotifyEvent, RunTopUp, enqueue
 
@@ -102,6 +102,14 @@ class TopUpEngine:
                 del self._running[topup_id]
 
     async def _run(self, topup_id: str) -> TopUpStatus:
+        try:
+            return await self._attempt_once(topup_id)
+        except ClaimLost:
+            # Another worker took this attempt over while we were cut off: it decides by the counter.
+            log.warning("top-up %s: this attempt was taken over by another worker; leaving it to them", topup_id)
+            raise RetryLater(self.policy.holder_silent_s, "taken over by another worker") from None
+
+    async def _attempt_once(self, topup_id: str) -> TopUpStatus:
         topup, meter = await self._claim(topup_id)
         if topup.status in TERMINAL:
             return topup.status
@@ -281,7 +289,7 @@ class TopUpEngine:
         topup.mark_applied(by=topup.applied_by or "worker", now=now)
         topup.last_error = None
         async with self.uow() as uow:
-            await uow.topups.save(topup)
+            await uow.topups.save(topup, held_by=self.holder)
             meter.last_balance = reading.money_balance
             meter.last_energy = reading.energy_balance
             meter.last_balance_at, meter.online = now, True
@@ -302,7 +310,7 @@ class TopUpEngine:
         tell_payer = topup.payment_id and not topup.delay_notified and topup.attempts >= self.policy.delay_notice_after
         topup.delay_notified = topup.delay_notified or bool(tell_payer)
         async with self.uow() as uow:
-            await uow.topups.save(topup)
+            await uow.topups.save(topup, held_by=self.holder)
             if offline:  # the landlord's dashboard counts offline meters
                 meter = await uow.meters.get(topup.meter_id)
                 meter.online = False
@@ -317,7 +325,7 @@ class TopUpEngine:
         now = self.clock.now()
         topup.give_up(status, error=error, now=now)
         async with self.uow() as uow:
-            await uow.topups.save(topup)
+            await uow.topups.save(topup, held_by=self.holder)
             event = NotifyEvent.TOPUP_FAILED if status is TopUpStatus.FAILED else NotifyEvent.TOPUP_REVIEW
             await enqueue(uow.jobs, Notify(event, topup_id=topup.id))
             await uow.commit()
@@ -327,7 +335,7 @@ class TopUpEngine:
     async def _save(self, topup: TopUp) -> None:
         topup.updated_at = self.clock.now()
         async with self.uow() as uow:
-            await uow.topups.save(topup)
+            await uow.topups.save(topup, held_by=self.holder)
             await uow.commit()
 
 
