@@ -178,8 +178,8 @@ def test_bad_input_never_pays_and_never_fails(stack):
     q.dial()
     assert q.post("1*1").startswith("CON Invalid choice.")  # two answers typed as one reply
     assert q.send("1", "1", "999999999999999999999999").startswith("CON Whole KES 10-70,000 only.")
-    # A session we never saw, arriving mid-path, must not be guessed at (it could be a confirm).
-    assert Phone(stack.url, WANJIKU).post("1*1*500*1").startswith("END Session ended. Please dial again.\n")
+    # A session we never saw, arriving mid-path (or a shortcut ending in a confirm) never pays by itself.
+    assert Phone(stack.url, WANJIKU).post("1*1*500*1").startswith("CON Confirm payment:")
     for odd in ("0712345678", "254712345678", "+254 712 345 678", "254-712-345-678"):
         assert Phone(stack.url, odd).dial().startswith("CON LipaMeter")
     for odd in ("+15551234567", "", "abc", "+254201234567", "+2547123456789999"):
@@ -240,3 +240,35 @@ def test_end_of_session_reports_are_recorded(stack):
     assert 'lipameter_ussd_hops_total{outcome="con"}' in metrics
     assert count(stack, "payments") == 0
 
+
+
+def test_a_dialled_shortcut_runs_its_inputs_and_the_session_goes_on(stack):
+    # `*384*1#` then `1*A101*500`: buy, meter A101 typed on the list, KES 500: the confirm screen, live.
+    p = Phone(stack.url, WANJIKU)
+    first = p.post("1*A101*500")
+    assert first == ("CON Confirm payment:\nMeter A101 Flat A1\nAmount KES 500\nPhone 0712345678\n"
+                     "1. Pay now\n2. Cancel\n0. Back 00. Home")
+    p.replies = ["1", "A101", "500"]
+    assert p.retry() == first  # the gateway's retry of that first hop is a replay
+    assert p.send("1").startswith("END You will get an M-Pesa prompt for KES 500 on 0712345678")
+    assert count(stack, "payments") == 1
+    # A shortcut that stops earlier leaves the session on that screen, in the caller's language.
+    q = Phone(stack.url, OTIENO)
+    assert q.post("1").startswith("CON Chagua mita:\n1. B201")
+    q.replies = ["1"]
+    assert q.send("1").startswith("CON Weka kiasi")
+    # A wrong segment is a wrong entry, as if typed; three end the session politely.
+    assert Phone(stack.url, WANJIKU).post("7").startswith("CON Invalid choice.\nLipaMeter")
+    assert Phone(stack.url, WANJIKU).post("7*7*7") == "END Too many wrong entries. Please dial again. Goodbye."
+    # A shortcut never confirms by itself: the rest after the confirm screen is dropped.
+    r = Phone(stack.url, WANJIKU)
+    assert r.post("1*1*500*1").startswith("CON Confirm payment:")
+    assert count(stack, "payments") == 1 and count(stack, "jobs", "kind = 'push_stk'") == 1
+
+
+def test_an_end_report_for_a_session_never_seen_is_accepted_quietly(stack):
+    report = {"sessionId": "ATUid_never_seen", "phoneNumber": WANJIKU, "status": "Failed", "networkCode": "63902",
+              "input": "1*A101*500", "errorMessage": "timeout"}
+    answer = httpx.post(f"{stack.url}/ussd/events", data=report)
+    assert answer.status_code == 200 and answer.text == "OK"
+    assert count(stack, "ussd_sessions") == 0 and count(stack, "payments") == 0

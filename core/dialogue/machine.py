@@ -119,7 +119,16 @@ def _on_buy_meters(state: DialogueState, entry: str, caller: Caller) -> Step:
         return _forward(state, caller, Frame(screen=BUY_NUMBER))
     if entry == MORE:
         return _next_page(state, caller) or _wrong(state, caller, "err.choice")
+    if _typed_meter_number(entry):
+        # A meter number typed where a list is shown (a dialled shortcut `*384*1234*1*A101*500#`
+        # carries one): look it up as "Other meter" would.
+        return _effect(state, FindMeter(entry))
     return _wrong(state, caller, "err.choice")
+
+
+def _typed_meter_number(entry: str) -> bool:
+    """Not a list key (one or two digits: 1-6, 98) and shaped like a meter number."""
+    return bool(METER_NUMBER.match(entry)) and not (entry.isdigit() and len(entry) <= 2)
 
 
 def _on_buy_number(state: DialogueState, entry: str, caller: Caller) -> Step:
