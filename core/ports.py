@@ -235,6 +235,16 @@ class TelegramChatStore(Protocol):
     async def set_message(self, chat_id: int, *, version: int, message_id: int) -> None: ...
 
 
+class TelegramUpdateLog(Protocol):
+    """Telegram's update_ids already taken, shared by every replica."""
+
+    async def first_time(self, update_id: int, *, at: datetime) -> bool:
+        """Record `update_id`; False when it was recorded before (a retry or a re-delivered backlog)."""
+        ...
+
+    async def prune(self, *, before: datetime) -> int: ...
+
+
 class TelegramAccounts(Protocol):
     async def find(self, user_id: int) -> TelegramAccount | None: ...
 

@@ -264,3 +264,11 @@ worker_heartbeats = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("seen_at", UTCDateTime(), nullable=False, index=True),
 )
+
+telegram_updates = sa.Table(
+    # Telegram's update_ids already handled: a retried or re-delivered update is acknowledged, not run
+    # again, whichever replica it reaches. Pruned by the sweep after Telegram's own 24 h retention.
+    "telegram_updates", metadata,
+    sa.Column("update_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False, index=True),
+)

@@ -40,7 +40,7 @@ from gateways.tuya_pool import PooledTuyaGateway
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 from storage.db import create_engine
 from storage.heartbeats import SqlHeartbeats
-from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore
+from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore, SqlTelegramUpdates
 from storage.uow import SqlUnitOfWork
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
 from ussd.hop import UssdConfig, UssdDeps
@@ -50,6 +50,7 @@ from web.settings import Settings
 
 log = logging.getLogger("lipameter.bootstrap")
 
+TELEGRAM_UPDATES_KEPT = timedelta(days=2)  # Telegram keeps an undelivered update 24 h; after that no retry comes
 USSD_SESSIONS_KEPT = timedelta(days=7)  # a USSD session lasts minutes; a week of them answers support questions
 
 
@@ -130,16 +131,18 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     ussd, bot = build_channel_deps(engine, uow=uow, limits=limits, clock=clock, history=history,
                                    ussd_sessions=ussd_sessions, balance_reader=balance_reader, metrics=metrics,
                                    ussd_config=ussd_config)
+    telegram_updates = SqlTelegramUpdates(engine)
     worker = build_worker(settings, uow=uow, clock=clock, payment_gateway=payment_gateway, sms=sms,
                           telegram=telegram, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
-                          heartbeats=SqlHeartbeats(engine), worker_id=worker_id)
+                          heartbeats=SqlHeartbeats(engine), worker_id=worker_id, telegram_updates=telegram_updates)
     return Container(
         settings=settings, clock=clock, metrics=metrics, profiles=profiles, limits=limits, engine=engine, uow=uow,
         http=http, payment_gateway=payment_gateway, meter_gateway=meter_gateway, sms=sms, telegram=telegram,
         balance_reader=balance_reader, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
         payment_history=history, admin_users=SqlAdminUsers(engine), login_attempts=SqlLoginAttempts(engine),
         ussd=ussd, ussd_metrics=UssdMetrics(metrics.registry), bot=bot,
-        telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling), worker=worker,
+        telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling, seen=telegram_updates, clock=clock),
+        worker=worker,
     )
 
 
@@ -216,7 +219,8 @@ def build_channel_deps(engine: AsyncEngine, *, uow: Callable[[], UnitOfWork], li
     return ussd, bot
 
 
-def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> TelegramBot | None:
+def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool, seen: SqlTelegramUpdates | None = None,
+                       clock: Clock | None = None) -> TelegramBot | None:
     """The bot, when TELEGRAM_BOT_TOKEN is set: fed by POST /telegram/webhook (registered at
     TELEGRAM_WEBHOOK_URL, else PUBLIC_BASE_URL + /telegram/webhook), or polling for `lipameter bot`.
     Built here, started by whoever runs it."""
@@ -226,15 +230,15 @@ def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> T
     secret = settings.telegram_webhook_secret.get_secret_value()
     if not secret and not polling:
         log.error("TELEGRAM_WEBHOOK_SECRET is not set: the Telegram webhook refuses every update")
-    base = settings.public_base_url.rstrip("/")
     application = build_application(token, Conversation(deps), api_base=settings.telegram_api_base, polling=polling)
-    return TelegramBot(application, secret=secret,
-                       webhook_url=settings.telegram_webhook_url or (f"{base}/telegram/webhook" if base else ""))
+    return TelegramBot(application, secret=secret, webhook_url=settings.telegram_webhook_target, seen=seen,
+                       clock=clock)
 
 
 def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Clock, payment_gateway: PaymentGateway,
                  sms: SmsSender | None, telegram: TelegramSender | None, topup_engine: TopUpEngine | None,
-                 ussd_sessions: SqlUssdSessionStore, heartbeats: SqlHeartbeats, worker_id: str | None) -> Worker:
+                 ussd_sessions: SqlUssdSessionStore, heartbeats: SqlHeartbeats, worker_id: str | None,
+                 telegram_updates: SqlTelegramUpdates | None = None) -> Worker:
     async def push_stk(job: PushStk) -> None:
         await push_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock,
                            verify=settings.verify_callbacks)
@@ -251,6 +255,8 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
         if topup_engine is not None:
             await requeue_stale_topups(uow=uow(), clock=clock)
         await ussd_sessions.purge(before=clock.now() - USSD_SESSIONS_KEPT)
+        if telegram_updates is not None:
+            await telegram_updates.prune(before=clock.now() - TELEGRAM_UPDATES_KEPT)
 
     handlers: dict[JobKind, Callable] = {JobKind.PUSH_STK: push_stk, JobKind.VERIFY_PAYMENT: verify,
                                          JobKind.NOTIFY: send_notification}
