@@ -103,10 +103,10 @@ def test_link_by_contact_buy_by_buttons_double_tap_and_receipt(stack):
 def test_typed_meter_number_commands_and_bad_input(stack):
     swahili = TelegramUser(stack.telegram, chat_id=5550003, name="Amani", language_code="sw")
     assert swahili.send("habari").startswith("Tafadhali tuma nambari yako ya simu kwanza")
-    user = TelegramUser(stack.telegram, chat_id=5550002, name="Baraka", phone="254744000333")
+    user = TelegramUser(stack.telegram, chat_id=5550002, name="Baraka", phone="254746000333")
     assert user.send("/balance").startswith("Please share your phone number first")
     user.share_contact()  # a phone we have never seen becomes a tenant, with no meters linked
-    tenant = stack.sql("SELECT name, language, telegram_user_id FROM tenants WHERE phone = '254744000333'")[0]
+    tenant = stack.sql("SELECT name, language, telegram_user_id FROM tenants WHERE phone = '254746000333'")[0]
     assert tuple(tenant) == ("Baraka", "en", user.chat_id)
     assert user.send("/buy") == "Enter meter number:"
     assert user.send("NOPE") == f"{WARN}Meter NOPE not found.\nEnter meter number:"
@@ -114,7 +114,7 @@ def test_typed_meter_number_commands_and_bad_input(stack):
     assert user.send("a101") == "Enter amount, KES 10-70,000:\nMeter A101 Flat A1"
     assert user.send("abc").startswith(f"{WARN}Whole KES 10-70,000 only.\nEnter amount")
     assert user.send("500.5").startswith(f"{WARN}Whole KES 10-70,000 only.")
-    assert user.send("150") == "Confirm payment:\nMeter A101 Flat A1\nAmount KES 150\nPhone 0744000333"
+    assert user.send("150") == "Confirm payment:\nMeter A101 Flat A1\nAmount KES 150\nPhone 0746000333"
     confirm = user.last
     assert user.send("/cancel") == "Cancelled. Nothing was charged."
     assert user.send("/cancel") == "Nothing to cancel. /start shows the menu."

@@ -107,7 +107,7 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
     if len(hop.text) > MAX_TEXT or (record is not None and state is None):
         # A hop we cannot place (a session already over, or another phone's): never guess, never pay.
         return Answer(ending(_expired(record)), "expired")
-    caller = await runner.caller(phone, payment_key=f"ussd:{hop.session_id}")
+    caller = await runner.caller(phone, payment_key=f"ussd:{hop.session_id}", network_code=hop.network_code)
     if record is None:
         step = await _first_hop(hop.text, caller, runner)
     else:
