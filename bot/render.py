@@ -47,7 +47,7 @@ def _title(screen: Screen, state: DialogueState, caller: Caller) -> str:
         if frame.meter is None or frame.amount is None:
             return screen.title
         return bot_texts.text(state.language, key, amount=texts.kes(frame.amount), number=frame.meter.number,
-                              phone=texts.local_phone(caller.phone))
+                              phone=texts.local_phone(frame.payer or caller.phone))
     return bot_texts.text(state.language, key)
 
 

@@ -18,6 +18,7 @@ from telegram.ext import Application, ContextTypes
 
 from bot.conversation import Conversation
 from bot.telegram_io import PerChatProcessor, install
+from core.ports import Clock, TelegramUpdateLog
 
 log = logging.getLogger("lipameter.bot")
 
@@ -47,10 +48,12 @@ async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 class TelegramBot:
     """The bot inside `lipameter serve` (and demo, and the tests)."""
 
-    def __init__(self, application: Application, *, secret: str, webhook_url: str = "") -> None:
+    def __init__(self, application: Application, *, secret: str, webhook_url: str = "",
+                 seen: TelegramUpdateLog | None = None, clock: Clock | None = None) -> None:
         self.application = application
         self.secret = secret
         self.webhook_url = webhook_url
+        self.seen, self.clock = seen, clock  # None: every update is run (a single-process test)
         self.ready = False
         self._starting: asyncio.Task | None = None
 
@@ -83,6 +86,14 @@ class TelegramBot:
             log.error("telegram webhook not registered: %s", getattr(error, "message", type(error).__name__))
             return
         log.info("telegram webhook registered at %s", self.webhook_url)
+
+    async def first_time(self, data: dict) -> bool:
+        """False for an update already taken, here or on another replica: Telegram re-sends an update
+        it got no 2xx for, and after downtime delivers a backlog that may overlap what was handled."""
+        update_id = data.get("update_id")
+        if self.seen is None or self.clock is None or not isinstance(update_id, int) or isinstance(update_id, bool):
+            return True  # a malformed update is refused by `feed`
+        return await self.seen.first_time(update_id, at=self.clock.now())
 
     def feed(self, data: dict) -> bool:
         """Queue one update for processing; False if it is not an update at all."""

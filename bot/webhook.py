@@ -1,6 +1,7 @@
 """`POST /telegram/webhook`: Telegram's updates in. The secret header is compared in constant time
 (403 otherwise); a good update is queued and answered 200 at once, before any work, because Telegram
-waits for our answer before it sends the chat's next update and retries what we do not acknowledge."""
+waits for our answer before it sends the chat's next update and retries what we do not acknowledge.
+An update_id already taken (by this or another replica) is acknowledged and not run again."""
 
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ async def telegram_webhook(request: Request, bot: TelegramBot | None) -> Respons
         data = None if malformed else json.loads(body)
     except ValueError:
         data = None
+    if isinstance(data, dict) and not await bot.first_time(data):
+        log.info("telegram webhook: update %s seen before, acknowledged only", data.get("update_id"))
+        return Response(status_code=200)
     if not isinstance(data, dict) or not bot.feed(data):
         # Acknowledged anyway: Telegram would only send the same malformed update again.
         log.warning("telegram webhook: ignored a malformed update (%d bytes)", len(body))

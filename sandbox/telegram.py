@@ -16,7 +16,9 @@ What it copies from the real service, because python-telegram-bot and our gatewa
   by `offset`, and answers 409 Conflict while a webhook is set; it long-polls for at most 1 s.
 
 The user's side (`say`, `share_contact`, `press`, `sticker`, `photo`, `block`) builds the updates Telegram
-would send to the webhook; `deliver` posts one there with the registered secret. The chat page
+would send to the webhook; `deliver` posts one there with the registered secret, retrying a non-2xx answer
+when asked (`retries`). Downtime: `go_offline` queues what users do, `come_back` delivers that backlog in
+order; `lose_answers` makes Telegram miss our answer and send the same update again. The chat page
 (sandbox/telegram_chat.py) is built on the same calls.
 """
 
@@ -67,6 +69,10 @@ class TelegramSandbox:
         self._queries: dict[str, dict] = {}
         self._update_ids = itertools.count(1)
         self._pending: list[dict] = []  # updates for getUpdates, made while no webhook is set
+        self._backlog: list[dict] = []  # updates made while the webhook was "down" (see go_offline)
+        self._offline = False
+        self._answers_to_lose = 0  # faults: the next N deliveries' answers are "lost", so they are re-sent
+        self.deliveries: list[tuple[int, int]] = []  # every POST to the webhook: (update_id, HTTP status or 0)
         self._query_ids = itertools.count(4_100_000_000_000)
         self._lock = threading.RLock()
 
@@ -90,7 +96,29 @@ class TelegramSandbox:
     def _queued(self, update: dict) -> dict:
         if not self.webhook["url"]:
             self._pending.append(update)
+        elif self._offline:
+            self._backlog.append(update)
         return update
+
+    # --- Telegram's delivery habits ---------------------------------------------------------------
+
+    def go_offline(self) -> None:
+        """The bot's server is down: what users do now waits in Telegram's queue (`come_back` sends it)."""
+        with self._lock:
+            self._offline = True
+
+    def come_back(self, *, retries: int = 3, retry_delay_s: float = 0.1) -> list[int]:
+        """The server is back: the backlog is delivered in order, each update retried while it is not
+        answered 2xx, as Telegram does. The final status of each."""
+        with self._lock:
+            self._offline, backlog, self._backlog = False, self._backlog, []
+        return [self.deliver(update, retries=retries, retry_delay_s=retry_delay_s) for update in backlog]
+
+    def lose_answers(self, count: int = 1) -> None:
+        """Fault: the next `count` deliveries reach the bot but Telegram never sees the answer (a timeout,
+        a dropped connection), so it delivers the same update again."""
+        with self._lock:
+            self._answers_to_lose += count
 
     def say(self, chat_id: int, text: str) -> dict:
         entities = []
@@ -138,11 +166,31 @@ class TelegramSandbox:
         with self._lock:
             self.chat(chat_id).blocked = blocked
 
-    def deliver(self, update: dict, *, timeout: float = 10) -> int:
-        """POST an update to the registered webhook with its secret, as Telegram does; the HTTP status."""
+    def deliver(self, update: dict, *, timeout: float = 10, retries: int = 0, retry_delay_s: float = 0.1) -> int:
+        """POST an update to the registered webhook with its secret, as Telegram does; the HTTP status.
+        With `retries`, a non-2xx answer (or none) is retried, as Telegram retries (0: no answer at all)."""
+        for attempt in range(retries + 1):
+            status = self._post_once(update, timeout=timeout)
+            with self._lock:
+                lost, self._answers_to_lose = self._answers_to_lose > 0, max(0, self._answers_to_lose - 1)
+            if lost:
+                status = 0
+            if 200 <= status < 300 or attempt == retries:
+                return status
+            time.sleep(retry_delay_s * (attempt + 1))
+        return status
+
+    def _post_once(self, update: dict, *, timeout: float) -> int:
         url, secret = self.webhook["url"], self.webhook["secret_token"]
         if not url:
             raise RuntimeError("no webhook registered")
+        status = self._post(url, secret, update, timeout)
+        with self._lock:
+            self.deliveries.append((update.get("update_id", 0), status))
+        return status
+
+    @staticmethod
+    def _post(url: str, secret: str, update: dict, timeout: float) -> int:
         request = urllib.request.Request(url, data=json.dumps(update).encode(), method="POST", headers={
             "Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret})
         try:
@@ -150,6 +198,8 @@ class TelegramSandbox:
                 return answer.status
         except urllib.error.HTTPError as error:
             return error.code
+        except (urllib.error.URLError, OSError):  # nothing listening, or the connection dropped
+            return 0
 
     # --- what the bot did -----------------------------------------------------------------------
 

@@ -306,3 +306,11 @@ whatsapp_statuses = sa.Table(
     sa.Column("error", sa.String(255), nullable=True),
     sa.Column("at", UTCDateTime(), nullable=False),
 )
+
+telegram_updates = sa.Table(
+    # Telegram's update_ids already handled: a retried or re-delivered update is acknowledged, not run
+    # again, whichever replica it reaches. Pruned by the sweep after Telegram's own 24 h retention.
+    "telegram_updates", metadata,
+    sa.Column("update_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False, index=True),
+)

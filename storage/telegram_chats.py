@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.dialogue.sessions import TelegramAccount, TelegramChat
 from core.shared.ids import new_id
-from storage.tables import telegram_chats, tenants
+from storage.tables import telegram_chats, telegram_updates, tenants
 
 
 class SqlTelegramChatStore:
@@ -103,3 +103,25 @@ class SqlTelegramAccounts:
                 values["name"] = name[:120]
             await conn.execute(tenants.update().where(tenants.c.id == row.id).values(**values))
             return TelegramAccount(row.id, phone, row.name or name[:120], row.language)
+
+
+class SqlTelegramUpdates:
+    """The update_ids already taken (core.ports.TelegramUpdateLog): one insert per update, so of two
+    replicas given the same update (Telegram's retry, a backlog re-sent) exactly one wins."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def first_time(self, update_id: int, *, at: datetime) -> bool:
+        async with self.engine.begin() as conn:
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(telegram_updates.insert().values(update_id=update_id, seen_at=at))
+            except IntegrityError:
+                return False
+        return True
+
+    async def prune(self, *, before: datetime) -> int:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(telegram_updates.delete().where(telegram_updates.c.seen_at < before))
+            return result.rowcount

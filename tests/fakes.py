@@ -71,6 +71,9 @@ class FakeTenants(_Repo):
             raise Conflict("tenant exists", code="tenant_exists")
         self.data.tenants[tenant.id] = copy.deepcopy(tenant)
 
+    async def get(self, tenant_id):
+        return copy.deepcopy(self.data.tenants.get(tenant_id))
+
     async def get_by_phone(self, phone):
         return next((copy.deepcopy(t) for t in self.data.tenants.values() if t.phone == phone), None)
 

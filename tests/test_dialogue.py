@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from core.dialogue import machine as dialogue
+from core.dialogue import texts
 from core.dialogue.types import (
     BalanceInfo, BalanceRead, Caller, DialogueState, FindMeter, LanguageSaved, ListPayments, MeterChoice, MeterFound,
     PaymentLine, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
@@ -61,7 +62,7 @@ def test_buy_a_linked_meter(language):
     amount = s.send("1").screen
     assert amount.name == "buy_amount" and amount.expects == "amount" and "10-70,000" in amount.title
     confirm = s.send("500").screen
-    assert confirm.name == "buy_confirm" and s.keys() == ["1", "2"]
+    assert confirm.name == "buy_confirm" and s.keys() == ["1", "2", "3"]  # pay, cancel, another number
     assert any("A101" in line and "Flat A1" in line for line in confirm.body)
     assert any("KES 500" in line for line in confirm.body) and any("0712345678" in line for line in confirm.body)
     bye = s.send("1")
@@ -258,3 +259,46 @@ def test_every_screen_offers_back_and_home_except_main_and_the_end():
     for entry in ("1", "98", "1", "100"):
         assert s.send(entry).screen.nav and [o.key for o in s.screen.nav] == ["0", "00"]
     assert dialogue.start(caller()).screen.nav == ()
+
+
+@pytest.mark.parametrize("language", ["en", "sw"])
+def test_pay_from_another_mpesa_number(language):
+    s = Session(caller(language=language), StartPayment=PaymentRequested(ok=True, payment_id="p-1"))
+    s.send("1"), s.send("1"), s.send("500")
+    payer = s.send("3").screen
+    assert payer.name == "buy_payer" and payer.expects == "phone"
+    for bad in ("0733000222", "+15551234567"):  # Airtel, foreign (a third wrong entry would end it)
+        assert s.send(bad).screen.error == texts.text(language, "err.payer") and s.screen.name == "buy_payer"
+    assert s.send("0722 000 111").screen.name == "buy_confirm"  # errors reset by a good entry
+    assert "0722000111" in s.screen.body[-1]
+    done = s.send("1")
+    assert s.effects[-1] == StartPayment(meter=A101, amount=500, payer="254722000111")
+    assert done.screen.end and "0722000111" in done.screen.title
+
+
+def test_a_caller_off_safaricom_is_told_at_once_and_asked_for_a_safaricom_number():
+    airtel = caller(prompt_ok=False)
+    start = dialogue.start(airtel).screen
+    assert start.notice == "M-Pesa prompts reach Safaricom lines only."
+    s = Session(airtel, StartPayment=PaymentRequested(ok=True, payment_id="p-1"))
+    s.send("1"), s.send("1")
+    payer = s.send("200").screen
+    assert payer.name == "buy_payer" and payer.notice == "M-Pesa prompts reach Safaricom lines only."
+    assert s.send("0712345678").screen.name == "buy_confirm"  # their own Safaricom line is fine too
+    s.send("1")
+    assert s.effects[-1] == StartPayment(meter=A101, amount=200, payer=None)  # the caller's own number
+
+
+def test_the_payer_step_fits_a_ussd_screen_in_both_languages():
+    from ussd.render import LIMIT, to_text
+
+    long = MeterChoice(number="ABCDEFGHIJKL", name="Nyumba ya Mzee, Ruaka Heights Block C")
+    for language in ("en", "sw"):
+        s = Session(caller(meters=(long,), language=language, prompt_ok=False))
+        screens = [dialogue.start(s.who).screen, s.send("1").screen, s.send("1").screen, s.send("70000").screen,
+                   s.send("x").screen, s.send("0722000111").screen]
+        for screen in screens:
+            text = to_text(screen)
+            assert len(text) <= LIMIT and text.isascii(), text
+            assert screen.error is None or screen.error in text
+        assert "3. " in to_text(screens[-1]) and "0722000111" in to_text(screens[-1])

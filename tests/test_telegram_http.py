@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.servers import ServerThread
-from tests.stack import TELEGRAM, Stack, settings_env
+from tests.stack import TELEGRAM, Stack, settings_env, with_container
 from tests.telegram_helpers import TelegramUser
 from web.app import create_app
 from web.bootstrap import build_container
@@ -103,10 +103,10 @@ def test_link_by_contact_buy_by_buttons_double_tap_and_receipt(stack):
 def test_typed_meter_number_commands_and_bad_input(stack):
     swahili = TelegramUser(stack.telegram, chat_id=5550003, name="Amani", language_code="sw")
     assert swahili.send("habari").startswith("Tafadhali tuma nambari yako ya simu kwanza")
-    user = TelegramUser(stack.telegram, chat_id=5550002, name="Baraka", phone="254744000333")
+    user = TelegramUser(stack.telegram, chat_id=5550002, name="Baraka", phone="254746000333")
     assert user.send("/balance").startswith("Please share your phone number first")
     user.share_contact()  # a phone we have never seen becomes a tenant, with no meters linked
-    tenant = stack.sql("SELECT name, language, telegram_user_id FROM tenants WHERE phone = '254744000333'")[0]
+    tenant = stack.sql("SELECT name, language, telegram_user_id FROM tenants WHERE phone = '254746000333'")[0]
     assert tuple(tenant) == ("Baraka", "en", user.chat_id)
     assert user.send("/buy") == "Enter meter number:"
     assert user.send("NOPE") == f"{WARN}Meter NOPE not found.\nEnter meter number:"
@@ -114,7 +114,7 @@ def test_typed_meter_number_commands_and_bad_input(stack):
     assert user.send("a101") == "Enter amount, KES 10-70,000:\nMeter A101 Flat A1"
     assert user.send("abc").startswith(f"{WARN}Whole KES 10-70,000 only.\nEnter amount")
     assert user.send("500.5").startswith(f"{WARN}Whole KES 10-70,000 only.")
-    assert user.send("150") == "Confirm payment:\nMeter A101 Flat A1\nAmount KES 150\nPhone 0744000333"
+    assert user.send("150") == "Confirm payment:\nMeter A101 Flat A1\nAmount KES 150\nPhone 0746000333"
     confirm = user.last
     assert user.send("/cancel") == "Cancelled. Nothing was charged."
     assert user.send("/cancel") == "Nothing to cancel. /start shows the menu."
@@ -276,3 +276,52 @@ def test_bot_polling_for_a_laptop(tmp_path, sqlite_template):
         if bot.poll() is None:
             bot.kill()
         stack.stop()
+
+
+def test_an_update_delivered_twice_runs_once_even_on_another_replica(stack):
+    user = linked(stack)
+    url = f"{stack.url}/telegram/webhook"
+    secret = {"X-Telegram-Bot-Api-Secret-Token": TELEGRAM["secret"]}
+    buy = stack.telegram.say(user.chat_id, "/buy")
+    assert user.deliver(buy) == ["Choose meter:"]
+    sends = user._sent()
+    # Telegram did not see our 200 and sends the same update again, to another replica.
+    replica = build_container(stack.settings)
+    other = ServerThread(create_app(replica, run_worker=False)).start()
+    try:
+        user._wait(lambda: replica.telegram_bot.ready, "a replica's start-up")
+        assert httpx.post(f"{other.url}/telegram/webhook", json=buy, headers=secret).status_code == 200
+    finally:
+        other.stop()
+    assert httpx.post(url, json=buy, headers=secret).status_code == 200
+    # The chat's next update is answered; the repeats were not (per-chat order: they would have come first).
+    assert user.send("/balance") != "Choose meter:"
+    assert user._sent() == sends + 1
+    assert count(stack, "telegram_updates") == len({d[0] for d in stack.telegram.deliveries if d[1] == 200})
+
+
+def test_a_backlog_after_downtime_with_lost_answers_is_handled_once_in_order(stack):
+    user = linked(stack)
+    sends = user._sent()
+    stack.telegram.go_offline()
+    for text in ("/buy", "a101", "250"):
+        stack.telegram.say(user.chat_id, text)
+    stack.telegram.lose_answers(2)  # the first two posts reach us, but Telegram sends them again
+    assert stack.telegram.come_back() == [200, 200, 200]
+    ids = [d[0] for d in stack.telegram.deliveries]
+    assert len(ids) == len(set(ids)) + 2  # two updates delivered twice…
+    user._wait(lambda: user._sent() >= sends + 3, "three answers")
+    texts = [m["text"] for m in stack.telegram.bot_messages(user.chat_id)[sends:]]
+    assert texts == ["Choose meter:", "Enter amount, KES 10-70,000:\nMeter A101 Flat A1",
+                     "Confirm payment:\nMeter A101 Flat A1\nAmount KES 250\nPhone 0712345678"]  # …answered once
+    assert count(stack, "payments") == 0
+
+
+def test_the_sweep_forgets_old_update_ids(stack):
+    linked(stack)
+    assert count(stack, "telegram_updates") == 2
+    old = datetime.now(timezone.utc) - timedelta(days=3)
+    stack.sql("UPDATE telegram_updates SET seen_at = :at", at=old.replace(tzinfo=None)
+              if stack.database_url.startswith("sqlite") else old)
+    with_container(stack.settings, lambda c: c.worker.sweep())
+    assert count(stack, "telegram_updates") == 0

@@ -37,8 +37,8 @@ def test_dial_command_and_function(stack):
     # In process: the form fields as Africa's Talking posts them (cumulative text, one sessionId).
     replies, out = iter(["1", "98", "0", "00"]), io.StringIO()
     with pytest.raises(StopIteration):
-        dial(stack.url, "0733000222", read=lambda prompt: next(replies), out=out)
-    texts = [row.last_text for row in stack.sql("SELECT last_text FROM ussd_sessions WHERE phone = '254733000222'")]
+        dial(stack.url, "0745000222", read=lambda prompt: next(replies), out=out)
+    texts = [row.last_text for row in stack.sql("SELECT last_text FROM ussd_sessions WHERE phone = '254745000222'")]
     assert texts == ["1*98*0*00"] and "M06" in out.getvalue()
     # End of input hangs up; a dead server or a non-USSD URL is one clear error.
     out = io.StringIO()

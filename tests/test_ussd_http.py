@@ -55,7 +55,7 @@ def test_ussd_purchase_pushes_after_the_session_and_completes(stack):
                                 "3. Other meter\n0. Back 00. Home"
     assert wanjiku.send("1") == "CON Enter amount, KES 10-70,000:\nMeter A101 Flat A1\n0. Back 00. Home"
     assert wanjiku.send("500") == ("CON Confirm payment:\nMeter A101 Flat A1\nAmount KES 500\nPhone 0712345678\n"
-                                   "1. Pay now\n2. Cancel\n0. Back 00. Home")
+                                   "1. Pay now\n2. Cancel\n3. Pay from another phone\n0. Back 00. Home")
     done = wanjiku.send("1")
     assert done.startswith("END You will get an M-Pesa prompt for KES 500 on 0712345678")
     # The session has ended and M-Pesa has not been asked yet: the prompt goes out from a job, later.
@@ -152,9 +152,9 @@ def test_balance_payments_and_language(stack):
     stranger.dial()
     assert stranger.send("2").startswith("CON No meter is linked to this phone.")
     assert stranger.send("0", "1") == "CON Enter meter number:\n0. Back 00. Home"
-    assert count(stack, "tenants", "phone = '254744000333'") == 0
+    assert count(stack, "tenants", "phone = '254746000333'") == 0
     stranger.send("00", "4", "2")
-    assert stack.sql("SELECT language FROM tenants WHERE phone = '254744000333'")[0].language == "sw"
+    assert stack.sql("SELECT language FROM tenants WHERE phone = '254746000333'")[0].language == "sw"
 
 
 def test_bad_input_never_pays_and_never_fails(stack):
@@ -178,8 +178,8 @@ def test_bad_input_never_pays_and_never_fails(stack):
     q.dial()
     assert q.post("1*1").startswith("CON Invalid choice.")  # two answers typed as one reply
     assert q.send("1", "1", "999999999999999999999999").startswith("CON Whole KES 10-70,000 only.")
-    # A session we never saw, arriving mid-path, must not be guessed at (it could be a confirm).
-    assert Phone(stack.url, WANJIKU).post("1*1*500*1").startswith("END Session ended. Please dial again.\n")
+    # A session we never saw, arriving mid-path (or a shortcut ending in a confirm) never pays by itself.
+    assert Phone(stack.url, WANJIKU).post("1*1*500*1").startswith("CON Confirm payment:")
     for odd in ("0712345678", "254712345678", "+254 712 345 678", "254-712-345-678"):
         assert Phone(stack.url, odd).dial().startswith("CON LipaMeter")
     for odd in ("+15551234567", "", "abc", "+254201234567", "+2547123456789999"):
@@ -240,3 +240,70 @@ def test_end_of_session_reports_are_recorded(stack):
     assert 'lipameter_ussd_hops_total{outcome="con"}' in metrics
     assert count(stack, "payments") == 0
 
+
+
+def test_a_dialled_shortcut_runs_its_inputs_and_the_session_goes_on(stack):
+    # `*384*1#` then `1*A101*500`: buy, meter A101 typed on the list, KES 500: the confirm screen, live.
+    p = Phone(stack.url, WANJIKU)
+    first = p.post("1*A101*500")
+    assert first == ("CON Confirm payment:\nMeter A101 Flat A1\nAmount KES 500\nPhone 0712345678\n"
+                     "1. Pay now\n2. Cancel\n3. Pay from another phone\n0. Back 00. Home")
+    p.replies = ["1", "A101", "500"]
+    assert p.retry() == first  # the gateway's retry of that first hop is a replay
+    assert p.send("1").startswith("END You will get an M-Pesa prompt for KES 500 on 0712345678")
+    assert count(stack, "payments") == 1
+    # A shortcut that stops earlier leaves the session on that screen, in the caller's language.
+    q = Phone(stack.url, OTIENO)
+    assert q.post("1").startswith("CON Chagua mita:\n1. B201")
+    q.replies = ["1"]
+    assert q.send("1").startswith("CON Weka kiasi")
+    # A wrong segment is a wrong entry, as if typed; three end the session politely.
+    assert Phone(stack.url, WANJIKU).post("7").startswith("CON Invalid choice.\nLipaMeter")
+    assert Phone(stack.url, WANJIKU).post("7*7*7") == "END Too many wrong entries. Please dial again. Goodbye."
+    # A shortcut never confirms by itself: the rest after the confirm screen is dropped.
+    r = Phone(stack.url, WANJIKU)
+    assert r.post("1*1*500*1").startswith("CON Confirm payment:")
+    assert count(stack, "payments") == 1 and count(stack, "jobs", "kind = 'push_stk'") == 1
+
+
+def test_an_end_report_for_a_session_never_seen_is_accepted_quietly(stack):
+    report = {"sessionId": "ATUid_never_seen", "phoneNumber": WANJIKU, "status": "Failed", "networkCode": "63902",
+              "input": "1*A101*500", "errorMessage": "timeout"}
+    answer = httpx.post(f"{stack.url}/ussd/events", data=report)
+    assert answer.status_code == 200 and answer.text == "OK"
+    assert count(stack, "ussd_sessions") == 0 and count(stack, "payments") == 0
+
+
+def test_another_network_is_told_at_once_and_pays_from_a_safaricom_number_both_get_the_receipt(stack):
+    # Wanjiku's number, but the gateway says this session is on Airtel (networkCode 63903).
+    p = Phone(stack.url, WANJIKU)
+    first = p.post("", networkCode="63903")
+    assert first.startswith("CON M-Pesa prompts reach Safaricom lines only.\nLipaMeter")
+    p.replies = ["1"]
+    p.post(p.text, networkCode="63903")
+    p.replies.append("1")
+    p.post(p.text, networkCode="63903")
+    p.replies.append("300")
+    payer = p.post(p.text, networkCode="63903")
+    assert payer == ("CON M-Pesa prompts reach Safaricom lines only.\nEnter the Safaricom number to pay from:\n"
+                     "0. Back 00. Home")
+    p.replies.append("0733000222")  # an Airtel number cannot get the prompt either
+    assert p.post(p.text, networkCode="63903").startswith("CON Use a Safaricom M-Pesa number.\nEnter the Safaricom")
+    p.replies.append("0722000111")  # Otieno, a relative on Safaricom, pays
+    assert "Phone 0722000111\n1. Pay now\n2. Cancel\n3. Pay from another phone" in p.post(p.text, networkCode="63903")
+    p.replies.append("1")
+    assert p.post(p.text, networkCode="63903").startswith(
+        "END You will get an M-Pesa prompt for KES 300 on 0722000111")
+    payment = stack.sql("SELECT id, phone, tenant_id FROM payments")[0]
+    wanjiku = stack.sql("SELECT id FROM tenants WHERE phone = '254712345678'")[0]
+    assert payment.phone == "254722000111" and payment.tenant_id == wanjiku.id
+    paid = stack.wait_for(payment.id, lambda q: q["status"] == "COMPLETED", timeout=15)
+    assert [t.phone for t in stack.daraja.transactions] == ["254722000111"]
+    deadline = time.monotonic() + 10
+    while not (stack.sms.messages(to=WANJIKU) and stack.sms.messages(to="+254722000111")):
+        assert time.monotonic() < deadline, "the receipt did not reach both"
+        time.sleep(0.05)
+    for to in (WANJIKU, "+254722000111"):
+        [sms] = stack.sms.messages(to=to)
+        assert "KES 300" in sms.message and "A101" in sms.message, sms.message
+    assert paid["amount"] == 300

@@ -33,6 +33,7 @@ ERRORS = {
     "buy_number": [("err.meter", {"number": "ABCDEFGHIJKL"}), ("err.meter_format", {}),
                    ("err.meter_off", {"number": "ABCDEFGHIJKL"})],
     "buy_amount": [("err.amount", {"min": "100,000", "max": "250,000"})],
+    "buy_payer": [("err.payer", {})],
 }
 
 
@@ -40,7 +41,8 @@ def _states(language: str) -> list[DialogueState]:
     base = DialogueState(language=language)
     frames = [Frame(screen="main"), Frame(screen="buy_number"), Frame(screen="balance_none"), Frame(screen="language"),
               Frame(screen="buy_amount", meter=M), Frame(screen="buy_confirm", meter=M, amount=250_000),
-              Frame(screen="payments")]
+              Frame(screen="payments"), Frame(screen="buy_payer", meter=M, amount=250_000),
+              Frame(screen="buy_confirm", meter=M, amount=250_000, payer="254722000111")]
     frames += [Frame(screen=s, page=p) for s in ("buy_meters", "balance_meters") for p in range(3)]
     states = [base.model_copy(update={"frame": f}) for f in frames]
     for info in (BalanceInfo(meter=M, amount=BIG, live=True), BalanceInfo(meter=M, amount=BIG, age_s=99_999 * 86400),
@@ -70,6 +72,8 @@ def every_screen(language: str) -> list[Screen]:
             screens.append(draw(state, WORST, error=message)[1])
         if state.frame.screen == "main":
             screens.append(draw(state, WORST, notice=texts.text(language, "language_saved"))[1])
+        if state.frame.screen in ("main", "buy_payer"):
+            screens.append(draw(state, WORST, notice=texts.text(language, "not_safaricom"))[1])
     return screens + _goodbyes(language)
 
 

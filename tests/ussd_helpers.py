@@ -13,7 +13,7 @@ from tests.stack import with_container
 from ussd.render import LIMIT
 from web.bootstrap import Container
 
-WANJIKU, OTIENO, AKINYI, STRANGER = "+254712345678", "+254722000111", "+254733000222", "+254744000333"
+WANJIKU, OTIENO, AKINYI, STRANGER = "+254712345678", "+254722000111", "+254745000222", "+254746000333"
 TWELVE = [f"M{i:02d}" for i in range(1, 13)]
 
 

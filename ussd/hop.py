@@ -3,7 +3,8 @@
 Africa's Talking posts the whole conversation so far in `text` (`1*2*500`), so only what follows the
 previous hop's text is new. A gateway retry repeats a hop's `text` exactly: we answer it with the stored
 answer and run nothing, so a retried confirm can never start a second payment (the payment's
-idempotency key, `ussd:<sessionId>`, covers a retry that races the original).
+idempotency key, `ussd:<sessionId>`, covers a retry that races the original). A first hop may carry
+input already (a dialled shortcut): see `_first_hop`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from datetime import timedelta
 from core.dialogue import machine as dialogue
 from core.dialogue import texts
 from core.dialogue.runner import DialogueRunner
+from core.dialogue.screens import BUY_CONFIRM
 from core.dialogue.service import ChannelRules, DialogueDeps
 from core.dialogue.sessions import UssdSession
-from core.dialogue.types import DialogueState, Screen, Step
+from core.dialogue.types import Caller, DialogueState, Screen, Step
 from core.shared.errors import InvalidInput
 from core.payments.model import Channel
 from core.shared.phone import mask_phone, normalize_kenyan_mobile
@@ -106,19 +108,18 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
         return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
     runner = deps.runner()
     state = _resumable(record, phone, runner)
-    if len(hop.text) > MAX_TEXT or (record is None and hop.text != "") or (record is not None and state is None):
-        # A hop we cannot place (a session we never saw, or one already over): never guess, never pay.
+    if len(hop.text) > MAX_TEXT or (record is not None and state is None):
+        # A hop we cannot place (a session already over, or another phone's): never guess, never pay.
         return Answer(ending(_expired(record)), "expired")
     if record is None and await deps.sessions.started_since(
             phone, deps.dialogue.clock.now() - timedelta(hours=1)) >= MAX_NEW_SESSIONS_PER_HOUR:
         log.warning("ussd: %s opened %d sessions in an hour; refused", mask_phone(phone), MAX_NEW_SESSIONS_PER_HOUR)
         return Answer(ending(texts.BILINGUAL_TOO_MANY), "refused")
-    caller = await runner.caller(phone, payment_key=f"ussd:{hop.session_id}")
-    if state is None:
-        step = dialogue.start(caller)
+    caller = await runner.caller(phone, payment_key=f"ussd:{hop.session_id}", network_code=hop.network_code)
+    if record is None:
+        step = await _first_hop(hop.text, caller, runner)
     else:
-        step = dialogue.handle(state, new_input(hop.text, record.last_text), caller)
-    step = await runner.drive(step, caller)
+        step = await runner.drive(dialogue.handle(state, new_input(hop.text, record.last_text), caller), caller)
     text = to_text(step.screen)
     if await deps.sessions.save(_record(hop, phone, step, text, record, deps.dialogue.clock),
                                 expected_hops=record.hops if record else None):
@@ -129,6 +130,22 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
         return Answer(winner.last_answer, "replay")
     log.warning("ussd session %s: a concurrent hop overtook this one", hop.session_id)
     return Answer(text, "end" if step.screen.end else "con")
+
+
+async def _first_hop(text: str, caller: Caller, runner: DialogueRunner) -> Step:
+    """A new session. Dialling a shortcut (`*384*1234*1*A101*500#`) makes the first hop carry input
+    already (`text` = `1*A101*500`): each `*` segment is entered as if typed, one after another, until
+    the dialogue ends or the segments run out; the session goes on from the screen reached.
+
+    A shortcut never confirms a payment by itself: at the confirm screen the rest is dropped and the
+    tenant answers it live. (A first hop we never saw may also be a lost session's mid-path hop, and
+    its last segment a confirm: showing the screen again is right in both cases.)"""
+    step = await runner.drive(dialogue.start(caller), caller)
+    for entry in text.split("*") if text else ():
+        if step.screen.end or step.screen.name == BUY_CONFIRM:
+            break
+        step = await runner.drive(dialogue.handle(step.state, entry, caller), caller)
+    return step
 
 
 def _same_phone(stored: str, given: str) -> bool:

@@ -42,7 +42,7 @@ from gateways.whatsapp import WhatsAppCloudApi
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 from storage.db import create_engine
 from storage.heartbeats import Held, SqlHeartbeats
-from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore
+from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore, SqlTelegramUpdates
 from storage.uow import SqlUnitOfWork
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
 from storage.whatsapp_chats import SqlWhatsAppChatStore
@@ -57,6 +57,7 @@ from web.settings import Settings
 
 log = logging.getLogger("lipameter.bootstrap")
 
+TELEGRAM_UPDATES_KEPT = timedelta(days=2)  # Telegram keeps an undelivered update 24 h; after that no retry comes
 USSD_SESSIONS_KEPT = timedelta(days=7)  # a USSD session lasts minutes; a week of them answers support questions
 USSD_UNPAID_KEPT = timedelta(days=1)
 WHATSAPP_IDS_KEPT = timedelta(days=3)
@@ -146,6 +147,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
                                              ussd_sessions=ussd_sessions, balance_reader=balance_reader,
                                              metrics=metrics, ussd_config=ussd_config)
     whatsapp, whatsapp_chats = build_whatsapp(settings, http), SqlWhatsAppChatStore(engine)
+    telegram_updates = SqlTelegramUpdates(engine)
     audit_watch = AuditWatch(engine=engine, uow=uow, clock=clock, metrics=metrics, every_s=settings.audit_every_s,
                              admin_phone=settings.admin_phone_number, sms=sms, telegram=telegram)
     worker = build_worker(settings, uow=uow, clock=clock, payment_gateway=payment_gateway, sms=sms,
@@ -153,14 +155,15 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
                           login_attempts=login_attempts, heartbeats=SqlHeartbeats(engine), worker_id=worker_id,
                           whatsapp_chats=whatsapp_chats,
                           whatsapp_receipts=whatsapp_receipts(settings, whatsapp, whatsapp_chats),
-                          audit_watch=audit_watch)
+                          audit_watch=audit_watch, telegram_updates=telegram_updates)
     return Container(
         settings=settings, clock=clock, metrics=metrics, profiles=profiles, limits=limits, engine=engine, uow=uow,
         http=http, payment_gateway=payment_gateway, meter_gateway=meter_gateway, sms=sms, telegram=telegram,
         balance_reader=balance_reader, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
         payment_history=history, admin_users=SqlAdminUsers(engine), login_attempts=login_attempts,
         ussd=ussd, ussd_metrics=UssdMetrics(metrics.registry), bot=bot,
-        telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling), whatsapp=whatsapp,
+        telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling, seen=telegram_updates, clock=clock),
+        whatsapp=whatsapp,
         whatsapp_room=build_whatsapp_room(settings, dialogue, whatsapp, whatsapp_chats, clock), worker=worker,
         audit_watch=audit_watch,
     )
@@ -269,7 +272,8 @@ def build_whatsapp_room(settings: Settings, dialogue: DialogueDeps, whatsapp: Wh
                         phone_number_id=settings.whatsapp_phone_number_id)
 
 
-def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> TelegramBot | None:
+def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool, seen: SqlTelegramUpdates | None = None,
+                       clock: Clock | None = None) -> TelegramBot | None:
     """The bot, when TELEGRAM_BOT_TOKEN is set: fed by POST /telegram/webhook (registered at
     TELEGRAM_WEBHOOK_URL, else PUBLIC_BASE_URL + /telegram/webhook), or polling for `lipameter bot`.
     Built here, started by whoever runs it."""
@@ -279,17 +283,17 @@ def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool) -> T
     secret = settings.telegram_webhook_secret.get_secret_value()
     if not secret and not polling:
         log.error("TELEGRAM_WEBHOOK_SECRET is not set: the Telegram webhook refuses every update")
-    base = settings.public_base_url.rstrip("/")
     application = build_application(token, Conversation(deps), api_base=settings.telegram_api_base, polling=polling)
-    return TelegramBot(application, secret=secret,
-                       webhook_url=settings.telegram_webhook_url or (f"{base}/telegram/webhook" if base else ""))
+    return TelegramBot(application, secret=secret, webhook_url=settings.telegram_webhook_target, seen=seen,
+                       clock=clock)
 
 
 def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Clock, payment_gateway: PaymentGateway,
                  sms: SmsSender | None, telegram: TelegramSender | None, topup_engine: TopUpEngine | None,
                  ussd_sessions: SqlUssdSessionStore, login_attempts: SqlLoginAttempts, heartbeats: SqlHeartbeats,
                  whatsapp_chats: SqlWhatsAppChatStore, whatsapp_receipts: WhatsAppReceipts | None,
-                 worker_id: str, audit_watch: AuditWatch | None = None) -> Worker:
+                 worker_id: str, audit_watch: AuditWatch | None = None,
+                 telegram_updates: SqlTelegramUpdates | None = None) -> Worker:
     async def push_stk(job: PushStk) -> None:
         await push_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock,
                            verify=settings.verify_callbacks)
@@ -312,6 +316,8 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
         await login_attempts.prune(before=now - KEEP_LOGIN_ATTEMPTS)
         # Meta stops retrying a delivery after about a day; older message ids need not be remembered.
         await whatsapp_chats.purge(before=now - WHATSAPP_IDS_KEPT)
+        if telegram_updates is not None:
+            await telegram_updates.prune(before=now - TELEGRAM_UPDATES_KEPT)
         if audit_watch is not None:
             try:
                 await audit_watch.maybe_run()

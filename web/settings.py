@@ -3,10 +3,15 @@ they never print in a repr, a log line or a traceback."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage.db import DEFAULT_DATABASE_URL
+
+
+TELEGRAM_WEBHOOK_PORTS = (443, 80, 88, 8443)  # setWebhook: "Ports currently supported for webhooks"
 
 
 def _split(value: str) -> list[str]:
@@ -98,6 +103,30 @@ class Settings(BaseSettings):
     def callback_url(self) -> str:
         # Not /mpesa/...: Safaricom's guidance says callback URLs naming M-Pesa or Safaricom may be filtered.
         return f"{self.public_base_url.rstrip('/')}/payments/callback/{self.callback_token.get_secret_value()}"
+
+    @property
+    def telegram_webhook_target(self) -> str:
+        """Where the bot asks Telegram to post updates: TELEGRAM_WEBHOOK_URL, else PUBLIC_BASE_URL's."""
+        base = self.public_base_url.rstrip("/")
+        return self.telegram_webhook_url or (f"{base}/telegram/webhook" if base else "")
+
+    def telegram_webhook_problem(self) -> str | None:
+        """Why api.telegram.org would refuse the webhook URL (setWebhook: HTTPS, ports 443, 80, 88 or
+        8443 only), or None. A self-hosted Bot API server or the sandbox (TELEGRAM_API_BASE) may take any."""
+        url = self.telegram_webhook_target
+        if not self.telegram_bot_token.get_secret_value() or not url or self.telegram_api_base:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "https" or not parts.hostname:
+            return f"the Telegram webhook {url!r} is not an https:// URL; Telegram posts updates only over HTTPS"
+        try:
+            port = parts.port or 443
+        except ValueError:
+            return f"the Telegram webhook {url!r} has no valid port"
+        if port not in TELEGRAM_WEBHOOK_PORTS:
+            return (f"the Telegram webhook {url!r} uses port {port}; Telegram posts only to ports "
+                    + ", ".join(map(str, TELEGRAM_WEBHOOK_PORTS)))
+        return None
 
     def startup_warnings(self) -> list[str]:
         """Settings `serve` runs with but that will not work against the real Daraja."""

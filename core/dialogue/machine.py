@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from core.dialogue import texts
 from core.dialogue.screens import (
-    BACK, BALANCE, BALANCE_METERS, BALANCE_NONE, BUY_AMOUNT, BUY_CONFIRM, BUY_METERS, BUY_NUMBER, HOME,
-    LANGUAGE, MAIN, MORE, PAYMENTS, draw, goodbye, page_of,
+    BACK, BALANCE, BALANCE_METERS, BALANCE_NONE, BUY_AMOUNT, BUY_CONFIRM, BUY_METERS, BUY_NUMBER, BUY_PAYER, HOME,
+    LANGUAGE, MAIN, MORE, OTHER_PAYER, PAYMENTS, draw, goodbye, page_of,
 )
 from core.dialogue.types import (
     BalanceRead, Caller, DialogueState, FindMeter, Frame, LanguageSaved, ListPayments, MeterChoice, MeterFound,
@@ -28,6 +28,7 @@ from core.dialogue.types import (
 from core.shared.errors import InvalidInput
 from core.meters.model import METER_NUMBER
 from core.shared.money import parse_whole_kes
+from core.shared.phone import can_get_stk_prompt, normalize_kenyan_mobile
 
 MAX_WRONG = 3
 MAX_HISTORY = 20  # `00` always reaches home, so the oldest frames can go
@@ -37,7 +38,9 @@ RECENT_PAYMENTS = 3
 
 def start(caller: Caller) -> Step:
     language = caller.language if caller.language in texts.LANGUAGES else texts.DEFAULT_LANGUAGE
-    return _show(DialogueState(language=language), caller)
+    # Told at once: this line cannot get the M-Pesa prompt (buying will ask for a Safaricom number).
+    notice = None if caller.prompt_ok else texts.text(language, "not_safaricom")
+    return _show(DialogueState(language=language), caller, notice=notice)
 
 
 def handle(state: DialogueState, entry: str, caller: Caller) -> Step:
@@ -119,7 +122,18 @@ def _on_buy_meters(state: DialogueState, entry: str, caller: Caller) -> Step:
         return _forward(state, caller, Frame(screen=BUY_NUMBER))
     if entry == MORE:
         return _next_page(state, caller) or _wrong(state, caller, "err.choice")
+    if _typed_meter_number(entry):
+        # A meter number typed where a list is shown (a dialled shortcut `*384*1234*1*A101*500#`
+        # carries one): as if "Other meter" was chosen first, so a "not found" shows on that short screen.
+        history = (state.history + (state.frame,))[-MAX_HISTORY:]
+        other = state.model_copy(update={"frame": Frame(screen=BUY_NUMBER), "history": history, "errors": 0})
+        return _effect(other, FindMeter(entry))
     return _wrong(state, caller, "err.choice")
+
+
+def _typed_meter_number(entry: str) -> bool:
+    """Not a list key (one or two digits: 1-6, 98) and shaped like a meter number."""
+    return bool(METER_NUMBER.match(entry)) and not (entry.isdigit() and len(entry) <= 2)
 
 
 def _on_buy_number(state: DialogueState, entry: str, caller: Caller) -> Step:
@@ -134,15 +148,35 @@ def _on_buy_amount(state: DialogueState, entry: str, caller: Caller) -> Step:
     except InvalidInput:
         return _wrong(state, caller, "err.amount", min=texts.thousands(caller.min_amount),
                       max=texts.thousands(caller.max_amount))
+    if not caller.prompt_ok:  # no prompt can reach this line: ask for a number it can reach first
+        frame = Frame(screen=BUY_PAYER, meter=state.frame.meter, amount=amount)
+        return _forward(state, caller, frame, notice=texts.text(state.language, "not_safaricom"))
     return _forward(state, caller, Frame(screen=BUY_CONFIRM, meter=state.frame.meter, amount=amount))
 
 
 def _on_buy_confirm(state: DialogueState, entry: str, caller: Caller) -> Step:
+    frame = state.frame
     if entry == "1":
-        return _effect(state, StartPayment(meter=state.frame.meter, amount=state.frame.amount))
+        return _effect(state, StartPayment(meter=frame.meter, amount=frame.amount, payer=frame.payer))
     if entry == "2":
         return _end(state, "cancelled")
+    if entry == OTHER_PAYER:
+        return _forward(state, caller, Frame(screen=BUY_PAYER, meter=frame.meter, amount=frame.amount))
     return _wrong(state, caller, "err.choice")
+
+
+def _on_buy_payer(state: DialogueState, entry: str, caller: Caller) -> Step:
+    """Another M-Pesa number pays (a relative, or the caller's own Safaricom line): it gets the prompt."""
+    try:
+        payer = normalize_kenyan_mobile(entry)
+    except InvalidInput:
+        return _wrong(state, caller, "err.payer")
+    if not can_get_stk_prompt(payer):
+        return _wrong(state, caller, "err.payer")
+    frame = state.frame
+    confirm = Frame(screen=BUY_CONFIRM, meter=frame.meter, amount=frame.amount,
+                    payer=None if payer == caller.phone else payer)
+    return _forward(state, caller, confirm)
 
 
 def _on_balance_meters(state: DialogueState, entry: str, caller: Caller) -> Step:
@@ -176,6 +210,7 @@ HANDLERS = {
     BUY_NUMBER: _on_buy_number,
     BUY_AMOUNT: _on_buy_amount,
     BUY_CONFIRM: _on_buy_confirm,
+    BUY_PAYER: _on_buy_payer,
     BALANCE_METERS: _on_balance_meters,
     BALANCE_NONE: _nothing_to_pick,
     BALANCE: _on_balance,
@@ -192,9 +227,9 @@ def _show(state: DialogueState, caller: Caller, *, error: str | None = None, not
     return Step(state=state, screen=screen)
 
 
-def _forward(state: DialogueState, caller: Caller, frame: Frame) -> Step:
+def _forward(state: DialogueState, caller: Caller, frame: Frame, *, notice: str | None = None) -> Step:
     history = (state.history + (state.frame,))[-MAX_HISTORY:]
-    return _show(state.model_copy(update={"frame": frame, "history": history, "errors": 0}), caller)
+    return _show(state.model_copy(update={"frame": frame, "history": history, "errors": 0}), caller, notice=notice)
 
 
 def _effect(state: DialogueState, effect) -> Step:
@@ -215,8 +250,8 @@ def _end(state: DialogueState, name: str, **values: object) -> Step:
 def _payment_answer(state: DialogueState, caller: Caller, outcome: PaymentRequested) -> Step:
     if outcome.ok:
         frame, state = state.frame, state.model_copy(update={"payment_id": outcome.payment_id})
-        return _end(state, "started", amount=texts.kes(frame.amount), phone=texts.local_phone(caller.phone),
-                    number=frame.meter.number)
+        return _end(state, "started", amount=texts.kes(frame.amount),
+                    phone=texts.local_phone(frame.payer or caller.phone), number=frame.meter.number)
     if outcome.code == "payment_pending":
         return _end(state, "pending")
     return _end(state, "not_started")

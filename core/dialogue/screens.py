@@ -17,6 +17,7 @@ BUY_METERS = "buy_meters"
 BUY_NUMBER = "buy_number"
 BUY_AMOUNT = "buy_amount"
 BUY_CONFIRM = "buy_confirm"
+BUY_PAYER = "buy_payer"  # another M-Pesa number to pay from (a relative paying, or a non-Safaricom caller)
 BALANCE_METERS = "balance_meters"
 BALANCE_NONE = "balance_none"
 BALANCE = "balance"
@@ -24,6 +25,7 @@ PAYMENTS = "payments"
 LANGUAGE = "language"
 
 BACK, HOME, MORE = "0", "00", "98"
+OTHER_PAYER = "3"  # on the confirm screen
 PAGE_SIZE = 5
 
 
@@ -82,10 +84,16 @@ def _buy_confirm(state: DialogueState, caller: Caller) -> tuple[DialogueState, S
     lines = (
         meter_line(t, frame.meter),
         Line(texts.text(t, "amount_line", amount=texts.kes(frame.amount))),
-        Line(texts.text(t, "phone_line", phone=texts.local_phone(caller.phone))),
+        Line(texts.text(t, "phone_line", phone=texts.local_phone(frame.payer or caller.phone))),
     )
-    options = (Option("1", texts.text(t, "pay_now")), Option("2", texts.text(t, "cancel")))
+    options = (Option("1", texts.text(t, "pay_now")), Option("2", texts.text(t, "cancel")),
+               Option(OTHER_PAYER, texts.text(t, "other_payer")))
     return state, Screen(BUY_CONFIRM, texts.text(t, "confirm"), lines=lines, options=options, nav=nav(t))
+
+
+def _buy_payer(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t = state.language
+    return state, Screen(BUY_PAYER, texts.text(t, "enter_payer"), nav=nav(t), expects="phone")
 
 
 def _balance_none(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
@@ -129,6 +137,7 @@ BUILDERS: dict[str, Callable[[DialogueState, Caller], tuple[DialogueState, Scree
     BUY_NUMBER: _buy_number,
     BUY_AMOUNT: _buy_amount,
     BUY_CONFIRM: _buy_confirm,
+    BUY_PAYER: _buy_payer,
     BALANCE_METERS: lambda state, caller: _meter_list(state, caller, with_other=False),
     BALANCE_NONE: _balance_none,
     BALANCE: _balance,

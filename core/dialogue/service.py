@@ -25,7 +25,7 @@ from core.tenants.model import Tenant
 from core.shared.ids import new_id
 from core.payments.service import InitiatePayment, PaymentLimits, request_payment
 from core.payments.model import Channel
-from core.shared.phone import mask_phone
+from core.shared.phone import can_get_stk_prompt, mask_phone
 from core.ports import Clock, MeterBalanceReader, PaymentHistory, UnitOfWork
 
 log = logging.getLogger("lipameter.dialogue")
@@ -58,7 +58,7 @@ def choice(meter: Meter) -> MeterChoice:
 
 
 async def load_caller(phone: str, *, uow: UnitOfWork, limits: PaymentLimits,
-                      payment_key: str | None = None) -> Caller:
+                      payment_key: str | None = None, network_code: str = "") -> Caller:
     """The tenant behind `phone` (if any), their language and the active meters they may pick."""
     async with uow:
         tenant = await uow.tenants.get_by_phone(phone)
@@ -67,6 +67,7 @@ async def load_caller(phone: str, *, uow: UnitOfWork, limits: PaymentLimits,
         phone=phone, language=tenant.language if tenant else texts.DEFAULT_LANGUAGE,
         meters=tuple(choice(m) for m in meters if m.active), min_amount=limits.min_amount,
         max_amount=limits.max_amount, tenant_id=tenant.id if tenant else None, payment_key=payment_key,
+        prompt_ok=can_get_stk_prompt(phone, network_code),
     )
 
 
@@ -123,7 +124,8 @@ async def _live_balance(meter: Meter, deps: DialogueDeps, rules: ChannelRules) -
 
 async def _start_payment(effect: StartPayment, caller: Caller, deps: DialogueDeps,
                          rules: ChannelRules) -> PaymentRequested:
-    cmd = InitiatePayment(amount=effect.amount, phone=caller.phone, meter_ref=effect.meter.number,
+    # Paid from another number: that phone gets the prompt; the tenant stays the caller (both get the receipt).
+    cmd = InitiatePayment(amount=effect.amount, phone=effect.payer or caller.phone, meter_ref=effect.meter.number,
                           channel=rules.channel, idempotency_key=caller.payment_key, tenant_id=caller.tenant_id)
     try:
         started = await request_payment(cmd, uow=deps.uow(), limits=deps.limits, clock=deps.clock,

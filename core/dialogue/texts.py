@@ -34,6 +34,10 @@ EN = {
     "phone_line": "Phone {phone}",
     "pay_now": "Pay now",
     "cancel": "Cancel",
+    "other_payer": "Pay from another phone",
+    "enter_payer": "Enter the Safaricom number to pay from:",
+    "not_safaricom": "M-Pesa prompts reach Safaricom lines only.",
+    "err.payer": "Use a Safaricom M-Pesa number.",
     "started": "You will get an M-Pesa prompt for {amount} on {phone} in a few seconds. "
                "Enter your M-Pesa PIN to pay for meter {number}.",
     "cancelled": "Cancelled. Nothing was charged.",
@@ -87,6 +91,10 @@ SW = {
     "phone_line": "Simu {phone}",
     "pay_now": "Lipa sasa",
     "cancel": "Ghairi",
+    "other_payer": "Lipa kwa simu nyingine",
+    "enter_payer": "Weka nambari ya Safaricom ya kulipa:",
+    "not_safaricom": "Ombi la M-Pesa hufika laini za Safaricom tu.",
+    "err.payer": "Tumia nambari ya M-Pesa ya Safaricom.",
     "started": "Utapokea ombi la M-Pesa la {amount} kwa {phone} baada ya sekunde chache. "
                "Weka PIN yako ya M-Pesa kulipia mita {number}.",
     "cancelled": "Imeghairiwa. Hakuna pesa iliyotozwa.",

@@ -49,7 +49,7 @@ class Screen:
     error: str | None = None  # a short re-prompt message, shown above the title
     notice: str | None = None  # a short confirmation ("Language saved."), shown above the title
     end: bool = False  # the conversation is over after this screen
-    expects: str | None = None  # "meter_number" | "amount" when free text is the answer
+    expects: str | None = None  # "meter_number" | "amount" | "phone" when free text is the answer
 
     @property
     def body(self) -> list[str]:
@@ -75,6 +75,7 @@ class Frame(_Model):
     page: int = 0
     meter: MeterChoice | None = None
     amount: int | None = None
+    payer: str | None = None  # another M-Pesa number (2547…) paying instead of the caller's own
 
 
 class BalanceInfo(_Model):
@@ -114,6 +115,7 @@ class Caller:
     max_amount: int = 150_000
     tenant_id: str | None = None
     payment_key: str | None = None  # idempotency key for a payment started in this conversation
+    prompt_ok: bool = True  # the caller's own line can get an STK prompt (a Safaricom line)
 
 
 # --- effects the caller performs, and their outcomes ------------------------------------------
@@ -138,6 +140,7 @@ class ListPayments:
 class StartPayment:
     meter: MeterChoice
     amount: int
+    payer: str | None = None  # the M-Pesa number the prompt goes to; None: the caller's own
 
 
 @dataclass(frozen=True)

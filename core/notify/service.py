@@ -7,6 +7,8 @@ Payments started in Telegram are answered in the tenant's linked chat; when Tele
 Payments started in WhatsApp are answered there: inside Meta's 24-hour customer-service window (the
 tenant wrote to us less than a day ago) as a normal message, outside it through the approved receipt
 template; when neither is possible, or WhatsApp refuses, by SMS.
+A payment made from another M-Pesa number (a relative paying) is told to both: the tenant who asked, as
+above, and the number that paid, by SMS.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class Message:
     text: str
     payment_id: str | None
     topup_id: str | None
-    chat_id: int | None = None  # the payer's linked Telegram chat, for payments started in Telegram
+    chat_id: int | None = None  # the tenant's linked Telegram chat, for payments started in Telegram
+    payer: str | None = None  # the other M-Pesa number that paid, when it is not the tenant's own
     whatsapp: bool = False  # the payment was started in WhatsApp: answer there (wa_id = phone)
 
 
@@ -77,7 +80,9 @@ async def compose(event: Notify, *, uow: UnitOfWork) -> Message | None:
         if payment is None:
             return None
         meter = await uow.meters.get(payment.meter_id)
-        tenant = await uow.tenants.get_by_phone(payment.phone)
+        # The tenant who started it (paid from their own phone or from another number), else the payer.
+        tenant = (await uow.tenants.get(payment.tenant_id) if payment.tenant_id else None) \
+            or await uow.tenants.get_by_phone(payment.phone)
     lang = (tenant.language if tenant else None) or "en"
     kind = "topup_failed" if event.event is NotifyEvent.TOPUP_REVIEW else event.event.value
     if kind not in ("payment_failed", "topup_applied", "topup_delayed", "topup_failed"):
@@ -94,8 +99,9 @@ async def compose(event: Notify, *, uow: UnitOfWork) -> Message | None:
                       balance=_balance_text(lang, topup.balance_after, money))
     body = text(lang, kind).format(**fields)
     chat_id = tenant.telegram_chat_id if tenant is not None and payment.channel == Channel.TELEGRAM else None
-    return Message(payment.phone, body, payment.id, topup.id if topup else None, chat_id,
-                   whatsapp=payment.channel == Channel.WHATSAPP)
+    payer = payment.phone if tenant is not None and tenant.phone != payment.phone else None
+    return Message(tenant.phone if payer else payment.phone, body, payment.id, topup.id if topup else None, chat_id,
+                   payer, whatsapp=payment.channel == Channel.WHATSAPP)
 
 
 async def notify(event: Notify, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
@@ -103,6 +109,27 @@ async def notify(event: Notify, *, uow: UnitOfWork, sms: SmsSender | None, clock
     message = await compose(event, uow=uow)
     if message is None:
         return "nobody"
+    status = await _tell(event, message, uow=uow, sms=sms, clock=clock, telegram=telegram, whatsapp=whatsapp)
+    if message.payer is not None:
+        await _tell_payer(event, message, uow=uow, sms=sms, clock=clock)
+    return status
+
+
+async def _tell_payer(event: Notify, message: Message, *, uow: UnitOfWork, sms: SmsSender | None,
+                      clock: Clock) -> None:
+    """The other number that paid gets the same message by SMS. Once: a transient failure is recorded,
+    not retried, so the tenant's own message is never sent twice by a job retry."""
+    to_payer = Message(message.payer, message.text, message.payment_id, message.topup_id)
+    try:
+        await _tell(event, to_payer, uow=uow, sms=sms, clock=clock, telegram=None)
+    except UpstreamError as failure:
+        log.warning("SMS to the payer %s not sent: %s", mask_phone(message.payer), failure.message)
+        await _record(event, to_payer, channel="sms", status="failed", error=failure.message[:255], uow=uow,
+                      clock=clock)
+
+
+async def _tell(event: Notify, message: Message, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
+                telegram: TelegramSender | None, whatsapp: WhatsAppReceipts | None = None) -> str:
     if message.whatsapp and whatsapp is not None and await _by_whatsapp(
             event, message, uow=uow, whatsapp=whatsapp, clock=clock):
         return "sent"

@@ -51,3 +51,28 @@ def mask_checkout_id(checkout_request_id: str | None) -> str:
     if len(text) < 13:
         return "****"
     return text[:-9] + "******" + text[-3:]
+SAFARICOM = "Safaricom"
+SAFARICOM_NETWORK_CODE = "63902"  # MCC 639 (Kenya) + MNC 02, as Africa's Talking's `networkCode` gives it
+KENYA_MCC = "639"
+
+
+def carrier_of(phone: str) -> str:
+    """The network a `2547…`/`2541…` number was allocated to ("Safaricom", "Airtel", "Telkom", …), from
+    phonenumbers' carrier data; "" when the range is unknown to it. A number ported to another network
+    keeps its prefix, so this is the allocation, not a guarantee."""
+    from phonenumbers import carrier
+
+    try:
+        return carrier.name_for_number(phonenumbers.parse("+" + phone.lstrip("+")), "en")
+    except phonenumbers.NumberParseException:
+        return ""
+
+
+def can_get_stk_prompt(phone: str, network_code: str = "") -> bool:
+    """Daraja's STK push reaches Safaricom lines only. False when the USSD gateway says the caller is on
+    another Kenyan network, or the number is in another network's range. A range phonenumbers does not
+    know (a new Safaricom block) gets the benefit of the doubt: M-Pesa itself answers if it is wrong."""
+    code = (network_code or "").strip()
+    if code.startswith(KENYA_MCC) and code != SAFARICOM_NETWORK_CODE:
+        return False
+    return carrier_of(phone) in (SAFARICOM, "")

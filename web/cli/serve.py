@@ -37,6 +37,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         fail("cannot serve: missing " + ", ".join(missing) + " (set them in the environment or .env; "
              "`lipameter demo` runs with the sandbox instead)")
     _check_telegram_secret(settings)
+    problem = settings.telegram_webhook_problem()
+    if problem:
+        fail(f"cannot serve: {problem} (set TELEGRAM_WEBHOOK_URL, or TELEGRAM_API_BASE for a self-hosted "
+             "Bot API server)")
     configure_logging(settings.log_level)
     for warning in settings.startup_warnings():
         log.warning("!!! %s", warning)
