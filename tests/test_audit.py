@@ -64,10 +64,14 @@ def test_audit_of_real_books_then_of_broken_ones(database_url):
     assert report["ok"], report
     assert Decimal(report["totals"]["paid"]) == Decimal(report["totals"]["credited"]) == Decimal(200)
 
-    # Break the books the ways the invariants forbid: an over-credit and a meter sharing a device.
+    # Break the books the ways the invariants forbid (two active meters on one device the schema itself now
+    # refuses): an over-credit, then a top-up failed without a reason.
     run_sql(database_url, "UPDATE topups SET amount = 250")
-    run_sql(database_url, "UPDATE meters SET device_id = 'dev-a101'")
     broken = run_audit(database_url)
     assert broken.returncode == 1, broken.stdout
-    assert "credited_le_paid" in broken.stdout and "one_meter_per_device" in broken.stdout
-    assert broken.stdout.splitlines()[0].startswith("audit ")
+    assert "credited_le_paid" in broken.stdout and broken.stdout.splitlines()[0].startswith("audit 2 violation")
+    run_sql(database_url, "UPDATE topups SET amount = 200, status = 'failed', last_error = NULL, reason = NULL")
+    failed = run_audit(database_url, "--json")
+    assert failed.returncode == 1
+    assert [f["check"] for f in json.loads(failed.stdout)["findings"] if f["severity"] == "violation"] == [
+        "failed_has_reason"]
