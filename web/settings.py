@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     reconcile_after_s: float = Field(120, gt=0)
     reconcile_give_up_s: float = Field(3600, gt=0)
     sweep_every_s: float = Field(30, gt=0)
+    readings_every_s: float = Field(900, ge=60)  # a meter far from empty is read this often
+    tuya_calls_per_minute: int = Field(60, ge=1)  # shared by all workers; sampling stays within it
+    alert_quiet_hours: str = "21-7"  # Nairobi hours without low-balance alerts; empty: none
+    ussd_code: str = ""  # e.g. *384*123#, told in SMS alerts
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     log_level: str = "INFO"
 
@@ -134,6 +138,12 @@ class Settings(BaseSettings):
                 problems.append("TOPUP_BACKOFF_S must be positive seconds, comma-separated")
         except ValueError:
             problems.append("TOPUP_BACKOFF_S must be numbers of seconds, comma-separated")
+        from core.usage.alerts import parse_quiet_hours
+
+        try:
+            parse_quiet_hours(self.alert_quiet_hours)
+        except ValueError as error:
+            problems.append(f"ALERT_QUIET_HOURS: {error}")
         token = self.callback_token.get_secret_value()
         if token and len(token) < 16:
             problems.append("CALLBACK_TOKEN must be at least 16 characters (it is the callback's only secret)")
