@@ -200,3 +200,41 @@ def month_bounds(month: date) -> tuple[datetime, datetime]:
     first = month.replace(day=1)
     following = (first + timedelta(days=32)).replace(day=1)
     return day_start(first), day_start(following)
+
+
+MAX_THRESHOLD = Decimal(1_000_000)
+
+
+def parse_threshold(value: object) -> Decimal | None:
+    """A threshold in the meter's unit: a positive number with at most 2 decimals, or "auto"/"" for the
+    default (about two days of the meter's own use)."""
+    text = str(value if value is not None else "").strip().lower()
+    if text in ("", "auto", "default"):
+        return None
+    if not text.isascii():
+        raise InvalidInput(f"threshold {text[:20]!r} is not a number", code="invalid_threshold")
+    try:
+        number = Decimal(text)
+    except ArithmeticError:
+        raise InvalidInput(f"threshold {text[:20]!r} is not a number", code="invalid_threshold") from None
+    if not number.is_finite() or number <= 0 or number > MAX_THRESHOLD or number != number.quantize(Decimal("0.01")):
+        raise InvalidInput("the threshold must be above 0, at most 1,000,000, with up to 2 decimals",
+                           code="invalid_threshold")
+    return number
+
+
+async def set_meter_threshold(meter_ref: str, value: object, *, actor: str, uow: UnitOfWork, clock: Clock) -> tuple[
+        Meter, Decimal | None]:
+    """The landlord's fixed low-balance threshold for a meter (None: back to the default), audited."""
+    from core.meters.lookup import find_meter
+
+    threshold = parse_threshold(value)
+    async with uow:
+        meter = await find_meter(uow, meter_ref)
+        settings = await uow.usage.meter(meter.id)
+        settings.threshold = threshold
+        await uow.usage.save_meter(settings)
+        await uow.audit.record(at=clock.now(), actor=actor, action="set_threshold", target=meter.number,
+                               reason=None, details={"threshold": str(threshold) if threshold is not None else "auto"})
+        await uow.commit()
+    return meter, threshold
