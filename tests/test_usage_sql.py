@@ -115,3 +115,36 @@ async def test_roll_up_keeps_daily_rows_and_prunes_raw_readings(engine):
     assert [day.consumption for day in summary.days][:4] == [D(48)] * 4
     assert summary.average == D(48) and summary.balance == D(262) and summary.days_left == 5
     assert summary.threshold == D(96)
+
+
+class Recorder:
+    def __init__(self, fail=None):
+        self.sent, self.fail = [], fail
+
+    async def send(self, to, text, **options):
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append((to, text, options))
+
+
+async def test_alert_goes_to_telegram_with_buy_else_sms_with_how_to_buy(engine):
+    from core.jobs.kinds import Alert
+    from core.ports import Blocked
+    from core.usage.alerts import BuyInfo, send_alert
+
+    clock = FakeClock(T0)
+    [meter_id] = await add_meters(engine, FakeMeterGateway(clock), 1, balance="40")
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.tenants.add(Tenant(id="tg", phone="254712345670", telegram_chat_id=99, created_at=T0))
+        await uow.tenants.add(Tenant(id="sw", phone="254712345671", language="sw", telegram_chat_id=98, created_at=T0))
+        await uow.commit()
+    buy = BuyInfo(ussd_code="*384*1#", paybill="174379")
+    telegram, sms = Recorder(), Recorder()
+    await send_alert(Alert(AlertKind.LOW, meter_id=meter_id, tenant_id="tg"), uow=SqlUnitOfWork(engine), sms=sms,
+                     telegram=telegram, clock=clock, buy=buy)
+    assert telegram.sent[0][0] == 99 and telegram.sent[0][2] == {"buy_button": True} and not sms.sent
+    blocked = Recorder(fail=Blocked("bot was blocked by the user"))
+    await send_alert(Alert(AlertKind.ZERO, meter_id=meter_id, tenant_id="sw"), uow=SqlUnitOfWork(engine), sms=sms,
+                     telegram=blocked, clock=clock, buy=buy)
+    [(phone, text, _)] = sms.sent
+    assert phone == "254712345671" and "Piga *384*1#" in text and "Paybill 174379, akaunti A000" in text
