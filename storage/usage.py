@@ -84,11 +84,15 @@ class SqlUsageRepository(_Repository):
         if updated.rowcount == 0:
             await self._insert(meter_usage, values, "meter usage row exists", "meter_usage_exists")
 
-    async def due_meters(self, now: datetime, *, limit: int) -> list[str]:
-        """Active meters whose next read is due, the most overdue (or never read) first."""
-        due_at = sa.func.coalesce(meter_usage.c.next_read_at, meters.c.created_at)
+    async def due_meters(self, now: datetime, *, limit: int, first_after: datetime | None = None) -> list[str]:
+        """Active meters whose next read is due, the most overdue first. A meter never sampled is due once
+        it was created before `first_after` (registering it read it already)."""
+        first_after = first_after or now
+        due = sa.or_(meter_usage.c.next_read_at <= now,
+                     sa.and_(meter_usage.c.next_read_at.is_(None), meters.c.created_at <= first_after))
+        order = sa.func.coalesce(meter_usage.c.next_read_at, meters.c.created_at)
         query = (sa.select(meters.c.id).select_from(meters.outerjoin(meter_usage, meter_usage.c.meter_id == meters.c.id))
-                 .where(meters.c.active.is_(True), due_at <= now).order_by(due_at, meters.c.id).limit(limit))
+                 .where(meters.c.active.is_(True), due).order_by(order, meters.c.id).limit(limit))
         return [row.id for row in await self.conn.execute(query)]
 
     async def topup_in_flight(self, meter_id: str) -> bool:

@@ -45,7 +45,7 @@ async def add_meters(engine, gateway, n: int, balance="500") -> list[str]:
 
 
 async def test_sampling_never_exceeds_the_shared_budget(database_url):
-    clock = FakeClock(T0)
+    clock = FakeClock(T0 + timedelta(seconds=120))  # the meters were registered two minutes ago
     gateway = CountingGateway(clock)
     engines = [create_engine(database_url), create_engine(database_url)]  # two workers' pools
     try:

@@ -113,7 +113,8 @@ class Sampler:
     async def run(self) -> int:
         now = self.clock.now()
         async with self.uow() as uow:
-            due = await uow.usage.due_meters(now, limit=self.config.batch)
+            due = await uow.usage.due_meters(now, limit=self.config.batch,
+                                             first_after=now - timedelta(seconds=self.config.every_s))
             granted = await uow.usage.take_calls(TUYA_BUDGET, want=len(due), per_minute=self.config.calls_per_minute,
                                                  now=now) if due else 0
             await uow.commit()
