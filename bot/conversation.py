@@ -39,6 +39,7 @@ log = logging.getLogger("lipameter.bot")
 # can wait longer than a USSD hop for a live meter reading, and /history shows more than a USSD screen.
 TELEGRAM_RULES = ChannelRules(channel=Channel.TELEGRAM, balance_timeout_s=5.0, push_delay_s=0.0, history_lines=5)
 COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@[A-Za-z0-9_]{1,64})?(?:\s|$)")
+BUY_ALERT_DATA, BUY_ENTRY = "buy", "1"  # gateways/telegram.py BUY_DATA: a Buy button on a low-balance alert
 COMMAND_ENTRIES = {"buy": "1", "balance": "2", "history": "3", "language": "4"}  # main-menu keys
 
 
@@ -160,6 +161,8 @@ class Conversation:
                          language: str) -> list[Action]:
         parsed = parse_data(incoming.button)
         state = self._state(chat)
+        if incoming.button == BUY_ALERT_DATA:  # a low-balance alert's Buy button: a fresh purchase
+            return await self._start(incoming, account, chat, entry=BUY_ENTRY)
         if parsed is None or chat is None or parsed[0] != chat.version or state is None:
             actions: list[Action] = [AnswerButton(incoming.callback_id, bot_texts.text(language, "stale"))]
             if incoming.message_id is not None and (chat is None or incoming.message_id != chat.last_message_id):

@@ -26,6 +26,7 @@ from core.ports import Blocked
 
 log = logging.getLogger("lipameter.telegram")
 
+BUY_DATA = "buy"  # the alert's Buy button; bot/conversation.py starts the purchase on it
 MAX_TEXT = 4096  # Telegram refuses longer messages
 MAX_WAIT_S = 5.0  # a longer 429 goes back to the job queue instead of holding a worker
 _GONE = ("chat not found", "user not found", "have no rights to send", "need administrator rights")
@@ -61,9 +62,12 @@ class TelegramBotApi:
     def __repr__(self) -> str:  # the URL carries the token
         return "TelegramBotApi()"
 
-    async def send(self, chat_id: int, text: str) -> int:
-        """The sent message's id. Raises Blocked, or UpstreamError (transient or not)."""
+    async def send(self, chat_id: int, text: str, *, buy_button: bool = False) -> int:
+        """The sent message's id. Raises Blocked, or UpstreamError (transient or not). `buy_button`: an
+        inline "Buy" button that opens the bot's purchase dialogue (a low-balance alert)."""
         payload = {"chat_id": chat_id, "text": text[:MAX_TEXT], "disable_web_page_preview": True}
+        if buy_button:
+            payload["reply_markup"] = {"inline_keyboard": [[{"text": "Buy / Nunua", "callback_data": BUY_DATA}]]}
         for attempt in range(2):
             await self.limiter.wait(chat_id)
             status, answer = await self._call("sendMessage", payload)

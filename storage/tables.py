@@ -314,3 +314,63 @@ telegram_updates = sa.Table(
     sa.Column("update_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("seen_at", UTCDateTime(), nullable=False, index=True),
 )
+
+# --- usage and alerts (issue 15) ---------------------------------------------------------------------
+# Raw balance readings of the last days; older ones are rolled up into meter_daily and pruned by the
+# sweep (storage/usage.py), so the table holds about two days of readings per meter.
+meter_readings = sa.Table(
+    "meter_readings", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("meter_id", sa.String(36), sa.ForeignKey("meters.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("balance", Quantity(), nullable=True),  # in the meter's unit (KES or kWh)
+    sa.Column("energy_total", Quantity(), nullable=True),
+    sa.Column("credit", Quantity(), nullable=True),  # a top-up reading: what it added
+    sa.Column("source", sa.String(8), nullable=False),  # sample | topup | live
+    sa.Index("ix_meter_readings_meter_id_at", "meter_id", "at"),
+)
+
+# One row per meter and Nairobi day, for days whose raw readings are gone.
+meter_daily = sa.Table(
+    "meter_daily", metadata,
+    sa.Column("meter_id", sa.String(36), sa.ForeignKey("meters.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("consumption", Quantity(), nullable=True),  # None: the day is not covered (offline)
+    sa.Column("credits", Quantity(), nullable=False),
+    sa.Column("manual_credits", Quantity(), nullable=False),
+    sa.Column("first_balance", Quantity(), nullable=True),
+    sa.Column("last_balance", Quantity(), nullable=True),
+    sa.Column("covered_s", sa.Integer, nullable=False),
+    sa.Column("readings", sa.Integer, nullable=False),
+)
+
+# Per meter: the landlord's alert threshold (None: about two days of its own use), when it is read next,
+# and up to which day its readings are rolled up.
+meter_usage = sa.Table(
+    "meter_usage", metadata,
+    sa.Column("meter_id", sa.String(36), sa.ForeignKey("meters.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("threshold", Quantity(), nullable=True),
+    sa.Column("next_read_at", UTCDateTime(), nullable=True, index=True),
+    sa.Column("rolled_until", sa.Date, nullable=True),  # days before it live in meter_daily
+)
+
+# Per tenant and meter: the tenant's own threshold or opt-out, and which alerts they have been sent since
+# the meter was last topped up (so each is sent once).
+tenant_alerts = sa.Table(
+    "tenant_alerts", metadata,
+    sa.Column("tenant_id", sa.String(36), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("meter_id", sa.String(36), sa.ForeignKey("meters.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("threshold", Quantity(), nullable=True),
+    sa.Column("low_sent_at", UTCDateTime(), nullable=True),
+    sa.Column("zero_sent_at", UTCDateTime(), nullable=True),
+)
+
+# Shared rate budgets (one row each: "tuya"), and the time the next sampling run is due.
+call_budgets = sa.Table(
+    "call_budgets", metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("tokens", sa.Numeric(14, 6), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("next_run_at", UTCDateTime(), nullable=True),
+)

@@ -14,6 +14,7 @@ from storage.repositories import (
     SqlTenantRepository,
     SqlTopUpRepository,
 )
+from storage.usage import SqlUsageRepository
 
 
 class SqlUnitOfWork:
@@ -40,6 +41,7 @@ class SqlUnitOfWork:
         self.jobs = SqlJobQueue(self.conn)
         self.notifications = SqlNotificationRepository(self.conn)
         self.audit = SqlAuditLog(self.conn)
+        self.usage = SqlUsageRepository(self.conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

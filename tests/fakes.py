@@ -39,6 +39,7 @@ class FakeStore:
     jobs: list = field(default_factory=list)
     notifications: list = field(default_factory=list)
     audit: list = field(default_factory=list)
+    readings: list = field(default_factory=list)  # core.usage.model.Reading
 
 
 class _Repo:
@@ -244,6 +245,16 @@ class FakeAudit(_Repo):
         self.data.audit.append(row)
 
 
+class FakeUsage(_Repo):
+    """Readings only (what the top-up engine and the live reader store); the rest is tested on SQL."""
+
+    async def add_reading(self, reading):
+        self.data.readings.append(reading)
+
+    async def topup_in_flight(self, meter_id):
+        return any(t.meter_id == meter_id and t.status.value == "sending" for t in self.data.topups.values())
+
+
 class FakeUnitOfWork:
     """Changes land in the shared store only on commit (a snapshot is restored otherwise)."""
 
@@ -257,6 +268,7 @@ class FakeUnitOfWork:
         self.payments, self.callbacks = FakePayments(self.store), FakeCallbacks(self.store)
         self.topups, self.jobs = FakeTopUps(self.store), FakeJobs(self.store)
         self.notifications, self.audit = FakeNotifications(self.store), FakeAudit(self.store)
+        self.usage = FakeUsage(self.store)
         self._committed = False
         return self
 

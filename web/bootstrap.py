@@ -22,7 +22,8 @@ from bot.runtime import TelegramBot, build_application
 from core.admin.auth import KEEP_LOGIN_ATTEMPTS
 from core.admin.operator import read_balance
 from core.dialogue.service import DialogueDeps
-from core.jobs.kinds import JobKind, Notify, PushStk, RunTopUp, VerifyPayment, handler_table
+from core.jobs.kinds import (Alert, JobKind, Notify, PushStk, RunTopUp, SampleReadings, VerifyPayment, enqueue,
+                             handler_table)
 from core.jobs.worker import Worker, WorkerConfig
 from core.meters.model import Meter
 from core.meters.profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
@@ -33,6 +34,9 @@ from core.payments.service import PaymentLimits, push_payment
 from core.ports import Clock, MeterBalanceReader, MeterGateway, PaymentGateway, SmsSender, TelegramSender, UnitOfWork
 from core.shared.clock import SystemClock
 from core.topups.service import TopUpEngine, TopUpPolicy, requeue_stale_topups
+from core.usage import service as usage
+from core.usage.alerts import BuyInfo, check_alerts, parse_quiet_hours, send_alert
+from core.usage.model import ReadingSource
 from gateways.daraja import DarajaGateway, daraja_http_client
 from gateways.sms import AfricasTalkingSms
 from gateways.telegram import TelegramBotApi
@@ -116,8 +120,12 @@ class LiveBalanceReader:
     clock: Clock
 
     async def read_balance(self, meter: Meter) -> Decimal | None:
-        _, reading = await read_balance(meter.number, uow=self.uow(), meters=self.meters, profiles=self.profiles,
-                                        clock=self.clock)
+        meter, reading = await read_balance(meter.number, uow=self.uow(), meters=self.meters,
+                                            profiles=self.profiles, clock=self.clock)
+        profile = self.profiles.get(meter.profile)
+        if profile is not None:  # kept as a reading too: usage and days left learn from it
+            await usage.record(self.uow, usage.reading_from(meter, profile, reading, at=meter.last_balance_at,
+                                                            source=ReadingSource.LIVE))
         return reading.money_balance
 
 
@@ -155,7 +163,8 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
                           login_attempts=login_attempts, heartbeats=SqlHeartbeats(engine), worker_id=worker_id,
                           whatsapp_chats=whatsapp_chats,
                           whatsapp_receipts=whatsapp_receipts(settings, whatsapp, whatsapp_chats),
-                          audit_watch=audit_watch, telegram_updates=telegram_updates)
+                          audit_watch=audit_watch, telegram_updates=telegram_updates,
+                          sampler=build_sampler(settings, uow, meter_gateway, profiles, clock))
     return Container(
         settings=settings, clock=clock, metrics=metrics, profiles=profiles, limits=limits, engine=engine, uow=uow,
         http=http, payment_gateway=payment_gateway, meter_gateway=meter_gateway, sms=sms, telegram=telegram,
@@ -288,12 +297,37 @@ def build_telegram_bot(settings: Settings, deps: BotDeps, *, polling: bool, seen
                        clock=clock)
 
 
+def build_sampler(settings: Settings, uow: Callable[[], UnitOfWork], meters: MeterGateway | None,
+                  profiles: Mapping[str, MeterProfile], clock: Clock) -> usage.Sampler | None:
+    """The readings job (needs Tuya); each reading is checked for low-balance alerts."""
+    if meters is None:
+        return None
+    quiet = parse_quiet_hours(settings.alert_quiet_hours)
+
+    async def alerts(meter: Meter, summary: usage.UsageSummary) -> None:
+        await check_alerts(uow(), meter, balance=summary.balance, threshold=summary.threshold,
+                           average=summary.average, now=clock.now(), quiet=quiet)
+
+    config = usage.SamplingConfig(every_s=settings.readings_every_s, calls_per_minute=settings.tuya_calls_per_minute)
+    return usage.Sampler(uow=uow, meters=meters, profiles=profiles, clock=clock, config=config, after_reading=alerts)
+
+
+def buy_info(settings: Settings) -> BuyInfo:
+    paybill = settings.daraja_shortcode if settings.daraja_transaction_type == "CustomerPayBillOnline" else ""
+    return BuyInfo(ussd_code=settings.ussd_code, paybill=paybill)
+
+
+SAMPLING_EVERY_S = 60.0  # how often one of the workers runs the readings job (it reads only the due meters)
+ROLLUP_EVERY_S = 3600.0
+
+
 def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Clock, payment_gateway: PaymentGateway,
                  sms: SmsSender | None, telegram: TelegramSender | None, topup_engine: TopUpEngine | None,
                  ussd_sessions: SqlUssdSessionStore, login_attempts: SqlLoginAttempts, heartbeats: SqlHeartbeats,
                  whatsapp_chats: SqlWhatsAppChatStore, whatsapp_receipts: WhatsAppReceipts | None,
                  worker_id: str, audit_watch: AuditWatch | None = None,
-                 telegram_updates: SqlTelegramUpdates | None = None) -> Worker:
+                 telegram_updates: SqlTelegramUpdates | None = None,
+                 sampler: usage.Sampler | None = None) -> Worker:
     async def push_stk(job: PushStk) -> None:
         await push_payment(job.payment_id, uow=uow(), gateway=payment_gateway, clock=clock,
                            verify=settings.verify_callbacks)
@@ -323,9 +357,30 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
                 await audit_watch.maybe_run()
             except Exception:  # the books are checked again next period; the sweep itself is done
                 log.exception("periodic audit failed")
+        await schedule_usage()
+
+    async def schedule_usage() -> None:
+        now = clock.now()
+        if sampler is not None and await usage.claim_sampling_run(uow(), now=now, every_s=SAMPLING_EVERY_S):
+            async with uow() as unit:
+                await enqueue(unit.jobs, SampleReadings())
+                await unit.commit()
+        async with uow() as unit:
+            due = await unit.usage.claim_run("rollup", now=now, next_run_at=now + timedelta(seconds=ROLLUP_EVERY_S))
+            await unit.commit()
+        if due:
+            await usage.roll_up(uow, sampler.profiles if sampler else build_profiles(settings), now=now)
+
+    async def sample(job: SampleReadings) -> None:
+        if sampler is not None:
+            await sampler.run()
+
+    async def alert(job: Alert) -> None:
+        await send_alert(job, uow=uow(), sms=sms, telegram=telegram, clock=clock, buy=buy_info(settings))
 
     handlers: dict[JobKind, Callable] = {JobKind.PUSH_STK: push_stk, JobKind.VERIFY_PAYMENT: verify,
-                                         JobKind.NOTIFY: send_notification}
+                                         JobKind.NOTIFY: send_notification, JobKind.SAMPLE_READINGS: sample,
+                                         JobKind.ALERT: alert}
     _warn_if_lease_short(settings)
     if topup_engine is not None:
 

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     sweep_every_s: float = Field(30, gt=0)
     audit_every_s: float = Field(300, gt=0)  # the worker checks the books this often (metrics, the landlord's alert)
     admin_phone: str = ""  # the landlord's mobile: violations and new reviews, at most one message an hour
+    readings_every_s: float = Field(900, ge=60)  # a meter far from empty is read this often
+    tuya_calls_per_minute: int = Field(60, ge=1)  # shared by all workers; sampling stays within it
+    alert_quiet_hours: str = "21-7"  # Nairobi hours without low-balance alerts; empty: none
+    ussd_code: str = ""  # e.g. *384*123#, told in SMS alerts
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Slow clients (web/serving.py): request headers must arrive within this; idle kept-alive connections
     # close after HTTP_KEEP_ALIVE_S; beyond HTTP_MAX_CONNECTIONS connections and tasks, new requests get 503.
@@ -221,6 +225,12 @@ class Settings(BaseSettings):
         if self.worker_silent_after_s < 2 * self.worker_heartbeat_s:
             problems.append("WORKER_SILENT_AFTER_S must be at least twice WORKER_HEARTBEAT_S (one late beat is "
                             "not a death)")
+        from core.usage.alerts import parse_quiet_hours
+
+        try:
+            parse_quiet_hours(self.alert_quiet_hours)
+        except ValueError as error:
+            problems.append(f"ALERT_QUIET_HOURS: {error}")
         token = self.callback_token.get_secret_value()
         if token and len(token) < 16:
             problems.append("CALLBACK_TOKEN must be at least 16 characters (it is the callback's only secret)")

@@ -18,6 +18,8 @@ class JobKind(str, enum.Enum):
     VERIFY_PAYMENT = "verify_payment"  # ask Daraja about a callback we could not trust
     TOPUP = "topup"  # one attempt of the top-up engine
     NOTIFY = "notify"  # tell the payer what happened
+    SAMPLE_READINGS = "sample_readings"  # read the meters that are due, within the Tuya call budget
+    ALERT = "alert"  # tell a tenant their meter is low or empty
 
 
 class NotifyEvent(str, enum.Enum):
@@ -70,8 +72,30 @@ class Notify(_Payload):
         object.__setattr__(self, "event", NotifyEvent(self.event))
 
 
-JobPayload = PushStk | VerifyPayment | RunTopUp | Notify
-PAYLOADS: dict[JobKind, type[_Payload]] = {cls.kind: cls for cls in (PushStk, VerifyPayment, RunTopUp, Notify)}
+@dataclass(frozen=True)
+class SampleReadings(_Payload):
+    kind: ClassVar[JobKind] = JobKind.SAMPLE_READINGS
+
+
+class AlertKind(str, enum.Enum):
+    LOW = "low"  # below the threshold
+    ZERO = "zero"  # the meter has cut the power: how to restore it
+
+
+@dataclass(frozen=True)
+class Alert(_Payload):
+    kind: ClassVar[JobKind] = JobKind.ALERT
+    alert: AlertKind
+    meter_id: str
+    tenant_id: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alert", AlertKind(self.alert))
+
+
+JobPayload = PushStk | VerifyPayment | RunTopUp | Notify | SampleReadings | Alert
+PAYLOADS: dict[JobKind, type[_Payload]] = {cls.kind: cls for cls in (PushStk, VerifyPayment, RunTopUp, Notify,
+                                                                     SampleReadings, Alert)}
 
 
 class _Queue(Protocol):

@@ -33,6 +33,7 @@ from typing import Awaitable, Callable, Mapping
 
 from core.shared.errors import ConfigurationError, Conflict, DeviceOffline, InvalidInput, UpstreamError
 from core.meters.profiles import DpSpec, MeterProfile
+from core.usage.model import Reading, ReadingSource
 from core.topups.decision import ChargePlan, Verdict, plan_charge, read_meter, reported_before
 from core.meters.model import Meter
 from core.ports import Clock, MeterGateway, UnitOfWork
@@ -294,6 +295,9 @@ class TopUpEngine:
             meter.last_energy = reading.energy_balance
             meter.last_balance_at, meter.online = now, True
             await uow.meters.save(meter)
+            # The balance after and what this top-up added: consumption is derived around credits.
+            await uow.usage.add_reading(Reading(meter.id, now, topup.balance_after, ReadingSource.TOPUP,
+                                                energy_total=reading.consumption_total, credit=topup.units_added))
             await enqueue(uow.jobs, Notify(NotifyEvent.TOPUP_APPLIED, topup_id=topup.id))
             await uow.commit()
         log.info("top-up %s applied to meter %s: %s -> %s (%d Tuya calls)", topup.id, meter.number,

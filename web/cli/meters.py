@@ -1,4 +1,5 @@
-"""`lipameter meter ACTION`: add, list, read the balance now, set the price, switch prepayment, clear.
+"""`lipameter meter ACTION`: add, list, read the balance now, set the price, switch prepayment, clear, set the
+low-balance alert threshold.
 Each change names who did it (`--by`, default $USER) and is written to the audit log."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import argparse
 
 from core.admin.operator import Actor, meter_command, read_balance
 from core.admin.registry import AddMeter, list_meters, register_meter
+from core.usage.service import set_meter_threshold
 from web.cli.common import by_option, cli_actor, fail, run_with_container
 
 
@@ -72,6 +74,13 @@ def cmd_meter_clear(args: argparse.Namespace) -> None:
     _meter_command(args, "clear", True, f"meter {args.number}: energy balance cleared")
 
 
+def cmd_meter_threshold(args: argparse.Namespace) -> None:
+    meter, threshold = run_with_container(lambda c: set_meter_threshold(
+        args.number, args.value, actor=cli_actor(args), uow=c.uow(), clock=c.clock))
+    said = f"{threshold}" if threshold is not None else "auto (about two days of its own use)"
+    print(f"meter {meter.number}: low-balance threshold {said}")
+
+
 def add_parser(sub) -> None:
     meter = sub.add_parser("meter", help="meters").add_subparsers(dest="meter_command", required=True, metavar="ACTION")
     by = by_option()
@@ -100,3 +109,7 @@ def add_parser(sub) -> None:
     clear.add_argument("number")
     clear.add_argument("--yes", action="store_true", help="really clear it")
     clear.set_defaults(func=cmd_meter_clear)
+    threshold = meter.add_parser("threshold", parents=[by], help="set the low-balance alert threshold")
+    threshold.add_argument("number")
+    threshold.add_argument("value", metavar="VALUE", help="in the meter's unit (KES or kWh), or 'auto'")
+    threshold.set_defaults(func=cmd_meter_threshold)

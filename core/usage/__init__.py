@@ -1,0 +1,1 @@
+"""Meter readings, consumption, days left, low-balance alerts (issue 15). Pure except `service.py`."""
