@@ -145,3 +145,37 @@ def test_wrong_token_and_foreign_sources_are_refused(database_url):
         assert stack.sql("SELECT count(*) n FROM mpesa_callbacks")[0].n == 0
     finally:
         stack.stop()
+
+
+def test_dashboard_lists_assigns_and_filters_c2b_payments(database_url, monkeypatch):
+    from tests.admin_helpers import FAST, add_user, logged_in
+
+    stack = Stack(database_url, **FAST)
+    try:
+        _dashboard_story(stack, monkeypatch, add_user, logged_in)
+    finally:
+        stack.stop()
+
+
+def _dashboard_story(stack, monkeypatch, add_user, logged_in):
+    register(stack, monkeypatch)
+    simulate(stack, account="nobody", amount=75)
+    simulate(stack, account="A101", amount=60)
+    settled(stack, 2)
+    add_user(stack.database_url, "boss", "admin")
+    boss = logged_in(stack, "boss")
+    overview = boss.page("/admin")
+    assert "paid to an unknown account #" in overview.text and "Assign to meter" in overview.text
+    [ref] = [r.id for r in stack.sql("SELECT id FROM mpesa_callbacks WHERE outcome = 'unknown_account'")]
+    refused = boss.form(f"/admin/reviews/{ref}/resolve", action="assign", meter="OFF1", reason="wrong")
+    assert refused.status_code == 303 and "not resolved" in boss.page("/admin").text
+    boss.page("/admin")
+    done = boss.form(f"/admin/reviews/{ref}/resolve", action="assign", meter="a101", reason="tenant called")
+    assert done.status_code == 303
+    assert "credited to meter a101" in boss.page("/admin").text
+    assert stack.sql("SELECT count(*) n FROM payments WHERE channel = 'c2b'")[0].n == 2
+    listed = boss.page("/admin/payments?channel=c2b")
+    assert listed.status_code == 200 and listed.text.count("/admin/payments/") >= 2
+    assert boss.page("/admin/payments?channel=pigeon").status_code == 400
+    csv = boss.page("/admin/payments.csv?channel=c2b").text
+    assert csv.count("\nc2b") == 0 and csv.count(",c2b,") == 2 and "payer_name" in csv
