@@ -44,6 +44,13 @@ def simulate(stack: Stack, *, account: str = "A101", amount: object = 150, comma
     assert answer.status_code == 200 and answer.json()["ResponseCode"] == "0", answer.text
 
 
+def wait(predicate, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def settled(stack: Stack, count: int = 1, timeout: float = 10) -> list:
     deadline = time.monotonic() + timeout
     while True:
@@ -65,6 +72,20 @@ def test_paybill_payment_is_validated_confirmed_and_credited_on_the_meter(stack,
     assert done["meterNumber"] == "A101" and done["paidAmount"] == 150 and done["unitsAdded"] == 150
     assert stack.payment(done["id"])["mpesaReceiptNumber"] == payment.trans_id  # by id too
     assert stack.tuya.total_credits("dev-a101") == Decimal(150)
+    # The MSISDN came hashed: the receipt goes to Wanjiku, the tenant linked to A101.
+    wait(lambda: stack.sms.messages(to="+254712345678"))
+    [sms] = stack.sms.messages(to="+254712345678")
+    assert payment.trans_id in sms.message and "A101" in sms.message and "KES 150" in sms.message
+
+
+def test_a_payer_in_clear_who_is_not_linked_gets_a_receipt_too(stack, monkeypatch):
+    register(stack, monkeypatch)
+    stack.daraja.c2b.script("normal", msisdn_in_clear=True)
+    simulate(stack, amount=80, msisdn="254722000111")
+    [payment] = settled(stack)
+    stack.wait_for(payment.trans_id, lambda p: p["topUpStatus"] == "APPLIED", timeout=20)
+    wait(lambda: stack.sms.messages(to="+254722000111") and stack.sms.messages(to="+254712345678"))
+    assert payment.trans_id in stack.sms.messages(to="+254722000111")[0].message
 
 
 def test_validation_rejects_an_unknown_account_and_nothing_is_confirmed(stack, monkeypatch):

@@ -47,19 +47,42 @@ def _units_text(language: str, units: Decimal | None, money: bool) -> str:
 
 async def compose(event: Notify, *, uow: UnitOfWork) -> Message | None:
     """The message for an event, or None when nobody is to be told (a manual credit, say)."""
+    messages = await compose_all(event, uow=uow)
+    return messages[0] if messages else None
+
+
+async def compose_all(event: Notify, *, uow: UnitOfWork) -> list[Message]:
+    """Who is told, and what. A payment we started tells its payer. A C2B payment (Paybill, Till) tells
+    the tenants linked to the meter, each in their language and channel, and the payer's phone when
+    M-Pesa gave it in clear."""
     async with uow:
         topup = await uow.topups.get(event.topup_id) if event.topup_id else None
         payment_id = event.payment_id or (topup.payment_id if topup else None)
         payment = await uow.payments.get(payment_id) if payment_id else None
         if payment is None:
-            return None
+            return []
         meter = await uow.meters.get(payment.meter_id)
-        tenant = await uow.tenants.get_by_phone(payment.phone)
-    lang = (tenant.language if tenant else None) or "en"
+        tenant = await uow.tenants.get_by_phone(payment.phone) if payment.phone else None
+        linked = await uow.tenants.linked_to(meter.id) if payment.channel == Channel.C2B else []
     kind = "topup_failed" if event.event is NotifyEvent.TOPUP_REVIEW else event.event.value
     if kind not in ("payment_failed", "topup_applied", "topup_delayed", "topup_failed"):
-        return None
-    fields = dict(paid=format_kes(payment.amount), meter=meter.number,
+        return []
+    topup_id = topup.id if topup else None
+    if payment.channel != Channel.C2B:
+        lang = (tenant.language if tenant else None) or "en"
+        chat_id = tenant.telegram_chat_id if tenant is not None and payment.channel == Channel.TELEGRAM else None
+        return [Message(payment.phone, _body(lang, kind, payment, meter, topup), payment.id, topup_id, chat_id)]
+    messages = [Message(t.phone, _body(t.language or "en", kind, payment, meter, topup), payment.id, topup_id,
+                        t.telegram_chat_id) for t in linked]
+    if payment.phone and payment.phone not in {t.phone for t in linked}:
+        lang = (tenant.language if tenant else None) or "en"
+        messages.append(Message(payment.phone, _body(lang, kind, payment, meter, topup), payment.id, topup_id))
+    return messages
+
+
+def _body(lang: str, kind: str, payment, meter, topup) -> str:
+    paid = payment.paid_amount if payment.channel == Channel.C2B and payment.paid_amount else payment.amount
+    fields = dict(paid=format_kes(paid), meter=meter.number,
                   receipt=f" (M-Pesa {payment.mpesa_receipt})" if payment.mpesa_receipt else "")
     if kind == "payment_failed":
         reasons = text(lang, "why")
@@ -69,16 +92,20 @@ async def compose(event: Notify, *, uow: UnitOfWork) -> Message | None:
         money = topup.units_added == topup.amount
         fields.update(units=_units_text(lang, topup.units_added, money),
                       balance=_balance_text(lang, topup.balance_after, money))
-    body = text(lang, kind).format(**fields)
-    chat_id = tenant.telegram_chat_id if tenant is not None and payment.channel == Channel.TELEGRAM else None
-    return Message(payment.phone, body, payment.id, topup.id if topup else None, chat_id)
+    return text(lang, kind).format(**fields)
 
 
 async def notify(event: Notify, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
                  telegram: TelegramSender | None = None) -> str:
-    message = await compose(event, uow=uow)
-    if message is None:
+    messages = await compose_all(event, uow=uow)
+    if not messages:
         return "nobody"
+    statuses = [await _send(event, message, uow=uow, sms=sms, clock=clock, telegram=telegram) for message in messages]
+    return "sent" if "sent" in statuses else statuses[0]
+
+
+async def _send(event: Notify, message: Message, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
+                telegram: TelegramSender | None) -> str:
     if message.chat_id is not None and telegram is not None and await _by_telegram(
             event, message, uow=uow, telegram=telegram, clock=clock):
         return "sent"
