@@ -177,3 +177,18 @@ async def test_a_refund_closes_the_review_and_credits_nothing(world):
     assert await list_reviews(uow=world.uow()) == [] and await world.rows(payments) == []
     [stored] = await world.rows(mpesa_callbacks)
     assert stored["outcome"] == "refunded"
+
+
+@pytest.mark.parametrize("language,wording", [("en", "Pay by Paybill 600000, account A101"),
+                                              ("sw", "Lipa kwa Paybill 600000, akaunti A101")])
+def test_balance_screen_shows_the_paybill_when_one_is_set(language, wording):
+    from core.dialogue.screens import draw
+    from core.dialogue.types import BalanceInfo, Caller, DialogueState, Frame, MeterChoice
+    from ussd.render import to_text
+
+    meter = MeterChoice(number="A101", name="Flat A1")
+    state = DialogueState(language=language).model_copy(update={
+        "frame": Frame(screen="balance", meter=meter), "balance": BalanceInfo(meter=meter, amount=Decimal(5), live=True)})
+    shown = to_text(draw(state, Caller(phone="254712345678", meters=(meter,), paybill="600000"))[1])
+    assert wording in shown and len(shown) <= 160
+    assert "Paybill" not in to_text(draw(state, Caller(phone="254712345678", meters=(meter,)))[1])

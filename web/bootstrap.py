@@ -129,7 +129,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     ussd_sessions, history = SqlUssdSessionStore(engine), SqlPaymentHistory(engine)
     ussd, bot = build_channel_deps(engine, uow=uow, limits=limits, clock=clock, history=history,
                                    ussd_sessions=ussd_sessions, balance_reader=balance_reader, metrics=metrics,
-                                   ussd_config=ussd_config)
+                                   ussd_config=ussd_config, paybill=settings.paybill_number)
     worker = build_worker(settings, uow=uow, clock=clock, payment_gateway=payment_gateway, sms=sms,
                           telegram=telegram, topup_engine=topup_engine, ussd_sessions=ussd_sessions,
                           heartbeats=SqlHeartbeats(engine), worker_id=worker_id)
@@ -202,7 +202,7 @@ def build_telegram(settings: Settings, http: httpx.AsyncClient) -> TelegramBotAp
 def build_channel_deps(engine: AsyncEngine, *, uow: Callable[[], UnitOfWork], limits: PaymentLimits, clock: Clock,
                        history: SqlPaymentHistory, ussd_sessions: SqlUssdSessionStore,
                        balance_reader: MeterBalanceReader | None, metrics: Metrics,
-                       ussd_config: UssdConfig | None) -> tuple[UssdDeps, BotDeps]:
+                       ussd_config: UssdConfig | None, paybill: str = "") -> tuple[UssdDeps, BotDeps]:
     """What the USSD and Telegram dialogues work with. The storage adapters are chosen here, so that
     ussd/ and bot/ depend on core only."""
 
@@ -210,7 +210,7 @@ def build_channel_deps(engine: AsyncEngine, *, uow: Callable[[], UnitOfWork], li
         metrics.payments_started.labels(channel=channel.value).inc()
 
     dialogue = DialogueDeps(uow=uow, limits=limits, clock=clock, history=history, balance_reader=balance_reader,
-                            on_payment_started=started)
+                            on_payment_started=started, paybill=paybill)
     ussd = UssdDeps(dialogue=dialogue, sessions=ussd_sessions, **({"config": ussd_config} if ussd_config else {}))
     bot = BotDeps(dialogue=dialogue, chats=SqlTelegramChatStore(engine), accounts=SqlTelegramAccounts(engine))
     return ussd, bot

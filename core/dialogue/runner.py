@@ -32,7 +32,8 @@ class DialogueRunner:
 
     async def caller(self, phone: str, *, payment_key: str | None) -> Caller:
         """Who is talking, loaded afresh for each input (a landlord may have linked a meter meanwhile)."""
-        return await load_caller(phone, uow=self.deps.uow(), limits=self.deps.limits, payment_key=payment_key)
+        return await load_caller(phone, uow=self.deps.uow(), limits=self.deps.limits, payment_key=payment_key,
+                                 paybill=self.deps.paybill)
 
     def restore(self, stored: dict | None, *, where: str) -> DialogueState | None:
         """The state a channel stored as JSON, or None to start afresh (nothing stored, or written by an

@@ -114,6 +114,7 @@ class Caller:
     max_amount: int = 150_000
     tenant_id: str | None = None
     payment_key: str | None = None  # idempotency key for a payment started in this conversation
+    paybill: str = ""  # PAYBILL_NUMBER: shown with a meter so tenants can pay from the M-Pesa menu too
 
 
 # --- effects the caller performs, and their outcomes ------------------------------------------
