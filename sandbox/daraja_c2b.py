@@ -169,6 +169,16 @@ def c2b_routes(sandbox: Any, json_body) -> list[Route]:
         return JSONResponse({"OriginatorCoversationID": secrets.token_hex(8), "ResponseCode": "0",
                              "ResponseDescription": "Accept the service request successfully."})
 
+    async def pay(request: Request) -> JSONResponse:
+        """Simulate C2B without a token, for a person at a terminal (`make demo` prints it)."""
+        try:
+            payment = sandbox.c2b.simulate(await json_body(request), sandbox.used_receipts())
+        except (DarajaError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        task = asyncio.create_task(deliver(sandbox, payment))
+        sandbox.track(task)
+        return JSONResponse({"TransID": payment.trans_id, "ResponseCode": "0"})
+
     async def script(request: Request) -> JSONResponse:
         """{"outcome": normal|validation_timeout|duplicate_confirmation, "copies", "msisdn_in_clear"} or
         {"validation": true|false, "shortcode": "600000"}."""
@@ -193,6 +203,7 @@ def c2b_routes(sandbox: Any, json_body) -> list[Route]:
         Route("/mpesa/c2b/v1/simulate", simulate, methods=["POST"]),
         Route("/mpesa/c2b/v2/simulate", simulate, methods=["POST"]),
         Route("/sandbox/c2b", script, methods=["POST"]),
+        Route("/sandbox/c2b/pay", pay, methods=["POST"]),
         Route("/sandbox/c2b/payments", payments, methods=["GET"]),
     ]
 
