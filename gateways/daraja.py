@@ -42,6 +42,8 @@ TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
 OAUTH_PATH = "/oauth/v1/generate"
 PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 QUERY_PATH = "/mpesa/stkpushquery/v1/query"
+REGISTER_URL_PATH = "/mpesa/c2b/v2/registerurl"  # Customer To Business Register URL, v2
+RESPONSE_TYPES = ("Completed", "Cancelled")  # what M-Pesa does when our validation URL does not answer in time
 INVALID_TOKEN = "404.001.03"
 SANDBOX_HOST, PRODUCTION_HOST = "sandbox.safaricom.co.ke", "api.safaricom.co.ke"
 SANDBOX_SHORTCODE = "174379"  # Safaricom's published Lipa na M-Pesa test shortcode
@@ -179,6 +181,21 @@ class DarajaGateway:
             return StkQueryResult(processing=True)
         desc = answer.body.get("ResultDesc")
         return StkQueryResult(processing=False, result_code=str(answer.body["ResultCode"]), result_desc=desc)
+
+    async def register_c2b_urls(self, *, shortcode: str, response_type: str, confirmation_url: str,
+                                validation_url: str) -> dict[str, str]:
+        """Register the C2B URLs of a Paybill or Till. Daraja's answer (OriginatorCoversationID,
+        ResponseCode "0", ResponseDescription) on success; UpstreamError when refused."""
+        if response_type not in RESPONSE_TYPES:
+            raise InvalidInput(f"ResponseType must be {' or '.join(RESPONSE_TYPES)}", code="invalid_response_type")
+        payload = {"ShortCode": str(shortcode), "ResponseType": response_type,
+                   "ConfirmationURL": confirmation_url, "ValidationURL": validation_url}
+        answer = await self._call("register", REGISTER_URL_PATH, lambda: payload)
+        code = str(answer.body.get("ResponseCode", ""))
+        if code not in ("0", "00000000"):
+            desc = str(answer.body.get("ResponseDescription", ""))
+            raise UpstreamError(f"M-Pesa refused the C2B URLs: {desc or code or 'no answer'}", code=code or "bad_response")
+        return {key: str(value) for key, value in answer.body.items()}
 
     # -- plumbing ----------------------------------------------------------------------------
 

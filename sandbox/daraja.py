@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from sandbox.daraja_c2b import c2b_routes
 from sandbox.daraja_rules import PUSH_ERROR, DarajaError, error_body
 from sandbox.daraja_state import DarajaSandbox, Fault, Script, Transaction
 
@@ -73,6 +74,7 @@ class _Handlers:
             Route("/sandbox/transactions", self.transactions, methods=["GET"]),
             Route("/sandbox/expire-tokens", self.expire_tokens, methods=["POST"]),
             Route("/sandbox/reset", self.reset, methods=["POST"]),
+            *c2b_routes(self.sandbox, _json_body),  # Register URL and simulate C2B (Paybill, Till)
         ]
 
     async def oauth(self, request: Request) -> JSONResponse:

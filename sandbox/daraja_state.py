@@ -17,6 +17,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any, Callable
 
+from sandbox.daraja_c2b import C2bState
 from sandbox.daraja_rules import (
     OUTCOMES,
     PUSH_ERROR,
@@ -80,6 +81,7 @@ class DarajaSandbox:
             self._query_faults: deque[Fault] = deque()
             self._slow_pushes: deque[float] = deque()
             self._txns: dict[str, Transaction] = {}
+            self.c2b = C2bState()  # registered C2B URLs, scripts and simulated Paybill/Till payments
         self.cancel_callbacks()
 
     def cancel_callbacks(self) -> None:
@@ -119,7 +121,7 @@ class DarajaSandbox:
         with self._lock:
             if api == "push":
                 self.push_requests += 1
-            else:
+            elif api == "query":
                 self.query_requests += 1
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -296,6 +298,10 @@ class DarajaSandbox:
         while receipt in used:
             receipt = new_receipt()
         return receipt
+
+    def used_receipts(self) -> set[str]:
+        with self._lock:
+            return {t.receipt for t in self._txns.values() if t.receipt}
 
     def record_callback(self, checkout_request_id: str, body: dict[str, Any], status: int | None, error: str | None) -> None:
         with self._lock:

@@ -68,6 +68,7 @@ class PaymentFilter:
     topup: str = ""
     meter: str = ""
     phone: str = ""
+    channel: str = ""  # api | ussd | telegram | dashboard | c2b
     start: datetime | None = None  # UTC, inclusive
     end: datetime | None = None  # UTC, exclusive
 
@@ -87,6 +88,8 @@ def _payment_query(f: PaymentFilter):
         query = query.where(meters.c.number == f.meter)
     if f.phone:
         query = query.where(payments.c.phone.contains(f.phone, autoescape=True))
+    if f.channel:
+        query = query.where(payments.c.channel == f.channel)
     if f.start:
         query = query.where(payments.c.created_at >= f.start)
     if f.end:

@@ -26,8 +26,10 @@ def _payment_sums(start: datetime | None, end: datetime | None):
     accepted = sa.or_(payments.c.status == "completed",
                       sa.and_(payments.c.status == "needs_review", payments.c.resolution.like("credit:%")))
     unresolved = sa.and_(payments.c.status == "needs_review", payments.c.resolved_at.is_(None))
+    # A C2B payment is whatever the payer sent, to the cent (`amount` keeps only its whole KES).
+    received = sa.case((payments.c.channel == "c2b", payments.c.paid_amount), else_=payments.c.amount)
     return (sa.select(payments.c.meter_id,
-                      money_sum(sa.case((accepted, payments.c.amount))).label("paid"),
+                      money_sum(sa.case((accepted, received))).label("paid"),
                       money_sum(sa.case((payments.c.status.in_(("requested", "pending")), payments.c.amount)))
                       .label("pending"),
                       money_sum(sa.case((unresolved, payments.c.amount))).label("payment_review"))

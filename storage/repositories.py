@@ -49,6 +49,12 @@ class SqlMeterRepository(_Repository):
         row = (await self.conn.execute(sa.select(meters).where(meters.c.number == number))).first()
         return from_row(Meter, row)
 
+    async def by_account(self, key: str) -> list[Meter]:
+        """core.meters.model.account_key applied to the stored numbers, in SQL: one query."""
+        folded = sa.func.upper(sa.func.replace(sa.func.replace(meters.c.number, "-", ""), " ", ""))
+        rows = await self.conn.execute(sa.select(meters).where(folded == key).order_by(meters.c.number))
+        return [from_row(Meter, row) for row in rows]
+
     async def list(self) -> list[Meter]:
         rows = await self.conn.execute(sa.select(meters).order_by(meters.c.number))
         return [from_row(Meter, row) for row in rows]
@@ -84,6 +90,11 @@ class SqlTenantRepository(_Repository):
         query = (sa.select(meters).join(meter_access, meter_access.c.meter_id == meters.c.id)
                  .where(meter_access.c.tenant_id == tenant_id).order_by(meters.c.number))
         return [from_row(Meter, row) for row in await self.conn.execute(query)]
+
+    async def linked_to(self, meter_id: str) -> list[Tenant]:
+        query = (sa.select(tenants).join(meter_access, meter_access.c.tenant_id == tenants.c.id)
+                 .where(meter_access.c.meter_id == meter_id).order_by(tenants.c.phone))
+        return [from_row(Tenant, row) for row in await self.conn.execute(query)]
 
     async def unlink(self, tenant_id: str, meter_id: str) -> bool:
         """The tenant no longer sees the meter in menus; True when a link was removed."""
@@ -142,10 +153,44 @@ class SqlPaymentRepository(_Repository):
 
 
 class SqlCallbackRepository(_Repository):
-    async def add(self, *, body: str, source: str | None, received_at: datetime) -> int:
+    async def add(self, *, body: str, source: str | None, received_at: datetime, kind: str = "stk",
+                  outcome: str = "received", trans_id: str | None = None, note: str | None = None) -> int:
         result = await self.conn.execute(mpesa_callbacks.insert().values(
-            body=body, source=source, received_at=received_at, outcome="received"))
+            body=body, source=source, received_at=received_at, outcome=outcome, kind=kind, trans_id=trans_id,
+            note=note))
         return result.inserted_primary_key[0]
+
+    async def set_c2b_outcome(self, callback_id: int, *, outcome: str, trans_id: str | None, payment_id: str | None,
+                              note: str | None) -> None:
+        await self.conn.execute(mpesa_callbacks.update().where(mpesa_callbacks.c.id == callback_id).values(
+            outcome=outcome, trans_id=trans_id, payment_id=payment_id, note=note))
+
+    async def c2b_claimed(self, trans_id: str, *, claims: tuple[str, ...]) -> bool:
+        query = sa.select(mpesa_callbacks.c.id).where(
+            mpesa_callbacks.c.trans_id == trans_id, mpesa_callbacks.c.kind == "c2b_confirmation",
+            mpesa_callbacks.c.outcome.in_(claims)).limit(1)
+        return (await self.conn.scalar(query)) is not None
+
+    async def c2b_waiting(self, *, outcome: str, limit: int = 100) -> list[tuple[int, str, datetime, str | None]]:
+        query = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body, mpesa_callbacks.c.received_at,
+                           mpesa_callbacks.c.note)
+                 .where(mpesa_callbacks.c.kind == "c2b_confirmation", mpesa_callbacks.c.outcome == outcome)
+                 .order_by(mpesa_callbacks.c.id).limit(limit))
+        return [tuple(row) for row in await self.conn.execute(query)]
+
+    async def c2b_body(self, callback_id: int, *, outcome: str) -> str | None:
+        query = sa.select(mpesa_callbacks.c.body).where(
+            mpesa_callbacks.c.id == callback_id, mpesa_callbacks.c.kind == "c2b_confirmation",
+            mpesa_callbacks.c.outcome == outcome)
+        if self.locks_rows:
+            query = query.with_for_update()
+        return await self.conn.scalar(query)
+
+    async def c2b_move(self, callback_id: int, *, from_outcome: str, to_outcome: str, payment_id: str | None) -> bool:
+        result = await self.conn.execute(mpesa_callbacks.update().where(
+            mpesa_callbacks.c.id == callback_id, mpesa_callbacks.c.kind == "c2b_confirmation",
+            mpesa_callbacks.c.outcome == from_outcome).values(outcome=to_outcome, payment_id=payment_id))
+        return result.rowcount == 1
 
     async def set_outcome(self, callback_id: int, *, outcome: str, checkout_request_id: str | None,
                           payment_id: str | None) -> None:
@@ -154,12 +199,13 @@ class SqlCallbackRepository(_Repository):
 
     async def unresolved_orphans(self, limit: int = 100) -> list[tuple[int, str, datetime]]:
         query = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body, mpesa_callbacks.c.received_at)
-                 .where(mpesa_callbacks.c.outcome == "orphan").order_by(mpesa_callbacks.c.id).limit(limit))
+                 .where(mpesa_callbacks.c.outcome == "orphan", mpesa_callbacks.c.kind == "stk").order_by(mpesa_callbacks.c.id).limit(limit))
         return [tuple(row) for row in await self.conn.execute(query)]
 
     async def unapplied(self, limit: int = 100) -> list[tuple[int, str | None, datetime]]:
         """Callbacks kept but not applied because applying them failed (outcome `error`)."""
-        query = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.checkout_request_id, mpesa_callbacks.c.received_at)
+        reference = sa.func.coalesce(mpesa_callbacks.c.checkout_request_id, mpesa_callbacks.c.trans_id)
+        query = (sa.select(mpesa_callbacks.c.id, reference, mpesa_callbacks.c.received_at)
                  .where(mpesa_callbacks.c.outcome == "error").order_by(mpesa_callbacks.c.id).limit(limit))
         return [tuple(row) for row in await self.conn.execute(query)]
 

@@ -106,6 +106,8 @@ payments = sa.Table(
     sa.Column("resolution", sa.String(500), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("payer_name", sa.String(120), nullable=True),  # C2B: as Daraja sends it (may be masked)
+    sa.Column("payer_msisdn", sa.String(64), nullable=True),  # C2B: as Daraja sends it (masked or hashed in v2)
     # Daraja refuses a second prompt while one is open, so do we: at most one active payment a phone.
     sa.Index("uq_payments_active_phone", "phone", unique=True,
              sqlite_where=sa.text(ACTIVE_PAYMENT), postgresql_where=sa.text(ACTIVE_PAYMENT)),
@@ -121,6 +123,11 @@ mpesa_callbacks = sa.Table(
     sa.Column("checkout_request_id", sa.String(64), nullable=True, index=True),
     sa.Column("payment_id", sa.String(36), nullable=True, index=True),
     sa.Column("outcome", sa.String(32), nullable=False),
+    # stk | c2b_validation | c2b_confirmation; C2B bodies are keyed on TransID (the M-Pesa receipt)
+    sa.Column("kind", sa.String(16), nullable=False, server_default="stk"),
+    sa.Column("trans_id", sa.String(32), nullable=True, index=True),
+    sa.Column("note", sa.String(255), nullable=True),  # why a C2B body was refused or waits for a person
+    sa.Index("ix_mpesa_callbacks_kind_outcome", "kind", "outcome"),
 )
 
 topups = sa.Table(

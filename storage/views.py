@@ -9,7 +9,7 @@ from storage.tables import meters, payments, topups
 
 
 async def payment_view(engine: AsyncEngine, ref: str) -> dict | None:
-    """A payment by its id or its CheckoutRequestID, with its meter and its top-up."""
+    """A payment by its id, its CheckoutRequestID or its M-Pesa receipt (a C2B payment's TransID)."""
     query = (
         sa.select(
             payments,
@@ -19,7 +19,7 @@ async def payment_view(engine: AsyncEngine, ref: str) -> dict | None:
         )
         .join(meters, meters.c.id == payments.c.meter_id)
         .outerjoin(topups, topups.c.payment_id == payments.c.id)
-        .where(sa.or_(payments.c.id == ref, payments.c.checkout_request_id == ref))
+        .where(sa.or_(payments.c.id == ref, payments.c.checkout_request_id == ref, payments.c.mpesa_receipt == ref))
     )
     async with engine.connect() as conn:
         row = (await conn.execute(query)).first()

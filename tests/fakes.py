@@ -131,10 +131,15 @@ class FakePayments(_Repo):
 
 
 class FakeCallbacks(_Repo):
-    async def add(self, *, body, source, received_at):
+    async def add(self, *, body, source, received_at, kind="stk", outcome="received", trans_id=None, note=None):
         self.data.callbacks.append({"id": len(self.data.callbacks) + 1, "body": body, "source": source,
-                                    "outcome": "received", "checkout_request_id": None, "payment_id": None})
+                                    "outcome": outcome, "checkout_request_id": None, "payment_id": None,
+                                    "kind": kind, "trans_id": trans_id, "note": note})
         return len(self.data.callbacks)
+
+    async def c2b_waiting(self, *, outcome, limit=100):
+        return [(c["id"], c["body"], FakeClock().now(), c["note"]) for c in self.data.callbacks
+                if c["kind"] == "c2b_confirmation" and c["outcome"] == outcome][:limit]
 
     async def set_outcome(self, callback_id, *, outcome, checkout_request_id, payment_id):
         self.data.callbacks[callback_id - 1].update(outcome=outcome, checkout_request_id=checkout_request_id,

@@ -40,9 +40,11 @@ def test_demo_starts_pays_and_leaves_a_failed_top_up_to_fix(tmp_path):
 
         def history_made() -> bool:
             rows = run_sql(url, "SELECT t.status FROM topups t")
-            return sorted(r.status for r in rows) == ["applied", "applied", "failed"]
+            return sorted(r.status for r in rows) == ["applied", "applied", "applied", "failed"]
 
-        wait_for(history_made, what="the demo history (2 applied top-ups, 1 failed)")
+        wait_for(history_made, what="the demo history (3 applied top-ups, one by Paybill; 1 failed)")
+        [c2b] = run_sql(url, "SELECT mpesa_receipt, status FROM payments WHERE channel = 'c2b'")
+        assert c2b.status == "completed"
         wait_for(lambda: [r.review_reason for r in run_sql(url, "SELECT review_reason FROM payments WHERE "
                                                                 "status = 'needs_review'")]
                  == ["M-Pesa says paid after we settled it as failed"], what="the demo's late-success review")
@@ -67,4 +69,5 @@ def test_demo_starts_pays_and_leaves_a_failed_top_up_to_fix(tmp_path):
             output = demo.communicate()[0]
     assert "admin / lipameter-demo" in output and "curl -s -X POST" in output
     assert f"{base}/sandbox/whatsapp/sandbox/chat" in output
+    assert '"Pay Bill 600000, account A101"' in output and "/sandbox/daraja/sandbox/c2b/pay" in output
     assert "Traceback" not in output

@@ -23,7 +23,8 @@ from ussd.render import LIMIT, ascii_only, to_text
 LONG_NAME = ("Nyumba ya Mzee \u2013 Ruaka Heights, Block \u201cC\u201d, Caf\u00e9 floor, d\u00e9j\u00e0 vu "
              "wing, flat no. 1234567890 \u2014 next to the big mango tree")[:120]
 METERS = tuple(MeterChoice(number=f"ABCDEFGHIJ{i:02d}", name=LONG_NAME) for i in range(1, 13))
-WORST = Caller(phone="254712345678", meters=METERS, min_amount=100_000, max_amount=250_000)
+WORST = Caller(phone="254712345678", meters=METERS, min_amount=100_000, max_amount=250_000,
+               paybill="9999999")  # the longest Paybill number shows on the balance screen
 BIG = Decimal("99999999999999.9999")  # Numeric(18, 4), the meters table's widest balance
 WHEN = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)
 M = METERS[0]

@@ -30,6 +30,7 @@ DEMO_CALLBACK_TOKEN = "demo-callback-token-not-secret"
 DEMO_DARAJA = dict(consumer_key="demo-consumer-key", consumer_secret="demo-consumer-secret",
                    shortcode="174379", passkey="demo-passkey")
 DEMO_SMS = dict(username="sandbox", api_key="demo-at-key")
+DEMO_PAYBILL = "600000"  # Safaricom's C2B test shortcode
 DEMO_TUYA = dict(access_id="demo-tuya-access-id", access_secret="demo-tuya-access-secret")
 DEMO_TELEGRAM = dict(token="7000000001:demo-bot-token", secret="demo-webhook-secret")
 DEMO_WHATSAPP = dict(token="demo-whatsapp-token", phone_number_id="100000000000001",
@@ -61,9 +62,17 @@ def demo_settings(*, host: str, port: int, database_url: str | None) -> Settings
         whatsapp_app_secret=DEMO_WHATSAPP["app_secret"], whatsapp_verify_token=DEMO_WHATSAPP["verify_token"],
         whatsapp_api_base=f"{base}/sandbox/whatsapp/v21.0", whatsapp_receipt_template="lipameter_receipt:en",
         reconcile_after_s=60, sweep_every_s=10,
+        daraja_c2b_shortcode=DEMO_PAYBILL, paybill_number=DEMO_PAYBILL,
         # Signs dashboard sessions; a fresh one per demo run (logins do not outlive the process).
         secret_key=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
     )
+
+
+def demo_c2b(settings: Settings) -> dict:
+    """What `lipameter mpesa register-urls` would send, for the demo's Daraja sandbox."""
+    return {"credentials": (DEMO_DARAJA["consumer_key"], DEMO_DARAJA["consumer_secret"]),
+            "register": {"ShortCode": settings.c2b_shortcode, "ResponseType": "Completed",
+                         "ConfirmationURL": settings.c2b_url("confirm"), "ValidationURL": settings.c2b_url("validate")}}
 
 
 def demo_tuya():
@@ -130,6 +139,14 @@ the meter is credited a second later and the SMS receipt lands in the sandbox in
 Then look at the payment (use the mpesaTransactionId from the answer):
 
   curl -s -H 'Authorization: Bearer {DEMO_API_KEY}' {base}/mpesa/payments/<mpesaTransactionId>
+
+Pay from the M-Pesa menu instead: "Pay Bill {DEMO_PAYBILL}, account A101" (the sandbox validates, then confirms;
+try account "a-101", or one that names no meter, which is refused and the money stays in the wallet):
+
+  curl -s -X POST {base}/sandbox/daraja/sandbox/c2b/pay -H 'Content-Type: application/json' \
+    -d '{{"ShortCode": "{DEMO_PAYBILL}", "CommandID": "CustomerPayBillOnline", "Amount": 150, "Msisdn": "254712345678", "BillRefNumber": "A101"}}'
+
+  then: curl -s -H 'Authorization: Bearer {DEMO_API_KEY}' {base}/mpesa/payments/<TransID>
 
 Buy by USSD as Africa's Talking would post it (Wanjiku has meters A101 and A102; type 0 back, 00 home):
 

@@ -2,7 +2,8 @@
 STK pushes to the Daraja sandbox, real callbacks, real top-ups on the sandbox meters. One top-up fails on
 purpose (the Tuya project "loses permission" on meter A102 for one request), so that a landlord can find
 it on the dashboard and fix it with "retry top-up"; one payment is paid after M-Pesa reported it failed,
-so it waits on the review list to be credited or dismissed."""
+so it waits on the review list to be credited or dismissed. One payment comes from the M-Pesa menu
+(Pay Bill 600000, account A101), after the C2B URLs are registered as `lipameter mpesa register-urls` does."""
 
 from __future__ import annotations
 
@@ -37,11 +38,22 @@ def _wait_until_up(client: httpx.Client, timeout_s: float = 30) -> bool:
     return False
 
 
-def make_history(base_url: str, api_key: str) -> None:
+def register_c2b(client: httpx.Client, c2b: dict) -> None:
+    """Register the C2B URLs with the Daraja sandbox and switch its external validation on."""
+    daraja = "/sandbox/daraja"
+    token = client.get(f"{daraja}/oauth/v1/generate", params={"grant_type": "client_credentials"},
+                       auth=c2b["credentials"]).json()["access_token"]
+    client.post(f"{daraja}/mpesa/c2b/v2/registerurl", json=c2b["register"], headers={"Authorization": f"Bearer {token}"})
+    client.post(f"{daraja}/sandbox/c2b", json={"validation": True, "shortcode": c2b["register"]["ShortCode"]})
+
+
+def make_history(base_url: str, api_key: str, c2b: dict | None = None) -> None:
     with httpx.Client(base_url=base_url, timeout=20, headers={"Authorization": f"Bearer {api_key}"}) as client:
         if not _wait_until_up(client):
             log.warning("demo history skipped: the server did not come up")
             return
+        if c2b:
+            register_c2b(client, c2b)
         for phone, meter, amount, outcome, fault in HISTORY:
             msisdn = "254" + phone[1:]
             client.post("/sandbox/daraja/sandbox/script", json={"phone": msisdn, "outcome": outcome})
@@ -52,11 +64,25 @@ def make_history(base_url: str, api_key: str) -> None:
             if answer.status_code == 409:
                 continue  # this phone already has a prompt waiting (an earlier run's)
             client.post("/sandbox/daraja/sandbox/script", json={"phone": msisdn, "outcome": "success"})
+        if c2b:
+            client.post("/sandbox/daraja/sandbox/c2b/pay", json={
+                "ShortCode": c2b["register"]["ShortCode"], "CommandID": "CustomerPayBillOnline", "Amount": 250,
+                "Msisdn": "254766000555", "BillRefNumber": "A101"})
         log.info("demo history made: %d payments (one top-up fails on purpose: fix it on the dashboard)",
                  len(HISTORY))
 
 
-def start_history(base_url: str, api_key: str, *, database_has_payments: bool) -> None:
+def start_history(base_url: str, api_key: str, *, database_has_payments: bool, c2b: dict | None = None) -> None:
+    """`c2b`: {"credentials": (key, secret), "register": Register URL body}; the URLs are registered on every run
+    (the sandbox forgets them), the history made only into an empty database."""
     if database_has_payments:
+        if c2b:
+            threading.Thread(target=_register_only, args=(base_url, api_key, c2b), name="demo-c2b", daemon=True).start()
         return
-    threading.Thread(target=make_history, args=(base_url, api_key), name="demo-history", daemon=True).start()
+    threading.Thread(target=make_history, args=(base_url, api_key, c2b), name="demo-history", daemon=True).start()
+
+
+def _register_only(base_url: str, api_key: str, c2b: dict) -> None:
+    with httpx.Client(base_url=base_url, timeout=20, headers={"Authorization": f"Bearer {api_key}"}) as client:
+        if _wait_until_up(client):
+            register_c2b(client, c2b)

@@ -128,7 +128,7 @@ async def get_payment(request: Request) -> Response:
     ref = request.path_params["payment_id"]
     row = await payment_view(services.engine, ref) if len(ref) <= 64 else None
     if row is None:
-        return error_response(404, "no payment with this id or CheckoutRequestID", "payment_not_found")
+        return error_response(404, "no payment with this id, CheckoutRequestID or M-Pesa receipt", "payment_not_found")
     return JSONResponse(payment_document(row))
 
 
@@ -156,6 +156,8 @@ def payment_document(row: dict) -> dict:
         "resultDesc": row["result_desc"],
         "reviewReason": row["review_reason"],
         "channel": row["channel"],
+        "paidAmount": wire_number(row["paid_amount"]),
+        "payerName": row["payer_name"],
         "createdAt": local(row["created_at"]),
     }
 

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     daraja_transaction_type: str = "CustomerPayBillOnline"
     daraja_party_b: str = ""
     daraja_timeout_s: float = 15.0
+    daraja_c2b_shortcode: str = ""  # the Paybill/Till whose C2B URLs we register; default DARAJA_SHORTCODE
+    paybill_number: str = ""  # the business number tenants are shown; default the C2B shortcode
 
     tuya_endpoint: str = ""
     tuya_access_id: str = ""
@@ -131,6 +133,19 @@ class Settings(BaseSettings):
             return (f"the Telegram webhook {url!r} uses port {port}; Telegram posts only to ports "
                     + ", ".join(map(str, TELEGRAM_WEBHOOK_PORTS)))
         return None
+
+    @property
+    def c2b_shortcode(self) -> str:
+        return self.daraja_c2b_shortcode or self.daraja_shortcode
+
+    @property
+    def paybill(self) -> str:
+        """The business number shown to tenants ("Pay by Paybill"); empty shows nothing."""
+        return self.paybill_number or self.c2b_shortcode
+
+    def c2b_url(self, step: str) -> str:
+        """`validate` or `confirm`: the URLs registered with Daraja (no "mpesa" in the path, as Safaricom asks)."""
+        return f"{self.public_base_url.rstrip('/')}/payments/c2b/{step}/{self.callback_token.get_secret_value()}"
 
     def startup_warnings(self) -> list[str]:
         """Settings `serve` runs with but that will not work against the real Daraja."""

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Mapping
 
+from core.payments.c2b import assign_c2b, refund_c2b, unknown_account_payments
 from core.payments.callbacks import MalformedCallback, parse_stk_callback
 from core.payments.model import PaymentStatus
 from core.meters.lookup import find_meter
@@ -103,7 +104,7 @@ async def retry_topup(ref: str, reason: str | None, *, actor: Actor, uow: UnitOf
 
 @dataclass(frozen=True)
 class ReviewItem:
-    kind: str  # payment | topup | callback (M-Pesa said paid for no payment of ours)
+    kind: str  # payment | topup | callback (M-Pesa said paid for no payment of ours) | c2b (paid to an unknown account)
     id: str
     meter_id: str | None
     amount: Decimal
@@ -125,6 +126,10 @@ async def list_reviews(*, uow: UnitOfWork) -> list[ReviewItem]:
                          f"M-Pesa callback for CheckoutRequestID {checkout_id or '(unreadable)'} was kept but could "
                          f"not be applied: check that payment by hand, then dismiss", received_at)
               for callback_id, checkout_id, received_at in unapplied]
+    items += [ReviewItem("c2b", str(item.callback_id), None, item.body.amount or Decimal(0),
+                         f"M-Pesa {item.body.trans_id}: {item.reason}; assign it to a meter or record a refund",
+                         item.received_at)
+              for item in await unknown_account_payments(uow=uow)]
     return sorted((item for item in items if item is not None), key=lambda item: item.since)
 
 
@@ -140,14 +145,22 @@ def _orphan_item(callback_id: int, body: str, received_at: datetime) -> ReviewIt
     return ReviewItem("callback", str(callback_id), None, callback.amount or Decimal(0), reason, received_at)
 
 
-RESOLUTIONS = {"payment": ("credit", "dismiss"), "topup": ("applied", "retry", "dismiss"), "callback": ("dismiss",)}
+RESOLUTIONS = {"payment": ("credit", "dismiss"), "topup": ("applied", "retry", "dismiss"), "callback": ("dismiss",),
+               "c2b": ("assign", "refund")}
 
 
 async def resolve_review(ref: str, reason: str | None, *, action: str, actor: Actor, uow: UnitOfWork,
-                         clock: Clock) -> str:
+                         clock: Clock, meter: str | None = None) -> str:
     """Close a review. Payment: `credit` (top it up) or `dismiss`. Top-up: `applied` (seen on the
-    meter), `retry` (the meter shows it did not land) or `dismiss` (mark failed)."""
+    meter), `retry` (the meter shows it did not land) or `dismiss` (mark failed). Paid to an unknown
+    account: `assign` (credit `meter`, once) or `refund` (the money was sent back in M-Pesa)."""
     reason, now = require_reason(reason), clock.now()
+    if ref.isascii() and ref.isdigit() and action in RESOLUTIONS["c2b"]:
+        if action == "assign":
+            await assign_c2b(int(ref), meter, actor=actor.name, reason=reason, uow=uow, now=now)
+        else:
+            await refund_c2b(int(ref), actor=actor.name, reason=reason, uow=uow, now=now)
+        return action
     if ref.isascii() and ref.isdigit():
         return await _resolve_orphan(int(ref), reason, action=action, actor=actor, uow=uow, now=now)
     async with uow:

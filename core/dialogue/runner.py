@@ -34,7 +34,7 @@ class DialogueRunner:
         """Who is talking, loaded afresh for each input (a landlord may have linked a meter meanwhile).
         `network_code` is the mobile network the gateway says the caller is on (USSD), if known."""
         return await load_caller(phone, uow=self.deps.uow(), limits=self.deps.limits, payment_key=payment_key,
-                                 network_code=network_code)
+                                 network_code=network_code, paybill=self.deps.paybill)
 
     def restore(self, stored: dict | None, *, where: str) -> DialogueState | None:
         """The state a channel stored as JSON, or None to start afresh (nothing stored, or written by an

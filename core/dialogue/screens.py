@@ -108,7 +108,12 @@ def _balance(state: DialogueState, caller: Caller) -> tuple[DialogueState, Scree
         value = texts.text(t, "balance_live", amount=texts.kes(info.amount))
     else:
         value = texts.text(t, "balance_old", amount=texts.kes(info.amount), age=texts.age(t, info.age_s))
-    lines = ((meter_line(t, info.meter),) if info else ()) + (Line(value),)
+    if info and caller.paybill:
+        # "Pay by Paybill N, account <meter>" names the meter too: it takes the meter line's place, so
+        # that the screen still fits USSD's 160 characters.
+        lines = (Line(value), Line(texts.text(t, "paybill", number=caller.paybill, meter=info.meter.number)))
+    else:
+        lines = ((meter_line(t, info.meter),) if info else ()) + (Line(value),)
     return state, Screen(BALANCE, texts.text(t, "balance"), lines=lines,
                          options=(Option("1", texts.text(t, "menu.buy")),), nav=nav(t))
 

@@ -41,6 +41,7 @@ class DialogueDeps:
     history: PaymentHistory
     balance_reader: MeterBalanceReader | None = None  # None: no live reader, last known values only
     on_payment_started: Callable[[Channel], None] | None = None  # metrics, labelled by channel
+    paybill: str = ""  # PAYBILL_NUMBER, shown on the balance screen ("" shows nothing)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def choice(meter: Meter) -> MeterChoice:
 
 
 async def load_caller(phone: str, *, uow: UnitOfWork, limits: PaymentLimits,
-                      payment_key: str | None = None, network_code: str = "") -> Caller:
+                      payment_key: str | None = None, network_code: str = "", paybill: str = "") -> Caller:
     """The tenant behind `phone` (if any), their language and the active meters they may pick."""
     async with uow:
         tenant = await uow.tenants.get_by_phone(phone)
@@ -68,6 +69,7 @@ async def load_caller(phone: str, *, uow: UnitOfWork, limits: PaymentLimits,
         meters=tuple(choice(m) for m in meters if m.active), min_amount=limits.min_amount,
         max_amount=limits.max_amount, tenant_id=tenant.id if tenant else None, payment_key=payment_key,
         prompt_ok=can_get_stk_prompt(phone, network_code),
+        paybill=paybill,
     )
 
 

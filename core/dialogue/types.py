@@ -116,6 +116,7 @@ class Caller:
     tenant_id: str | None = None
     payment_key: str | None = None  # idempotency key for a payment started in this conversation
     prompt_ok: bool = True  # the caller's own line can get an STK prompt (a Safaricom line)
+    paybill: str = ""  # PAYBILL_NUMBER: shown with a meter so tenants can pay from the M-Pesa menu too
 
 
 # --- effects the caller performs, and their outcomes ------------------------------------------

@@ -27,3 +27,21 @@ class Meter:
     created_at: datetime | None = None
     online: bool | None = None
     last_energy: Decimal | None = None  # kWh left, for energy meters
+
+
+# What a payer may type as the account number that we forgive: case, spaces and dashes
+# (`a 101`, `A-101` -> `A101`). Compared with a meter number put through the same rule.
+ACCOUNT_MAX_LEN = 40  # longer than any meter number, shorter than anything worth reading
+_FORGIVEN = re.compile(r"[\s-]+")
+_ACCOUNT_KEY = re.compile(r"^[A-Z0-9]{1,%d}$" % MAX_METER_NUMBER_LEN)
+
+
+def account_key(raw: object) -> str | None:
+    """The meter number a payer meant, as a comparison key; None when it cannot name any meter
+    (empty, too long, control characters or anything but letters, digits, spaces and dashes)."""
+    if not isinstance(raw, str) or len(raw) > ACCOUNT_MAX_LEN or not raw.isascii():
+        return None
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
+        return None
+    key = _FORGIVEN.sub("", raw).upper()
+    return key if _ACCOUNT_KEY.match(key) else None

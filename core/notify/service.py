@@ -7,6 +7,7 @@ Payments started in Telegram are answered in the tenant's linked chat; when Tele
 Payments started in WhatsApp are answered there: inside Meta's 24-hour customer-service window (the
 tenant wrote to us less than a day ago) as a normal message, outside it through the approved receipt
 template; when neither is possible, or WhatsApp refuses, by SMS.
+A C2B payment (Paybill, Till) tells the tenants linked to the meter and the payer when M-Pesa shows the number.
 A payment made from another M-Pesa number (a relative paying) is told to both: the tenant who asked, as
 above, and the number that paid, by SMS.
 """
@@ -72,22 +73,52 @@ def _units_text(language: str, units: Decimal | None, money: bool) -> str:
 
 
 async def compose(event: Notify, *, uow: UnitOfWork) -> Message | None:
-    """The message for an event, or None when nobody is to be told (a manual credit, say)."""
+    """The first message for an event, or None when nobody is to be told (a manual credit, say)."""
+    messages = await compose_all(event, uow=uow)
+    return messages[0] if messages else None
+
+
+async def compose_all(event: Notify, *, uow: UnitOfWork) -> list[Message]:
+    """Who is told, and what. A payment we started tells the tenant who asked (and the other number that
+    paid, when it was not theirs). A C2B payment (Paybill, Till) tells the tenants linked to the meter, each
+    in their language and channel, and the payer's phone when M-Pesa gave it in clear."""
     async with uow:
         topup = await uow.topups.get(event.topup_id) if event.topup_id else None
         payment_id = event.payment_id or (topup.payment_id if topup else None)
         payment = await uow.payments.get(payment_id) if payment_id else None
         if payment is None:
-            return None
+            return []
         meter = await uow.meters.get(payment.meter_id)
         # The tenant who started it (paid from their own phone or from another number), else the payer.
         tenant = (await uow.tenants.get(payment.tenant_id) if payment.tenant_id else None) \
-            or await uow.tenants.get_by_phone(payment.phone)
-    lang = (tenant.language if tenant else None) or "en"
+            or (await uow.tenants.get_by_phone(payment.phone) if payment.phone else None)
+        linked = await uow.tenants.linked_to(meter.id) if payment.channel == Channel.C2B else []
     kind = "topup_failed" if event.event is NotifyEvent.TOPUP_REVIEW else event.event.value
     if kind not in ("payment_failed", "topup_applied", "topup_delayed", "topup_failed"):
-        return None
-    fields = dict(paid=format_kes(payment.amount), meter=meter.number,
+        return []
+    topup_id = topup.id if topup else None
+    if payment.channel == Channel.C2B:
+        return _c2b_messages(kind, payment, meter, topup, tenant, linked)
+    lang = (tenant.language if tenant else None) or "en"
+    chat_id = tenant.telegram_chat_id if tenant is not None and payment.channel == Channel.TELEGRAM else None
+    payer = payment.phone if tenant is not None and tenant.phone != payment.phone else None
+    return [Message(tenant.phone if payer else payment.phone, _body(lang, kind, payment, meter, topup), payment.id,
+                    topup_id, chat_id, payer, whatsapp=payment.channel == Channel.WHATSAPP)]
+
+
+def _c2b_messages(kind: str, payment, meter, topup, tenant, linked) -> list[Message]:
+    topup_id = topup.id if topup else None
+    messages = [Message(t.phone, _body(t.language or "en", kind, payment, meter, topup), payment.id, topup_id,
+                        t.telegram_chat_id) for t in linked]
+    if payment.phone and payment.phone not in {t.phone for t in linked}:
+        lang = (tenant.language if tenant else None) or "en"
+        messages.append(Message(payment.phone, _body(lang, kind, payment, meter, topup), payment.id, topup_id))
+    return messages
+
+
+def _body(lang: str, kind: str, payment, meter, topup) -> str:
+    paid = payment.paid_amount if payment.channel == Channel.C2B and payment.paid_amount else payment.amount
+    fields = dict(paid=format_kes(paid), meter=meter.number,
                   receipt=f" (M-Pesa {payment.mpesa_receipt})" if payment.mpesa_receipt else "")
     if kind == "payment_failed":
         reasons = text(lang, "why")
@@ -97,22 +128,21 @@ async def compose(event: Notify, *, uow: UnitOfWork) -> Message | None:
         money = topup.units_added == topup.amount
         fields.update(units=_units_text(lang, topup.units_added, money),
                       balance=_balance_text(lang, topup.balance_after, money))
-    body = text(lang, kind).format(**fields)
-    chat_id = tenant.telegram_chat_id if tenant is not None and payment.channel == Channel.TELEGRAM else None
-    payer = payment.phone if tenant is not None and tenant.phone != payment.phone else None
-    return Message(tenant.phone if payer else payment.phone, body, payment.id, topup.id if topup else None, chat_id,
-                   payer, whatsapp=payment.channel == Channel.WHATSAPP)
+    return text(lang, kind).format(**fields)
 
 
 async def notify(event: Notify, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
                  telegram: TelegramSender | None = None, whatsapp: WhatsAppReceipts | None = None) -> str:
-    message = await compose(event, uow=uow)
-    if message is None:
+    messages = await compose_all(event, uow=uow)
+    if not messages:
         return "nobody"
-    status = await _tell(event, message, uow=uow, sms=sms, clock=clock, telegram=telegram, whatsapp=whatsapp)
-    if message.payer is not None:
-        await _tell_payer(event, message, uow=uow, sms=sms, clock=clock)
-    return status
+    statuses = []
+    for message in messages:
+        statuses.append(await _tell(event, message, uow=uow, sms=sms, clock=clock, telegram=telegram,
+                                    whatsapp=whatsapp))
+        if message.payer is not None:
+            await _tell_payer(event, message, uow=uow, sms=sms, clock=clock)
+    return "sent" if "sent" in statuses else statuses[0]
 
 
 async def _tell_payer(event: Notify, message: Message, *, uow: UnitOfWork, sms: SmsSender | None,

@@ -41,6 +41,7 @@ class Channel(str, enum.Enum):
     TELEGRAM = "telegram"
     WHATSAPP = "whatsapp"
     DASHBOARD = "dashboard"
+    C2B = "c2b"  # paid from the M-Pesa menu (Pay Bill / Buy Goods): Daraja's C2B confirmation
 
 
 CANCELLED_RESULT_CODES = frozenset({"1032"})
@@ -80,6 +81,8 @@ class Payment:
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     resolution: str | None = None
+    payer_name: str | None = None  # C2B: the names Daraja sends (may be masked; shown, never relied on)
+    payer_msisdn: str | None = None  # C2B: MSISDN as it arrived (v2 masks or hashes it)
     extra: dict = field(default_factory=dict)
 
 

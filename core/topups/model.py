@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from core.shared.errors import Conflict
 from core.shared.ids import new_id
-from core.payments.model import Payment
+from core.payments.model import Channel, Payment
 
 
 class TopUpStatus(str, enum.Enum):
@@ -142,9 +142,17 @@ def topup_for_payment(payment: Payment, *, now: datetime) -> TopUp:
     return TopUp(
         id=new_id(),
         meter_id=payment.meter_id,
-        amount=Decimal(payment.amount),
+        amount=credit_for(payment),
         payment_id=payment.id,
         created_at=now,
         updated_at=now,
         next_attempt_at=now,
     )
+
+
+def credit_for(payment: Payment) -> Decimal:
+    """What a payment credits. An STK push asked for whole KES and was paid exactly that; a C2B payment
+    is whatever the payer sent, to the cent (`paid_amount`; `amount` keeps only its whole KES)."""
+    if payment.channel is Channel.C2B and payment.paid_amount is not None:
+        return payment.paid_amount
+    return Decimal(payment.amount)

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from core.shared.errors import DomainError, InvalidInput
 from core.admin.operator import RESOLUTIONS, resolve_review, retry_topup
+from core.payments.model import Channel
 from core.shared.phone import normalize_kenyan_mobile
 from storage.dashboard import (
     PAYMENT_FILTERS, TOPUP_FILTERS, PaymentFilter, list_payments, list_topups, payment_detail, topup_detail,
@@ -17,6 +18,7 @@ from web.admin.site import Ctx, not_found
 from web.http import domain_status
 
 IN_FLIGHT = ("queued", "sending")
+CHANNELS = tuple(channel.value for channel in Channel)
 
 
 def units_of(profiles, name: str | None) -> dict[str, str]:
@@ -30,7 +32,9 @@ def units_of(profiles, name: str | None) -> dict[str, str]:
 
 
 def payment_filter(query: dict[str, str]) -> tuple[PaymentFilter, dict]:
-    status, topup = query.get("status", ""), query.get("topup", "")
+    status, topup, channel = query.get("status", ""), query.get("topup", ""), query.get("channel", "")
+    if channel and channel not in CHANNELS:
+        raise FormError(f"unknown channel {channel[:20]!r}", status=400)
     if status and status not in PAYMENT_FILTERS:
         raise FormError(f"unknown payment status {status[:20]!r}", status=400)
     if topup and topup not in TOPUP_FILTERS and topup != "none":
@@ -41,10 +45,11 @@ def payment_filter(query: dict[str, str]) -> tuple[PaymentFilter, dict]:
         phone = normalize_kenyan_mobile(phone) if len(phone) >= 10 else phone
     except InvalidInput:
         pass  # a fragment of a number is a fine filter too
-    shown = {"status": status, "topup": topup, "meter": query.get("meter", "")[:12],
+    shown = {"status": status, "topup": topup, "channel": channel, "meter": query.get("meter", "")[:12],
              "phone": query.get("phone", "")[:20],
              "from": first.isoformat() if first else "", "to": last.isoformat() if last else ""}
-    return PaymentFilter(status=status, topup=topup, meter=shown["meter"], phone=phone, start=start, end=end), shown
+    return PaymentFilter(status=status, topup=topup, meter=shown["meter"], phone=phone, channel=channel,
+                         start=start, end=end), shown
 
 
 async def payments_page(ctx: Ctx) -> Response:
@@ -52,14 +57,16 @@ async def payments_page(ctx: Ctx) -> Response:
         chosen, shown = payment_filter(ctx.query)
     except FormError as error:
         return ctx.render("admin/payments.html", error.status, title="Payments", payments=[], error=error.message,
-                          filters=ctx.query, statuses=PAYMENT_FILTERS, topup_statuses=TOPUP_FILTERS, csv_query="")
+                          filters=ctx.query, statuses=PAYMENT_FILTERS, topup_statuses=TOPUP_FILTERS, csv_query="",
+                          channels=CHANNELS)
     rows = await list_payments(ctx.container.engine, chosen)
     return ctx.render("admin/payments.html", title="Payments", payments=rows, filters=shown, statuses=PAYMENT_FILTERS,
-                      topup_statuses=TOPUP_FILTERS, csv_query=ctx.request.url.query)
+                      topup_statuses=TOPUP_FILTERS, csv_query=ctx.request.url.query, channels=CHANNELS)
 
 
 PAYMENT_CSV = ("created_at", "id", "status", "amount", "phone", "meter_number", "channel", "mpesa_receipt",
-               "transaction_date", "result_code", "result_desc", "topup_status", "checkout_request_id", "description")
+               "transaction_date", "result_code", "result_desc", "topup_status", "checkout_request_id", "description",
+               "paid_amount", "payer_name", "payer_msisdn")
 
 
 async def payments_csv(ctx: Ctx) -> Response:
@@ -124,8 +131,23 @@ async def retry(ctx: Ctx) -> Response:
     return ctx.redirect(target, "Top-up queued again; this page refreshes until the meter confirms it.")
 
 
+async def resolve_c2b(ctx: Ctx, ref: str, action: str) -> Response:
+    """A payment to an unknown account (listed on the overview): assign it to a meter, or record a refund."""
+    reason, meter = text(ctx.form, "reason", limit=500), text(ctx.form, "meter", limit=40)
+    try:
+        await resolve_review(ref, reason, action=action, actor=ctx.actor, uow=ctx.container.uow(),
+                             clock=ctx.container.clock, meter=meter or None)
+    except DomainError as error:
+        return ctx.redirect("/admin", f"Payment #{ref} not resolved: {error.message}")
+    done = f"credited to meter {meter}" if action == "assign" else "recorded as refunded"
+    return ctx.redirect("/admin", f"Payment #{ref} to an unknown account {done}.")
+
+
 async def resolve(ctx: Ctx) -> Response:
     ref = ctx.request.path_params["ref"]
+    action = text(ctx.form, "action", limit=20)
+    if ref.isascii() and ref.isdigit() and action in RESOLUTIONS["c2b"]:
+        return await resolve_c2b(ctx, ref, action)
     payment = await payment_detail(ctx.container.engine, ref)
     topup = None if payment else await topup_detail(ctx.container.engine, ref)
     if payment is None and topup is None:

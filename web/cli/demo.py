@@ -11,7 +11,7 @@ from storage.migrate import upgrade
 from web.app import create_app
 from web.bootstrap import build_container
 from web.cli.common import configure_logging
-from web.demo import DEMO_API_KEY, demo_settings, demo_tuya, how_to, sandbox_mounts, seed_demo_data
+from web.demo import DEMO_API_KEY, demo_c2b, demo_settings, demo_tuya, how_to, sandbox_mounts, seed_demo_data
 from web.demo_history import start_history
 
 
@@ -25,10 +25,11 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, database_url: str | N
     app = create_app(container, extra_routes=sandbox_mounts(tuya_app, base_url=settings.public_base_url))
     print(how_to(settings), flush=True)
     if not has_payments:
-        print("Making a little history now: 4 payments through the sandbox; the top-up on A102 fails on purpose.\n"
+        print("Making a little history now: 5 payments through the sandbox (one by Paybill 600000); the top-up on "
+              "A102 fails on purpose.\n"
               "Find it on the dashboard (Overview -> Top-ups failed -> the payment) and press \"Retry top-up\".\n",
               flush=True)
-    start_history(settings.public_base_url, DEMO_API_KEY, database_has_payments=has_payments)
+    start_history(settings.public_base_url, DEMO_API_KEY, database_has_payments=has_payments, c2b=demo_c2b(settings))
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -61,9 +61,12 @@ def cmd_review_list(args: argparse.Namespace) -> None:
 
 
 def cmd_review_resolve(args: argparse.Namespace) -> None:
+    if args.action == "assign" and not args.meter:
+        fail("--action assign needs --meter NUMBER (the meter to credit)")
     action = run_with_container(lambda c: resolve_review(
-        args.ref, args.reason, action=args.action, actor=Actor(cli_actor(args)), uow=c.uow(), clock=c.clock))
-    print(f"{args.ref} resolved: {action}")
+        args.ref, args.reason, action=args.action, actor=Actor(cli_actor(args)), uow=c.uow(), clock=c.clock,
+        meter=args.meter))
+    print(f"{args.ref} resolved: {action}" + (f" to meter {args.meter}" if action == "assign" else ""))
 
 
 def add_parsers(sub) -> None:
@@ -88,5 +91,6 @@ def add_parsers(sub) -> None:
     resolve.add_argument("--reason", required=True)
     resolve.add_argument("--action", default="dismiss",
                          help="payment: credit|dismiss; top-up: applied|retry|dismiss; unmatched callback: "
-                              "dismiss (default dismiss)")
+                              "dismiss; paid to an unknown account (c2b): assign --meter N|refund (default dismiss)")
+    resolve.add_argument("--meter", help="with --action assign: the meter a payment to an unknown account credits")
     resolve.set_defaults(func=cmd_review_resolve)
