@@ -55,7 +55,7 @@ def test_ussd_purchase_pushes_after_the_session_and_completes(stack):
                                 "3. Other meter\n0. Back 00. Home"
     assert wanjiku.send("1") == "CON Enter amount, KES 10-70,000:\nMeter A101 Flat A1\n0. Back 00. Home"
     assert wanjiku.send("500") == ("CON Confirm payment:\nMeter A101 Flat A1\nAmount KES 500\nPhone 0712345678\n"
-                                   "1. Pay now\n2. Cancel\n3. Pay from another phone\n0. Back 00. Home")
+                                   "1. Pay now\n2. Cancel\n3. Pay from other phone\n0. Back 00. Home")
     done = wanjiku.send("1")
     assert done.startswith("END You will get an M-Pesa prompt for KES 500 on 0712345678")
     # The session has ended and M-Pesa has not been asked yet: the prompt goes out from a job, later.
@@ -247,7 +247,7 @@ def test_a_dialled_shortcut_runs_its_inputs_and_the_session_goes_on(stack):
     p = Phone(stack.url, WANJIKU)
     first = p.post("1*A101*500")
     assert first == ("CON Confirm payment:\nMeter A101 Flat A1\nAmount KES 500\nPhone 0712345678\n"
-                     "1. Pay now\n2. Cancel\n3. Pay from another phone\n0. Back 00. Home")
+                     "1. Pay now\n2. Cancel\n3. Pay from other phone\n0. Back 00. Home")
     p.replies = ["1", "A101", "500"]
     assert p.retry() == first  # the gateway's retry of that first hop is a replay
     assert p.send("1").startswith("END You will get an M-Pesa prompt for KES 500 on 0712345678")
@@ -290,7 +290,7 @@ def test_another_network_is_told_at_once_and_pays_from_a_safaricom_number_both_g
     p.replies.append("0733000222")  # an Airtel number cannot get the prompt either
     assert p.post(p.text, networkCode="63903").startswith("CON Use a Safaricom M-Pesa number.\nEnter the Safaricom")
     p.replies.append("0722000111")  # Otieno, a relative on Safaricom, pays
-    assert "Phone 0722000111\n1. Pay now\n2. Cancel\n3. Pay from another phone" in p.post(p.text, networkCode="63903")
+    assert "Phone 0722000111\n1. Pay now\n2. Cancel\n3. Pay from other phone" in p.post(p.text, networkCode="63903")
     p.replies.append("1")
     assert p.post(p.text, networkCode="63903").startswith(
         "END You will get an M-Pesa prompt for KES 300 on 0722000111")

@@ -61,7 +61,7 @@ def test_known_tenant_buys_by_buttons_double_tap_pays_once_receipt_in_the_window
     assert user.tap("A101 Flat A1").startswith("Enter amount, KES 10-70,000:\nMeter A101 Flat A1")
     assert user.kind() == "button" and user.choices() == ["KES 100", "KES 200", "KES 500"]
     assert user.tap("KES 500") == "Confirm payment:\nMeter A101 Flat A1\nAmount KES 500\nPhone 0712345678"
-    assert user.kind() == "button" and user.choices() == ["Pay now", "Cancel", "Back"]
+    assert user.kind() == "button" and user.choices() == ["Pay now", "Cancel", "Pay from other phone"]  # Back: type 0
     confirm = user.last
     started = user.tap("Pay now")
     assert started.startswith("Check your phone for the M-Pesa prompt: KES 500 for meter A101, from 0712345678.")
@@ -83,27 +83,27 @@ def test_known_tenant_buys_by_buttons_double_tap_pays_once_receipt_in_the_window
 
 
 def test_new_tenant_buys_by_typing_in_kiswahili(stack):
-    user = WhatsAppUser(stack.whatsapp, wa_id="254744000333", name="Baraka")
+    user = WhatsAppUser(stack.whatsapp, wa_id="254746000334", name="Baraka")
     greeting, menu = user.deliver(stack.whatsapp.say(user.wa_id, "habari"), sends=2)
     assert greeting.startswith("Karibu! I am LipaMeter.") and menu == "LipaMeter"
     assert user.say("lugha") == "Choose language:"
     assert user.choices() == ["English", "Kiswahili", "Back"]
     assert user.tap("Kiswahili") == "\u2705 Lugha imehifadhiwa.\nLipaMeter"
     assert user.choices() == MENU_SW
-    assert stack.sql("SELECT language FROM tenants WHERE phone = '254744000333'")[0].language == "sw"
+    assert stack.sql("SELECT language FROM tenants WHERE phone = '254746000334'")[0].language == "sw"
 
     assert user.say("nunua") == "Weka nambari ya mita:"
     assert user.say("NOPE").startswith(WARN)
     amount = user.say("a101")
     assert amount.startswith("Weka kiasi, KES 10-70,000:\nMita A101 Flat A1")
     assert user.say("abc").startswith(WARN)
-    assert user.say("150") == "Thibitisha malipo:\nMita A101 Flat A1\nKiasi KES 150\nSimu 0744000333"
-    state_version = stack.sql("SELECT version FROM whatsapp_chats WHERE wa_id = '254744000333'")[0].version
+    assert user.say("150") == "Thibitisha malipo:\nMita A101 Flat A1\nKiasi KES 150\nSimu 0746000334"
+    state_version = stack.sql("SELECT version FROM whatsapp_chats WHERE wa_id = '254746000334'")[0].version
     started = user.say("1")
-    assert started.startswith("Angalia simu yako kwa ombi la M-Pesa: KES 150 kwa mita A101, kutoka 0744000333.")
+    assert started.startswith("Angalia simu yako kwa ombi la M-Pesa: KES 150 kwa mita A101, kutoka 0746000334.")
     payment = stack.sql("SELECT id, channel, idempotency_key FROM payments")
     assert len(payment) == 1 and payment[0].channel == "whatsapp"
-    assert payment[0].idempotency_key == f"wa:254744000333:v{state_version}"
+    assert payment[0].idempotency_key == f"wa:254746000334:v{state_version}"
     assert user.say("1") == "LipaMeter" and user.choices() == MENU_SW  # over: a fresh menu, no second payment
     receipt = user.wait_for_text("LipaMeter: KES 150")
     assert "imepokelewa" in receipt["text"]

@@ -34,7 +34,7 @@ EN = {
     "phone_line": "Phone {phone}",
     "pay_now": "Pay now",
     "cancel": "Cancel",
-    "other_payer": "Pay from another phone",
+    "other_payer": "Pay from other phone",  # <= 20 characters: a WhatsApp button title
     "enter_payer": "Enter the Safaricom number to pay from:",
     "not_safaricom": "M-Pesa prompts reach Safaricom lines only.",
     "err.payer": "Use a Safaricom M-Pesa number.",
@@ -92,7 +92,7 @@ SW = {
     "phone_line": "Simu {phone}",
     "pay_now": "Lipa sasa",
     "cancel": "Ghairi",
-    "other_payer": "Lipa kwa simu nyingine",
+    "other_payer": "Lipa simu nyingine",
     "enter_payer": "Weka nambari ya Safaricom ya kulipa:",
     "not_safaricom": "Ombi la M-Pesa hufika laini za Safaricom tu.",
     "err.payer": "Tumia nambari ya M-Pesa ya Safaricom.",
