@@ -121,8 +121,9 @@ def _svg(label: str, parts: list[str], cls: str) -> Markup:
 
 
 def bar_chart(bars: Sequence[Bar], *, label: str, empty: str, unit: str = "",
-              fmt: Callable[[Decimal], str] = compact, label_every: int = 1) -> Markup:
-    """Vertical bars, one a category or a day. All None or zero is `empty`: nothing happened."""
+              fmt: Callable[[Decimal], str] = compact, label_every: int = 1, values: bool = False) -> Markup:
+    """Vertical bars, one a category or a day (`values`: each bar's value written above it). All None or
+    zero is `empty`: nothing happened."""
     values = [bar.value for bar in bars if bar.value is not None]
     if not any(values):
         return empty_chart(empty)
@@ -137,6 +138,8 @@ def bar_chart(bars: Sequence[Bar], *, label: str, empty: str, unit: str = "",
             tip = bar.title or f"{bar.label}: {plain(bar.value)}{' ' + unit if unit else ''}"
             parts.append(f'<rect x="{_n(x)}" y="{_n(top)}" width="{_n(width)}" height="{_n(max(base - top, 0.5))}" '
                          f'class="bar {escape(bar.kind)}"><title>{escape(tip)}</title></rect>')
+            if values:
+                parts.append(_text(x + width / 2, top - 3, fmt(bar.value), cls="value"))
         if i % label_every == 0:
             parts.append(_text(x + width / 2, HEIGHT - BOTTOM + FONT + 4, bar.label))
     return _svg(label, parts, "bars")
