@@ -21,13 +21,21 @@ def _in_range(column, start: datetime | None, end: datetime | None) -> list:
     return [*([column >= start] if start else []), *([column < end] if end else [])]
 
 
+def accepted_payment() -> sa.ColumnElement:
+    """Money counted as paid. An admin who resolves a review with "credit" accepts that money as paid."""
+    return sa.or_(payments.c.status == "completed",
+                  sa.and_(payments.c.status == "needs_review", payments.c.resolution.like("credit:%")))
+
+
+def received_amount() -> sa.ColumnElement:
+    """What a payment brought in: a C2B payment is whatever the payer sent, to the cent (`amount` keeps
+    only its whole KES)."""
+    return sa.case((payments.c.channel == "c2b", payments.c.paid_amount), else_=payments.c.amount)
+
+
 def _payment_sums(start: datetime | None, end: datetime | None):
-    # An admin who resolves a review with "credit" accepts that money as paid.
-    accepted = sa.or_(payments.c.status == "completed",
-                      sa.and_(payments.c.status == "needs_review", payments.c.resolution.like("credit:%")))
+    accepted, received = accepted_payment(), received_amount()
     unresolved = sa.and_(payments.c.status == "needs_review", payments.c.resolved_at.is_(None))
-    # A C2B payment is whatever the payer sent, to the cent (`amount` keeps only its whole KES).
-    received = sa.case((payments.c.channel == "c2b", payments.c.paid_amount), else_=payments.c.amount)
     return (sa.select(payments.c.meter_id,
                       money_sum(sa.case((accepted, received))).label("paid"),
                       money_sum(sa.case((payments.c.status.in_(("requested", "pending")), payments.c.amount)))

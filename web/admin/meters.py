@@ -13,8 +13,10 @@ from core.shared.money import parse_price
 from core.shared.errors import DomainError
 from core.admin.operator import manual_topup, meter_command
 from storage.dashboard import meter_detail, meters_with_last_topup
+from web.admin.chart_views import meter_charts
 from web.admin.forms import FormError, text
 from web.admin.live import read_live
+from web.admin.reports import recent_months
 from web.admin.site import Ctx, not_found
 from web.http import domain_status
 
@@ -55,8 +57,10 @@ async def _meter_or_404(ctx: Ctx) -> dict:
 async def meter_page(ctx: Ctx, *, status: int = 200, error: str | None = None, values: dict | None = None) -> Response:
     meter = await _meter_or_404(ctx)
     reading = (await read_live(ctx.container, [meter]))[meter["number"]]
+    charts = await meter_charts(ctx.container, meter["number"])
     return ctx.render("admin/meter.html", status, title=f"Meter {meter['number']}", meter=meter, reading=reading,
-                      error=error, values=values or {}, request_key=uuid.uuid4().hex)
+                      error=error, values=values or {}, request_key=uuid.uuid4().hex, charts=charts,
+                      months=recent_months(ctx))
 
 
 async def _act(ctx: Ctx, action, done: str, values: dict | None = None) -> Response:

@@ -64,6 +64,8 @@ def admin_routes(container: Container) -> list[BaseRoute]:
         post("/admin/tenants/{tenant_id}/link", tenants.link),
         post("/admin/tenants/{tenant_id}/unlink", tenants.unlink),
         page("/admin/ledger", reports.ledger_page), page("/admin/ledger.csv", reports.ledger_csv),
+        page("/admin/statement.csv", reports.statement_csv_page),
+        page("/admin/statement.pdf", reports.statement_pdf_page),
         page("/admin/audit", reports.audit_page),
         Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
     ]

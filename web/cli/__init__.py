@@ -1,6 +1,7 @@
 """`lipameter`: the command line. Every command group is registered here, from one module each:
 serve.py (migrate, serve, worker, bot), demo.py, meters.py, tenants.py, topups.py (topup, review),
-dial.py, admin.py, doctor.py, audit.py, backup.py (backup, restore) and mpesa.py (register-urls). User mistakes are one clear line on stderr and exit code 2; upstream or database
+dial.py, admin.py, doctor.py, audit.py, backup.py (backup, restore), mpesa.py (register-urls)
+and statement.py. User mistakes are one clear line on stderr and exit code 2; upstream or database
 trouble exits 1. Never a traceback for a user mistake."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import sys
 
 from core.shared.errors import DomainError
-from web.cli import admin, audit, backup, demo, dial, doctor, meters, mpesa, serve, tenants, topups
+from web.cli import admin, audit, backup, demo, dial, doctor, meters, mpesa, serve, statement, tenants, topups
 from web.cli.common import CliError
 
 LONG_RUNNING = ("serve", "worker", "demo", "bot")
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser(sub)
     backup.add_parsers(sub)  # backup, restore
     mpesa.add_parser(sub)  # mpesa register-urls
+    statement.add_parser(sub)
     return parser
 
 
