@@ -127,6 +127,7 @@ class DeliveryReport:
         return fields
 
 
+REPORT_STATUSES = {"Success", "Failed", "Rejected", "Sent", "Submitted", "Buffered"}
 SAFARICOM = "63902"  # AT's networkCode for Safaricom; Airtel Kenya is 63903
 
 
@@ -325,6 +326,20 @@ async def _post_reports(sandbox: SmsSandbox, reports: list[DeliveryReport]) -> N
             sandbox.note_report(DeliveryReport(**{**asdict(report), "answer": answer}))
 
 
+async def _script(request: Request) -> Response:
+    """`POST /sandbox/sms/script {"phone", "status", "reason"}`: how messages to `phone` are reported."""
+    sandbox: SmsSandbox = request.app.state.sms
+    try:
+        body = await request.json()
+        phone, status = str(body["phone"]), str(body.get("status") or "Failed")
+    except (ValueError, KeyError, TypeError):
+        return _json({"error": "send {\"phone\", \"status\", \"reason\"}"}, 400)
+    if status not in REPORT_STATUSES:
+        return _json({"error": f"status must be one of {sorted(REPORT_STATUSES)}"}, 400)
+    sandbox.report_as(phone, status, str(body.get("reason") or "DeliveryFailure"))
+    return _json({"phone": digits(phone), "status": status})
+
+
 async def _reports_json(request: Request) -> Response:
     sandbox: SmsSandbox = request.app.state.sms
     return _json([asdict(r) for r in sandbox.reports(request.query_params.get("to"))])
@@ -394,6 +409,7 @@ def create_sms_sandbox(
             Route("/sandbox/sms", _inbox_json, methods=["GET", "DELETE"]),
             Route("/sandbox/sms/rejected", _rejected_json, methods=["GET"]),
             Route("/sandbox/sms/reports", _reports_json, methods=["GET"]),
+            Route("/sandbox/sms/script", _script, methods=["POST"]),
             Route("/sandbox/sms/inbox", _inbox_html, methods=["GET"]),
         ]
     )

@@ -194,7 +194,9 @@ def test_blacklisted_receipt_goes_to_telegram(stack):
 
 
 def test_failed_report_is_recorded_without_fallback(stack):
-    stack.sms.report_as(PHONE, "Failed", "AbsentSubscriber")
+    script = f"{stack._sms_server.url}/sandbox/sms/script"  # the demo's way to script it
+    assert httpx.post(script, json={"phone": PHONE, "status": "Delivered"}).status_code == 400
+    assert httpx.post(script, json={"phone": PHONE, "status": "Failed", "reason": "AbsentSubscriber"}).status_code == 200
     _paid(stack)
     row = _until(lambda: [r for r in _sms_rows(stack) if r.delivery_status == "Failed"])[0]
     assert row.delivery_error == "AbsentSubscriber" and row.delivered_at is None
