@@ -5,6 +5,7 @@ SMS sandbox posting real reports to the app on both database engines."""
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -215,3 +216,13 @@ def test_bad_reports(stack):
                       headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 400
     assert httpx.post(url, data={"id": "x" * 9000, "status": "Success"}).status_code == 413
     assert stack.sql("SELECT count(*) n FROM notifications WHERE delivery_status IS NOT NULL")[0].n == 0
+
+
+def test_reports_from_outside_the_allowlist_are_refused(sqlite_template, tmp_path):
+    shutil.copy(sqlite_template, tmp_path / "db.db")
+    stack = Stack(f"sqlite+aiosqlite:///{tmp_path}/db.db", seed=False, sms_report_allowed_ips="10.9.9.0/24")
+    try:
+        answer = httpx.post(f"{stack.url}/sms/delivery/{CALLBACK_TOKEN}", data={"id": "ATXid_1", "status": "Success"})
+        assert answer.status_code == 403
+    finally:
+        stack.stop()
