@@ -16,6 +16,7 @@ from core.dialogue.sessions import TelegramAccount, TelegramChat, UssdSession, W
 from core.dialogue.types import PaymentLine
 from core.jobs.model import Job
 from core.meters.model import Meter
+from core.notify.model import SentNotice
 from core.tenants.model import Tenant
 from core.payments.model import Payment
 from core.topups.model import TopUp
@@ -147,7 +148,13 @@ class JobQueue(Protocol):
 
 class NotificationRepository(Protocol):
     async def add(self, *, at: datetime, channel: str, event: str, recipient: str, payment_id: str | None,
-                  topup_id: str | None, message: str, status: str, error: str | None) -> None: ...
+                  topup_id: str | None, message: str, status: str, error: str | None,
+                  provider_id: str | None = None) -> None: ...
+    async def get(self, notification_id: int) -> SentNotice | None: ...
+    # SMS delivery reports (core/notify/delivery.py): the row AT's messageId names, and what became of it.
+    async def by_provider_id(self, provider_id: str) -> SentNotice | None: ...
+    async def set_delivery(self, notification_id: int, *, status: str, error: str | None,
+                           delivered_at: datetime | None) -> None: ...
     # The landlord's alerts (core/audit/alerts.py): decided and recorded one worker at a time.
     async def lock_alerts(self) -> None: ...  # held until the transaction ends
     async def last_alert_at(self, event: str) -> datetime | None: ...  # the last one not `failed`
@@ -226,10 +233,18 @@ class MeterGateway(Protocol):
     async def send_commands(self, device_id: str, commands: list[dict]) -> None: ...
 
 
-class SmsSender(Protocol):
-    """Raises UpstreamError (transient or not) when the message was not accepted."""
+class SmsAccepted(Protocol):
+    """What an SMS gateway answers for an accepted message: the id its delivery reports will name."""
 
-    async def send(self, phone: str, message: str) -> object: ...
+    @property
+    def message_id(self) -> str: ...
+
+
+class SmsSender(Protocol):
+    """Raises UpstreamError (transient or not) when the message was not accepted. Answers the accepted
+    message's id when the gateway gives one (Africa's Talking does), else None."""
+
+    async def send(self, phone: str, message: str) -> SmsAccepted | None: ...
 
 
 class MeterBalanceReader(Protocol):

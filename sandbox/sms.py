@@ -12,12 +12,19 @@ What it copies from the real service, because our gateway (and the official SDK)
 
 Operator/test side: an inbox (`GET/DELETE /sandbox/sms`, `GET /sandbox/sms/inbox` as HTML), refused
 sends (`GET /sandbox/sms/rejected`) and fault injection (`fail_next`, `block`, `delay_next`).
+
+Delivery reports: with `report_url` set (`SmsSandbox.report_to`), each accepted message is followed,
+`report_delay_s` later, by AT's form-encoded report (`id`, `status`, `phoneNumber`, `networkCode`,
+`retryCount`, and `failureReason` with Failed or Rejected) posted to that URL: Success unless
+`report_as(phone, "Rejected", "UserInBlackList")` scripted another outcome for the number. Posted
+reports and their answers are listed by `reports()` and `GET /sandbox/sms/reports`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import math
 import re
 import threading
@@ -27,10 +34,14 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from urllib.parse import parse_qs
 
+import httpx
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+log = logging.getLogger("sandbox.sms")
 
 AUTH_INVALID = "The supplied authentication is invalid"
 PRICE_PER_SEGMENT = Decimal("0.8000")  # KES, what AT charges per Safaricom segment
@@ -97,6 +108,29 @@ class SmsRecord:
         return data
 
 
+@dataclass(frozen=True)
+class DeliveryReport:
+    """One report the sandbox posted, and the answer it got (0: no answer)."""
+
+    id: str
+    status: str
+    phoneNumber: str
+    networkCode: str
+    failureReason: str
+    answer: int = 0
+
+    def form(self) -> dict[str, str]:
+        fields = {"id": self.id, "status": self.status, "phoneNumber": self.phoneNumber,
+                  "networkCode": self.networkCode, "retryCount": "0"}
+        if self.failureReason:
+            fields["failureReason"] = self.failureReason
+        return fields
+
+
+REPORT_STATUSES = {"Success", "Failed", "Rejected", "Sent", "Submitted", "Buffered"}
+SAFARICOM = "63902"  # AT's networkCode for Safaricom; Airtel Kenya is 63903
+
+
 @dataclass
 class _Fault:
     remaining: int
@@ -119,6 +153,36 @@ class SmsSandbox:
         self._blocked: set[str] = set()
         self._faults: list[_Fault] = []
         self._delays: list[float] = []
+        self.report_url = ""  # where delivery reports go; "" sends none
+        self.report_delay_s = 0.3  # real reports come seconds after the send was answered
+        self._report_scripts: dict[str, tuple[str, str]] = {}
+        self._reports: list[DeliveryReport] = []
+
+    def report_to(self, url: str, *, delay_s: float | None = None) -> None:
+        """Post a delivery report for every accepted message to `url` ("" stops them)."""
+        with self._lock:
+            self.report_url = url
+            if delay_s is not None:
+                self.report_delay_s = delay_s
+
+    def report_as(self, phone: str, status: str = "Failed", reason: str = "DeliveryFailure") -> None:
+        """Messages to `phone` are reported `status` (Failed, Rejected, Buffered…) with `reason`
+        (UserInBlackList, AbsentSubscriber, DeliveryFailure…), until reset()."""
+        with self._lock:
+            self._report_scripts[digits(phone)] = (status, reason if status in ("Failed", "Rejected") else "")
+
+    def reports(self, to: str | None = None) -> list[DeliveryReport]:
+        with self._lock:
+            return [r for r in self._reports if to is None or digits(r.phoneNumber) == digits(to)]
+
+    def report_for(self, record: "SmsRecord") -> DeliveryReport:
+        with self._lock:
+            status, reason = self._report_scripts.get(digits(record.to), ("Success", ""))
+        return DeliveryReport(record.messageId, status, record.to, SAFARICOM, reason)
+
+    def note_report(self, report: DeliveryReport) -> None:
+        with self._lock:
+            self._reports.append(report)
 
     def fail_next(self, n: int = 1, status_code: int = 500, *, http: bool = False) -> None:
         """The next `n` send requests fail: every recipient gets `status_code` (500, 501, 405, …),
@@ -159,6 +223,8 @@ class SmsSandbox:
             self._blocked.clear()
             self._faults.clear()
             self._delays.clear()
+            self._report_scripts.clear()
+            self._reports.clear()
         self.clear()
 
     def note_request(self) -> None:
@@ -239,7 +305,44 @@ async def _send(request: Request) -> Response:
     forced = fault.status_code if fault else None
     numbers = [n.strip() for n in form["to"].split(",") if n.strip()]
     recipients = [sandbox.deliver(n, form["message"], sender, forced) for n in numbers]
-    return _json({"SMSMessageData": {"Message": _summary(recipients), "Recipients": recipients}}, 201)
+    sent = {r["messageId"] for r in recipients if r["statusCode"] in (100, 101, 102)}
+    accepted = [m for m in sandbox.messages() if m.messageId in sent]
+    response = _json({"SMSMessageData": {"Message": _summary(recipients), "Recipients": recipients}}, 201)
+    if sandbox.report_url and accepted:
+        # After the answer has gone, as AT does: the report follows the send, never precedes it.
+        response.background = BackgroundTask(_post_reports, sandbox, [sandbox.report_for(m) for m in accepted])
+    return response
+
+
+async def _post_reports(sandbox: SmsSandbox, reports: list[DeliveryReport]) -> None:
+    await asyncio.sleep(sandbox.report_delay_s)
+    async with httpx.AsyncClient(timeout=5) as client:
+        for report in reports:
+            try:
+                answer = (await client.post(sandbox.report_url, data=report.form())).status_code
+            except httpx.HTTPError as error:
+                log.warning("delivery report %s not posted: %s", report.id, error)
+                answer = 0
+            sandbox.note_report(DeliveryReport(**{**asdict(report), "answer": answer}))
+
+
+async def _script(request: Request) -> Response:
+    """`POST /sandbox/sms/script {"phone", "status", "reason"}`: how messages to `phone` are reported."""
+    sandbox: SmsSandbox = request.app.state.sms
+    try:
+        body = await request.json()
+        phone, status = str(body["phone"]), str(body.get("status") or "Failed")
+    except (ValueError, KeyError, TypeError):
+        return _json({"error": "send {\"phone\", \"status\", \"reason\"}"}, 400)
+    if status not in REPORT_STATUSES:
+        return _json({"error": f"status must be one of {sorted(REPORT_STATUSES)}"}, 400)
+    sandbox.report_as(phone, status, str(body.get("reason") or "DeliveryFailure"))
+    return _json({"phone": digits(phone), "status": status})
+
+
+async def _reports_json(request: Request) -> Response:
+    sandbox: SmsSandbox = request.app.state.sms
+    return _json([asdict(r) for r in sandbox.reports(request.query_params.get("to"))])
 
 
 async def _user(request: Request) -> Response:
@@ -305,6 +408,8 @@ def create_sms_sandbox(
             Route("/version1/user", _user, methods=["GET"]),
             Route("/sandbox/sms", _inbox_json, methods=["GET", "DELETE"]),
             Route("/sandbox/sms/rejected", _rejected_json, methods=["GET"]),
+            Route("/sandbox/sms/reports", _reports_json, methods=["GET"]),
+            Route("/sandbox/sms/script", _script, methods=["POST"]),
             Route("/sandbox/sms/inbox", _inbox_html, methods=["GET"]),
         ]
     )

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.shared.errors import Conflict
 from core.meters.model import Meter
+from core.notify.model import SentNotice
 from core.tenants.model import Tenant
 from core.payments.model import Channel, Payment, PaymentStatus
 from core.topups.model import ClaimLost, TopUp, TopUpStatus
@@ -312,6 +313,11 @@ class SqlTopUpRepository(_Repository):
 ALERT_LOCK = 0x4C4D_414C  # "LMAL": pg_advisory_xact_lock key for the landlord's alerts
 
 
+_NOTICE = (notifications.c.id, notifications.c.event, notifications.c.channel, notifications.c.recipient,
+           notifications.c.payment_id, notifications.c.topup_id, notifications.c.message, notifications.c.provider_id,
+           notifications.c.delivery_status, notifications.c.delivery_error, notifications.c.delivered_at)
+
+
 class SqlNotificationRepository(_Repository):
     async def add(self, **row) -> None:
         await self.conn.execute(notifications.insert().values(**row))
@@ -333,6 +339,24 @@ class SqlNotificationRepository(_Repository):
     async def finish_alert(self, alert_id: int, *, channel: str, status: str, error: str | None) -> None:
         await self.conn.execute(notifications.update().where(notifications.c.id == alert_id)
                                 .values(channel=channel, status=status, error=(error or None) and error[:255]))
+
+    async def get(self, notification_id: int) -> SentNotice | None:
+        row = (await self.conn.execute(sa.select(*_NOTICE).where(notifications.c.id == notification_id))).first()
+        return SentNotice(**row._mapping) if row else None
+
+    async def by_provider_id(self, provider_id: str) -> SentNotice | None:
+        # The newest: a transient failure's retry may have sent (and stored) the same text twice.
+        query = (sa.select(*_NOTICE).where(notifications.c.provider_id == provider_id)
+                 .order_by(notifications.c.id.desc()).limit(1))
+        row = (await self.conn.execute(query)).first()
+        return SentNotice(**row._mapping) if row else None
+
+    async def set_delivery(self, notification_id: int, *, status: str, error: str | None,
+                           delivered_at: datetime | None) -> None:
+        values: dict = dict(delivery_status=status, delivery_error=(error or None) and error[:64])
+        if delivered_at is not None:
+            values["delivered_at"] = delivered_at
+        await self.conn.execute(notifications.update().where(notifications.c.id == notification_id).values(**values))
 
     async def for_payment(self, payment_id: str) -> list[dict]:
         query = sa.select(notifications).where(notifications.c.payment_id == payment_id).order_by(notifications.c.id)

@@ -179,6 +179,11 @@ notifications = sa.Table(
     sa.Column("message", sa.String(480), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # sent | failed | skipped
     sa.Column("error", sa.String(255), nullable=True),
+    # SMS only: Africa's Talking's messageId, then what its delivery report said (core/notify/delivery.py).
+    sa.Column("provider_id", sa.String(64), nullable=True, index=True),
+    sa.Column("delivery_status", sa.String(16), nullable=True),  # Sent | Submitted | Buffered | Success | Failed | Rejected
+    sa.Column("delivery_error", sa.String(64), nullable=True),  # AT's failureReason (Failed, Rejected)
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),  # when the Success report came
 )
 
 jobs = sa.Table(

@@ -10,6 +10,7 @@ from decimal import Decimal
 from core.shared.errors import Conflict, DeviceOffline, UpstreamError
 from core.jobs.model import Job
 from core.meters.model import Meter
+from core.notify.model import SentNotice
 from core.tenants.model import Tenant
 from core.payments.model import Payment
 from core.ports import DpReport, StkPushAccepted, StkPushRequest, StkQueryResult
@@ -227,7 +228,28 @@ class FakeJobs(_Repo):
 
 class FakeNotifications(_Repo):
     async def add(self, **row):
-        self.data.notifications.append(row)
+        row.setdefault("provider_id", None)
+        self.data.notifications.append(dict(row, id=len(self.data.notifications) + 1))
+
+    def _notice(self, row):
+        return SentNotice(id=row["id"], event=row["event"], channel=row["channel"], recipient=row["recipient"],
+                          payment_id=row.get("payment_id"), topup_id=row.get("topup_id"), message=row["message"],
+                          provider_id=row.get("provider_id"), delivery_status=row.get("delivery_status"),
+                          delivery_error=row.get("delivery_error"), delivered_at=row.get("delivered_at"))
+
+    async def get(self, notification_id):
+        rows = [n for n in self.data.notifications if n.get("id") == notification_id]
+        return self._notice(rows[0]) if rows else None
+
+    async def by_provider_id(self, provider_id):
+        rows = [n for n in self.data.notifications if n.get("provider_id") == provider_id]
+        return self._notice(rows[-1]) if rows else None
+
+    async def set_delivery(self, notification_id, *, status, error, delivered_at):
+        row = next(n for n in self.data.notifications if n.get("id") == notification_id)
+        row.update(delivery_status=status, delivery_error=error)
+        if delivered_at is not None:
+            row["delivered_at"] = delivered_at
 
     async def lock_alerts(self):
         return None  # one process

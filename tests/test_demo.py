@@ -55,6 +55,9 @@ def test_demo_starts_pays_and_leaves_a_failed_top_up_to_fix(tmp_path):
         wait_for(lambda: httpx.get(f"{base}/mpesa/payments/{ref}", headers={"Authorization": "Bearer demo-api-key"})
                  .json()["topUpStatus"] == "APPLIED", what="the printed curl's payment to be credited")
         assert httpx.get(f"{base}/admin/login").status_code == 200
+        # The SMS sandbox follows each receipt with AT's delivery report; the app records it.
+        wait_for(lambda: run_sql(url, "SELECT count(*) n FROM notifications WHERE delivery_status = 'Success'")[0].n,
+                 what="an SMS delivery report recorded")
         # WhatsApp: the sandbox chat page's "hi", signed and delivered to the webhook, is answered.
         chat = f"{base}/sandbox/whatsapp/sandbox/chat/254712345678"
         assert httpx.post(f"{chat}/act", json={"kind": "text", "text": "hi"}).status_code == 200

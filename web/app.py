@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot.webhook import webhook_routes
 from ussd.routes import ussd_routes
-from web import c2b_api, mpesa_api
+from web import c2b_api, mpesa_api, sms_api
 from web.admin.routes import admin_routes
 from web.bootstrap import Container
 from web.http import RefuseNul, SourceAllowlist
@@ -89,6 +89,7 @@ def create_app(container: Container, *, run_worker: bool = True,
         *probe_routes(container),
         *mpesa_api.routes,
         *c2b_api.routes,  # Daraja C2B: Paybill and Till payments
+        *sms_api.routes,  # Africa's Talking SMS delivery reports
         *ussd_routes(container.ussd, container.ussd_metrics),
         *admin_routes(container),  # /admin (the dashboard) and /static
         *webhook_routes(container.telegram_bot),  # POST /telegram/webhook

@@ -31,7 +31,7 @@ from core.notify.service import WhatsAppReceipts, notify
 from core.payments.reconcile import reconcile_payments, verify_payment
 from core.payments.model import Channel
 from core.payments.service import PaymentLimits, push_payment
-from core.ports import Clock, MeterBalanceReader, MeterGateway, PaymentGateway, SmsSender, TelegramSender, UnitOfWork
+from core.ports import Clock, MeterBalanceReader, MeterGateway, PaymentGateway, SmsSender, TelegramSender, UnitOfWork, WhatsAppChatStore
 from core.shared.clock import SystemClock
 from core.topups.service import TopUpEngine, TopUpPolicy, requeue_stale_topups
 from core.usage import service as usage
@@ -97,6 +97,7 @@ class Container:
     whatsapp_room: WhatsAppRoom | None  # what /whatsapp/webhook answers with
     worker: Worker
     audit_watch: AuditWatch  # the periodic audit: metrics and the landlord's alert
+    whatsapp_chats: WhatsAppChatStore | None = None  # when WhatsApp is on: an opted-out SMS may go there
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -175,7 +176,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
         telegram_bot=build_telegram_bot(settings, bot, polling=telegram_polling, seen=telegram_updates, clock=clock),
         whatsapp=whatsapp,
         whatsapp_room=build_whatsapp_room(settings, dialogue, whatsapp, whatsapp_chats, clock), worker=worker,
-        audit_watch=audit_watch,
+        audit_watch=audit_watch, whatsapp_chats=whatsapp_chats if whatsapp is not None else None,
     )
 
 

@@ -84,14 +84,18 @@ def demo_tuya():
     return app
 
 
-def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0, *, base_url: str = "") -> list[Mount]:
+def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0, *, base_url: str = "",
+                   sms_report_url: str = "") -> list[Mount]:
     whatsapp = create_whatsapp_sandbox(token=DEMO_WHATSAPP["token"], phone_number_id=DEMO_WHATSAPP["phone_number_id"],
                                        app_secret=DEMO_WHATSAPP["app_secret"], auto_status=True,
                                        webhook_url=f"{base_url}/whatsapp/webhook" if base_url else "")
+    sms = create_sms_sandbox(**DEMO_SMS)
+    # Every accepted SMS is followed by AT's delivery report to the app (Success unless scripted).
+    sms.state.sms.report_to(sms_report_url, delay_s=2.0)
     return [
         Mount("/sandbox/whatsapp", app=whatsapp),
         Mount("/sandbox/daraja", app=create_daraja_sandbox(callback_delay_s=callback_delay_s, **DEMO_DARAJA)),
-        Mount("/sandbox/at", app=create_sms_sandbox(**DEMO_SMS)),
+        Mount("/sandbox/at", app=sms),
         Mount("/sandbox/tuya", app=tuya_app),
         Mount("/sandbox/telegram", app=create_telegram_sandbox(token=DEMO_TELEGRAM["token"])),
     ]
@@ -170,7 +174,10 @@ to see a receipt go as the approved template):
 
   {base}/sandbox/whatsapp/sandbox/chat
 
-SMS receipts sent:   {base}/sandbox/at/sandbox/sms/inbox
+SMS receipts sent:   {base}/sandbox/at/sandbox/sms/inbox  (delivery reports: {base}/sandbox/at/sandbox/sms/reports;
+  the payment page shows them). Make Wanjiku's SMS opted out (the receipt then goes to her Telegram chat):
+  curl -s -X POST {base}/sandbox/at/sandbox/sms/script -H 'Content-Type: application/json' \
+    -d '{{"phone": "254712345678", "status": "Rejected", "reason": "UserInBlackList"}}'
 Meters (live):       {base}/sandbox/tuya/sandbox/devices
 What M-Pesa saw:     {base}/sandbox/daraja/sandbox/transactions
 Take meter A101 offline (payments wait, then credit once it is back: fault "online"):

@@ -17,6 +17,9 @@ class Metrics:
                                         ["channel"], registry=self.registry)
         self.callbacks = Counter("lipameter_mpesa_callbacks_total", "Daraja callbacks by outcome",
                                  ["outcome"], registry=self.registry)
+        self.sms_reports = Counter("lipameter_sms_delivery_reports_total",
+                                   "Africa's Talking SMS delivery reports by status and outcome", ["status", "outcome"],
+                                   registry=self.registry)
         self.jobs = Counter("lipameter_jobs_total", "Jobs run by kind and result", ["kind", "result"],
                             registry=self.registry)
         self.jobs_waiting = Gauge("lipameter_jobs_waiting", "Jobs queued or running by kind", ["kind"],

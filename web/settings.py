@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     callback_allowed_ips: str = ""
     trusted_proxies: str = ""
     ussd_allowed_ips: str = ""  # Africa's Talking's addresses; empty lets any source post USSD hops
+    sms_report_allowed_ips: str = ""  # where SMS delivery reports may come from; empty: USSD_ALLOWED_IPS
     verify_callbacks: bool = False
 
     daraja_base_url: str = "https://sandbox.safaricom.co.ke"
@@ -100,6 +101,16 @@ class Settings(BaseSettings):
     @property
     def allowed_callback_ips(self) -> list[str]:
         return _split(self.callback_allowed_ips)
+
+    @property
+    def allowed_sms_report_ips(self) -> list[str]:
+        # Both come from Africa's Talking, so one list usually serves both.
+        return _split(self.sms_report_allowed_ips or self.ussd_allowed_ips)
+
+    @property
+    def sms_report_url(self) -> str:
+        """The delivery report URL to register in Africa's Talking's dashboard (SMS > Callback URLs)."""
+        return f"{self.public_base_url.rstrip('/')}/sms/delivery/{self.callback_token.get_secret_value()}"
 
     @property
     def trusted_proxy_list(self) -> list[str]:

@@ -67,6 +67,11 @@ class Notify(_Payload):
     event: NotifyEvent
     payment_id: str | None = None
     topup_id: str | None = None
+    # A resend: the SMS notification `resend_of` was refused by the recipient (opted out), so its text goes
+    # to tenant `tenant_id` by `via` (telegram | whatsapp) only (core/notify/delivery.py).
+    resend_of: int | None = None
+    via: str | None = None
+    tenant_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "event", NotifyEvent(self.event))

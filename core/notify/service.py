@@ -10,6 +10,8 @@ template; when neither is possible, or WhatsApp refuses, by SMS.
 A C2B payment (Paybill, Till) tells the tenants linked to the meter and the payer when M-Pesa shows the number.
 A payment made from another M-Pesa number (a relative paying) is told to both: the tenant who asked, as
 above, and the number that paid, by SMS.
+An SMS keeps Africa's Talking's message id (`provider_id`) for its delivery report; one the recipient opted
+out of is resent by Telegram or WhatsApp (`resend`, queued by core/notify/delivery.py).
 """
 
 from __future__ import annotations
@@ -133,6 +135,8 @@ def _body(lang: str, kind: str, payment, meter, topup) -> str:
 
 async def notify(event: Notify, *, uow: UnitOfWork, sms: SmsSender | None, clock: Clock,
                  telegram: TelegramSender | None = None, whatsapp: WhatsAppReceipts | None = None) -> str:
+    if event.resend_of is not None:
+        return await resend(event, uow=uow, clock=clock, telegram=telegram, whatsapp=whatsapp)
     messages = await compose_all(event, uow=uow)
     if not messages:
         return "nobody"
@@ -166,19 +170,23 @@ async def _tell(event: Notify, message: Message, *, uow: UnitOfWork, sms: SmsSen
     if message.chat_id is not None and telegram is not None and await _by_telegram(
             event, message, uow=uow, telegram=telegram, clock=clock):
         return "sent"
-    status, error, channel = "sent", None, "sms"
+    status, error, channel, provider_id = "sent", None, "sms", None
     if sms is None:
         status, channel = "skipped", "log"
         log.info("SMS off; would tell %s: %s", mask_phone(message.phone), message.text)
     else:
         try:
-            await sms.send(message.phone, message.text)
+            accepted = await sms.send(message.phone, message.text)
         except UpstreamError as failure:
             if failure.transient:
                 raise  # the job retries with backoff
             status, error = "failed", failure.message
             log.warning("SMS to %s refused: %s", mask_phone(message.phone), failure.message)
-    await _record(event, message, channel=channel, status=status, error=error, uow=uow, clock=clock)
+        else:
+            # Kept so that the delivery report (core/notify/delivery.py) finds this row.
+            provider_id = (accepted.message_id or None) if accepted is not None else None
+    await _record(event, message, channel=channel, status=status, error=error, uow=uow, clock=clock,
+                  provider_id=provider_id)
     return status
 
 
@@ -240,9 +248,33 @@ async def _whatsapp_failed(event: Notify, message: Message, why: str, *, uow: Un
 
 
 async def _record(event: Notify, message: Message, *, channel: str, status: str, error: str | None, uow: UnitOfWork,
-                  clock: Clock) -> None:
+                  clock: Clock, provider_id: str | None = None) -> None:
     async with uow:
         await uow.notifications.add(at=clock.now(), channel=channel, event=event.event.value,
                                     recipient=mask_phone(message.phone), payment_id=message.payment_id,
-                                    topup_id=message.topup_id, message=message.text, status=status, error=error)
+                                    topup_id=message.topup_id, message=message.text, status=status, error=error,
+                                    provider_id=provider_id and provider_id[:64])
         await uow.commit()
+
+
+async def resend(event: Notify, *, uow: UnitOfWork, clock: Clock, telegram: TelegramSender | None,
+                 whatsapp: WhatsAppReceipts | None) -> str:
+    """The text of an SMS the recipient opted out of, sent to the tenant by `event.via` only. Never by SMS
+    again; when that channel is gone too, the failure is recorded and the payment page shows both."""
+    async with uow:
+        notice = await uow.notifications.get(event.resend_of) if event.resend_of is not None else None
+        tenant = await uow.tenants.get(event.tenant_id) if event.tenant_id else None
+    if notice is None or tenant is None:
+        log.warning("resend of notification %s to tenant %s: nothing to resend", event.resend_of, event.tenant_id)
+        return "nobody"
+    message = Message(tenant.phone, notice.message, notice.payment_id, notice.topup_id, tenant.telegram_chat_id,
+                      whatsapp=True)
+    if event.via == "telegram" and telegram is not None and message.chat_id is not None:
+        sent = await _by_telegram(event, message, uow=uow, telegram=telegram, clock=clock)
+    elif event.via == "whatsapp" and whatsapp is not None:
+        sent = await _by_whatsapp(event, message, uow=uow, whatsapp=whatsapp, clock=clock)
+    else:
+        await _record(event, message, channel=event.via or "log", status="failed", uow=uow, clock=clock,
+                      error=f"the SMS was refused (opted out) and {event.via or 'no other channel'} is not available")
+        return "failed"
+    return "sent" if sent else "failed"

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from core.shared.errors import DomainError, InvalidInput
 from core.admin.operator import RESOLUTIONS, resolve_review, retry_topup
 from core.payments.model import Channel
+from core.shared.clock import NAIROBI
 from core.shared.phone import normalize_kenyan_mobile
 from storage.dashboard import (
     PAYMENT_FILTERS, TOPUP_FILTERS, PaymentFilter, list_payments, list_topups, payment_detail, topup_detail,
@@ -18,6 +19,23 @@ from web.admin.site import Ctx, not_found
 from web.http import domain_status
 
 IN_FLIGHT = ("queued", "sending")
+# What Africa's Talking's delivery reports (core/notify/delivery.py) say, in words for the landlord.
+DELIVERY_WORDS = {"Success": "Delivered", "Failed": "Not delivered", "Rejected": "Refused by the network",
+                  "Sent": "With the network", "Submitted": "With the network", "Buffered": "Phone off or away"}
+
+
+def delivery(notification: dict) -> str:
+    """One message's delivery, as its SMS delivery report said ("" for other channels)."""
+    if notification["channel"] != "sms" or notification["status"] != "sent":
+        return ""
+    status = notification.get("delivery_status")
+    if not status:
+        return "No report yet" if notification.get("provider_id") else ""
+    words = DELIVERY_WORDS.get(status, status)
+    if status == "Success" and notification.get("delivered_at"):
+        return f"{words} {notification['delivered_at'].astimezone(NAIROBI):%H:%M:%S}"
+    reason = notification.get("delivery_error")
+    return f"{words} ({reason})" if reason else words
 CHANNELS = tuple(channel.value for channel in Channel)
 
 
@@ -85,7 +103,8 @@ async def payment_page(ctx: Ctx, *, payment_id: str | None = None, status: int =
     return ctx.render("admin/payment.html", status, title=f"Payment KES {payment['amount']:,}", payment=payment,
                       topup=topup, error=error, values=values or {}, resolutions=RESOLUTIONS,
                       units=units_of(ctx.container.profiles, payment["meter_profile"]),
-                      refresh=5 if topup and topup["status"] in IN_FLIGHT and not error else None)
+                      refresh=5 if topup and topup["status"] in IN_FLIGHT and not error else None,
+                      delivery=delivery)
 
 
 async def topups_page(ctx: Ctx) -> Response:

@@ -22,7 +22,8 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, database_url: str | N
     tuya_app = demo_tuya()
     container = build_container(settings)
     has_payments = asyncio.run(seed_demo_data(container, tuya_app))
-    app = create_app(container, extra_routes=sandbox_mounts(tuya_app, base_url=settings.public_base_url))
+    mounts = sandbox_mounts(tuya_app, base_url=settings.public_base_url, sms_report_url=settings.sms_report_url)
+    app = create_app(container, extra_routes=mounts)
     print(how_to(settings), flush=True)
     if not has_payments:
         print("Making a little history now: 5 payments through the sandbox (one by Paybill 600000); the top-up on "
