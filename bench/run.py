@@ -30,10 +30,10 @@ import httpx
 import sqlalchemy as sa
 
 from bench import wrk
-from bench.seed import add_bench_meters, add_history, add_pending_payments, count, run_sql
+from bench.seed import add_bench_meters, add_history, add_pending_payments, add_stack_meters, count, run_sql
 from storage.db import create_engine
 from storage.migrate import upgrade
-from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, add_meters, settings_env
+from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, settings_env
 from tests.servers import ServerThread, reserve_port
 from web.settings import Settings
 
@@ -92,13 +92,20 @@ class Process:
     """A server or worker in its own process (its own interpreter: no GIL shared with the load)."""
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its log goes to a file, never to a pipe nobody reads: once a pipe's 64 KB are full, every log
+        # line blocks the server's event loop (it froze the USSD and payment runs at ~20/s and 0/s).
+        self.log = tempfile.TemporaryFile()
+        self.popen = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
 
     def wait_http(self, url: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.popen.args[:3]} exited: {self.popen.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"{self.popen.args[:3]} exited: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 httpx.get(url, timeout=1)
                 return
@@ -119,6 +126,7 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+        self.log.close()
 
 
 def serve_commands(port: int, bare_port: int, workers: int) -> tuple[list[str], list[str]]:
@@ -310,7 +318,7 @@ def bench_engine(engine: str, args) -> Report:
         upgrade(url)
         sandboxes = Sandboxes()
         try:
-            add_meters(url, sandboxes)  # A101, B201, OFF1 and the tenant Wanjiku, as the tests have them
+            add_stack_meters(url, sandboxes)  # A101, B201, OFF1 and the tenant Wanjiku, as the tests have them
             add_pending_payments(url, PENDING, amount=100)
             callbacks = http_phase(url, sandboxes, report, args)
             topup_phase(url, sandboxes, report, args)
