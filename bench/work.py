@@ -95,9 +95,27 @@ def profiled(enabled: bool, label: str):
         if profile:
             profile.disable()
             print(f"\n--- profile: {label} (by own time, then cumulative)")
-            stats = pstats.Stats(profile).strip_dirs()
-            stats.sort_stats("tottime").print_stats(25)
-            stats.sort_stats("cumulative").print_stats(40)
+            profile.dump_stats(f"/tmp/bench-work-{label}.prof")
+            stats = pstats.Stats(profile)
+            by_package: dict[str, float] = {}
+            for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+                by_package[_package(filename)] = by_package.get(_package(filename), 0.0) + tottime
+            total = sum(by_package.values())
+            for package, seconds in sorted(by_package.items(), key=lambda item: -item[1])[:14]:
+                print(f"  {package:<28} {100 * seconds / total:5.1f}%")
+            stats.strip_dirs().sort_stats("tottime").print_stats(30)
+
+
+def _package(filename: str) -> str:
+    """The top package a profiled function belongs to (site-packages' first folder, or ours)."""
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0]
+    if "/work/" in filename:
+        parts = filename.split("/")
+        return "ours: " + parts[parts.index("perf") + 1] if "perf" in parts else filename
+    if filename.startswith("<") or filename == "~":
+        return "builtins"
+    return "stdlib: " + filename.rsplit("/", 1)[-1]
 
 
 async def sequential(client: httpx.AsyncClient, path: str, first: int, n: int, profile: bool) -> float:
