@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from bench.bare import app as bare_app
 from bench.run import DARAJA_LATENCY_S, PENDING, Sandboxes, database, settings_for
 from bench.seed import add_pending_payments, add_stack_meters
+from storage.db import SINGLE_READ
 from storage.migrate import upgrade
 from tests.stack import API_KEY, CALLBACK_TOKEN
 from web.app import create_app
@@ -51,7 +52,9 @@ class Counter:
         self.sql[key] = self.sql.get(key, 0) + 1
 
     def _transaction(self, conn) -> None:
-        self.round_trips += 1
+        options = conn.get_execution_options()
+        if options.get("isolation_level") != "AUTOCOMMIT" and not options.get(SINGLE_READ):  # else nothing is sent
+            self.round_trips += 1
 
     def reset(self) -> None:
         self.statements = self.round_trips = 0
@@ -180,12 +183,22 @@ async def measure_engine(url: str, sandboxes: Sandboxes, args) -> list[str]:
     return lines
 
 
+def run(coroutine, loop: str):
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coroutine)
+    return asyncio.run(coroutine)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--profile", choices=["callback", "ussd", "payment"], help="print a cProfile of this path")
     parser.add_argument("--sql", action="store_true", help="list the statements per request")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop",
+                        help="the event loop (lipameter serve uses uvloop where it is installed)")
     args = parser.parse_args()
     for engine in args.engines.split(","):
         with database(engine) as url:
@@ -194,7 +207,7 @@ def main() -> None:
             try:
                 add_stack_meters(url, sandboxes)
                 add_pending_payments(url, min(PENDING, 10_000), amount=100)
-                lines = asyncio.run(measure_engine(url, sandboxes, args))
+                lines = run(measure_engine(url, sandboxes, args), args.loop)
             finally:
                 sandboxes.stop()
         print(engine)
