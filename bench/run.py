@@ -213,7 +213,7 @@ def topup_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> None:
     for device in devices:
         sandboxes.tuya.set_fault(device, "slow", n=None, seconds=TUYA_LATENCY_S)
     settings = settings_for(url, sandboxes, "http://127.0.0.1:9", args.concurrency)
-    env = settings_env(settings, TOPUP_POLL_INTERVAL_S=args.poll)
+    env = settings_env(settings, **({"TOPUP_POLL_INTERVAL_S": args.poll} if args.poll else {}))
     worker = Process([str(VENV_BIN / "lipameter"), "worker"], env)
     try:
         time.sleep(3)  # let it start (imports, pool); the clock starts when the top-ups are queued
@@ -335,7 +335,8 @@ def main() -> None:
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--workers", type=int, default=1, help="serve processes (lipameter serve --workers)")
     parser.add_argument("--concurrency", type=int, default=16, help="WORKER_CONCURRENCY for the top-up run")
-    parser.add_argument("--poll", type=float, default=0.5, help="TOPUP_POLL_INTERVAL_S for the top-up run")
+    parser.add_argument("--poll", type=float, default=None, help="TOPUP_POLL_INTERVAL_S for the top-up run "
+                        "(default: the product's)")
     parser.add_argument("--growth", type=int, default=0, help="also measure callbacks with this many more rows")
     args = parser.parse_args()
     if not wrk.available():
