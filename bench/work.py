@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from bench.bare import app as bare_app
 from bench.run import DARAJA_LATENCY_S, PENDING, Sandboxes, database, settings_for
 from bench.seed import add_pending_payments, add_stack_meters
-from storage.db import SINGLE_READ
+from storage.db import ONE_STATEMENT
 from storage.migrate import upgrade
 from tests.stack import API_KEY, CALLBACK_TOKEN
 from web.app import create_app
@@ -53,7 +53,7 @@ class Counter:
 
     def _transaction(self, conn) -> None:
         options = conn.get_execution_options()
-        if options.get("isolation_level") != "AUTOCOMMIT" and not options.get(SINGLE_READ):  # else nothing is sent
+        if options.get("isolation_level") != "AUTOCOMMIT" and not options.get(ONE_STATEMENT):  # else nothing is sent
             self.round_trips += 1
 
     def reset(self) -> None:

@@ -66,20 +66,21 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @sa.event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection) -> None:
-        if not connection.get_execution_options().get(SINGLE_READ):
+        if not connection.get_execution_options().get(ONE_STATEMENT):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-SINGLE_READ = "lipameter_single_read"
+ONE_STATEMENT = "lipameter_one_statement"
 
 
 @contextlib.asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for one SELECT, outside any transaction (a single statement is consistent on its
-    own): PostgreSQL sends no BEGIN and ROLLBACK (two round trips of three), SQLite takes no writer lock.
-    Never write through it."""
+async def one_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for ONE statement, outside any transaction: a SELECT (consistent on its own), or a
+    write that stands alone, committed when execute() returns. PostgreSQL sends no BEGIN and COMMIT or
+    ROLLBACK (one round trip instead of three); SQLite runs it in autocommit (the driver's isolation_level
+    is None, see _configure_sqlite) without BEGIN IMMEDIATE. Two writes through it are two transactions."""
     async with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
-            yield await conn.execution_options(**{SINGLE_READ: True})
+            yield await conn.execution_options(**{ONE_STATEMENT: True})
         else:
             yield await conn.execution_options(isolation_level="AUTOCOMMIT")

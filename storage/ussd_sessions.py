@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
-from storage.db import reading
+from storage.db import one_statement
 from storage.rows import insert_or_nothing, select_by
 from storage.tables import payments, meters, ussd_sessions
 
@@ -31,7 +31,7 @@ class SqlUssdSessionStore:
         self.engine = engine
 
     async def get(self, session_id: str) -> UssdSession | None:
-        async with reading(self.engine) as conn:
+        async with one_statement(self.engine) as conn:
             row = (await conn.execute(select_by(ussd_sessions, "session_id"), {"value": session_id})).first()
         if row is None:
             return None
@@ -78,7 +78,7 @@ class SqlUssdSessionStore:
     async def started_since(self, phone: str, since: datetime) -> int:
         query = (sa.select(sa.func.count()).select_from(ussd_sessions)
                  .where(ussd_sessions.c.phone == phone, ussd_sessions.c.created_at >= since))
-        async with reading(self.engine) as conn:
+        async with one_statement(self.engine) as conn:
             return int(await conn.scalar(query) or 0)
 
 
@@ -96,6 +96,6 @@ class SqlPaymentHistory:
             .order_by(payments.c.created_at.desc(), payments.c.id.desc())
             .limit(limit)
         )
-        async with reading(self.engine) as conn:
+        async with one_statement(self.engine) as conn:
             rows = list(await conn.execute(query))
         return [PaymentLine(at=r.created_at, meter_number=r.number, amount=r.amount, status=r.status) for r in rows]

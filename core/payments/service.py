@@ -225,10 +225,8 @@ async def receive_callback(
 ) -> CallbackReceipt:
     """Store the raw body first, in its own transaction, then apply it once. Malformed bodies are kept
     and refused; a failure while applying is recorded on the stored callback (`error`), for a person."""
-    async with uow:
-        callback_id = await uow.callbacks.add(body=storable_body(body), source=(source or "")[:64] or None,
-                                              received_at=clock.now())
-        await uow.commit()
+    callback_id = await uow.keep_callback(body=storable_body(body), source=(source or "")[:64] or None,
+                                          received_at=clock.now())
     try:
         parsed = parse_stk_callback(storable_body(body))
     except MalformedCallback as error:
