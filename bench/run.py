@@ -30,10 +30,10 @@ import httpx
 import sqlalchemy as sa
 
 from bench import wrk
-from bench.seed import add_bench_meters, add_history, add_pending_payments, count, run_sql
+from bench.seed import add_bench_meters, add_history, add_pending_payments, add_stack_meters, count, run_sql
 from storage.db import create_engine
 from storage.migrate import upgrade
-from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, add_meters, settings_env
+from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, settings_env
 from tests.servers import ServerThread, reserve_port
 from web.settings import Settings
 
@@ -92,13 +92,20 @@ class Process:
     """A server or worker in its own process (its own interpreter: no GIL shared with the load)."""
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its log goes to a file, never to a pipe nobody reads: once a pipe's 64 KB are full, every log
+        # line blocks the server's event loop (it froze the USSD and payment runs at ~20/s and 0/s).
+        self.log = tempfile.TemporaryFile()
+        self.popen = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
 
     def wait_http(self, url: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.popen.args[:3]} exited: {self.popen.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"{self.popen.args[:3]} exited: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 httpx.get(url, timeout=1)
                 return
@@ -119,6 +126,7 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+        self.log.close()
 
 
 def serve_commands(port: int, bare_port: int, workers: int) -> tuple[list[str], list[str]]:
@@ -205,7 +213,7 @@ def topup_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> None:
     for device in devices:
         sandboxes.tuya.set_fault(device, "slow", n=None, seconds=TUYA_LATENCY_S)
     settings = settings_for(url, sandboxes, "http://127.0.0.1:9", args.concurrency)
-    env = settings_env(settings, TOPUP_POLL_INTERVAL_S=args.poll)
+    env = settings_env(settings, **({"TOPUP_POLL_INTERVAL_S": args.poll} if args.poll else {}))
     worker = Process([str(VENV_BIN / "lipameter"), "worker"], env)
     try:
         time.sleep(3)  # let it start (imports, pool); the clock starts when the top-ups are queued
@@ -310,7 +318,7 @@ def bench_engine(engine: str, args) -> Report:
         upgrade(url)
         sandboxes = Sandboxes()
         try:
-            add_meters(url, sandboxes)  # A101, B201, OFF1 and the tenant Wanjiku, as the tests have them
+            add_stack_meters(url, sandboxes)  # A101, B201, OFF1 and the tenant Wanjiku, as the tests have them
             add_pending_payments(url, PENDING, amount=100)
             callbacks = http_phase(url, sandboxes, report, args)
             topup_phase(url, sandboxes, report, args)
@@ -327,7 +335,8 @@ def main() -> None:
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--workers", type=int, default=1, help="serve processes (lipameter serve --workers)")
     parser.add_argument("--concurrency", type=int, default=16, help="WORKER_CONCURRENCY for the top-up run")
-    parser.add_argument("--poll", type=float, default=0.5, help="TOPUP_POLL_INTERVAL_S for the top-up run")
+    parser.add_argument("--poll", type=float, default=None, help="TOPUP_POLL_INTERVAL_S for the top-up run "
+                        "(default: the product's)")
     parser.add_argument("--growth", type=int, default=0, help="also measure callbacks with this many more rows")
     args = parser.parse_args()
     if not wrk.available():

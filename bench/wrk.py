@@ -58,8 +58,9 @@ end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 request = function()
-  local body = string.format("sessionId=bench-%d&serviceCode=%%2A384%%2A1%%23&phoneNumber=%%2B254712345678"
-    .. "&networkCode=63902&text=", next_id())
+  local n = next_id()
+  local body = string.format("sessionId=bench-%d&serviceCode=%%2A384%%2A1%%23&phoneNumber=%%2B2547%08d"
+    .. "&networkCode=63902&text=", n, n)
   return wrk.format(nil, nil, nil, body)
 end
 """,

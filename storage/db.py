@@ -4,11 +4,13 @@ PostgreSQL: a pool, row locks with FOR UPDATE and SKIP LOCKED in the repositorie
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import AsyncIterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./lipameter.db"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -64,4 +66,21 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @sa.event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not connection.get_execution_options().get(ONE_STATEMENT):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+ONE_STATEMENT = "lipameter_one_statement"
+
+
+@contextlib.asynccontextmanager
+async def one_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for ONE statement, outside any transaction: a SELECT (consistent on its own), or a
+    write that stands alone, committed when execute() returns. PostgreSQL sends no BEGIN and COMMIT or
+    ROLLBACK (one round trip instead of three); SQLite runs it in autocommit (the driver's isolation_level
+    is None, see _configure_sqlite) without BEGIN IMMEDIATE. Two writes through it are two transactions."""
+    async with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            yield await conn.execution_options(**{ONE_STATEMENT: True})
+        else:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -20,15 +20,17 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_ENQUEUE = jobs.insert()  # built once: see storage/rows.py
+
+
 class SqlJobQueue:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
     async def enqueue(self, kind: str, payload: dict, *, run_after: datetime | None = None) -> None:
         now = _now()
-        await self.conn.execute(jobs.insert().values(
-            kind=kind, payload=payload, status="queued", attempts=0, run_after=run_after or now,
-            created_at=now, updated_at=now))
+        await self.conn.execute(_ENQUEUE, {"kind": kind, "payload": payload, "status": "queued", "attempts": 0,
+                                           "run_after": run_after or now, "created_at": now, "updated_at": now})
 
     async def claim(self, kinds: list[str], *, worker: str, lease_s: float, limit: int,
                     silent_after_s: float | None = None) -> list[Job]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,7 +14,7 @@ from core.notify.model import SentNotice
 from core.tenants.model import Tenant
 from core.payments.model import Channel, Payment, PaymentStatus
 from core.topups.model import ClaimLost, TopUp, TopUpStatus
-from storage.rows import from_row, to_row
+from storage.rows import from_row, insert_or_nothing, select_by, to_row, update_by_id
 from storage.tables import (audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups,
                             worker_heartbeats)
 
@@ -32,8 +31,7 @@ class _Repository:
     async def _insert(self, table: sa.Table, row: dict, conflict_message: str, code: str) -> None:
         # ON CONFLICT DO NOTHING instead of a savepoint around a failing INSERT: one round trip instead
         # of three, and the transaction stays usable. It covers every unique index (partial ones too).
-        insert = (postgresql.insert if self.conn.dialect.name == "postgresql" else sqlite.insert)(table)
-        result = await self.conn.execute(insert.values(**row).on_conflict_do_nothing())
+        result = await self.conn.execute(insert_or_nothing(table, self.conn.dialect.name), row)
         if result.rowcount != 1:
             raise Conflict(conflict_message, code=code)
 
@@ -44,10 +42,10 @@ class SqlMeterRepository(_Repository):
                            f"meter number {meter.number} or device {meter.device_id} is taken", "meter_exists")
 
     async def get(self, meter_id: str) -> Meter | None:
-        return from_row(Meter, (await self.conn.execute(sa.select(meters).where(meters.c.id == meter_id))).first())
+        return from_row(Meter, (await self.conn.execute(select_by(meters, "id"), {"value": meter_id})).first())
 
     async def get_by_number(self, number: str) -> Meter | None:
-        row = (await self.conn.execute(sa.select(meters).where(meters.c.number == number))).first()
+        row = (await self.conn.execute(select_by(meters, "number"), {"value": number})).first()
         return from_row(Meter, row)
 
     async def by_account(self, key: str) -> list[Meter]:
@@ -61,7 +59,7 @@ class SqlMeterRepository(_Repository):
         return [from_row(Meter, row) for row in rows]
 
     async def save(self, meter: Meter) -> None:
-        await self.conn.execute(meters.update().where(meters.c.id == meter.id).values(**to_row(meter, meters)))
+        await self.conn.execute(update_by_id(meters), {"row_id": meter.id, **to_row(meter, meters)})
 
 
 class SqlTenantRepository(_Repository):
@@ -72,7 +70,7 @@ class SqlTenantRepository(_Repository):
         return from_row(Tenant, (await self.conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).first())
 
     async def get_by_phone(self, phone: str) -> Tenant | None:
-        return from_row(Tenant, (await self.conn.execute(sa.select(tenants).where(tenants.c.phone == phone))).first())
+        return from_row(Tenant, (await self.conn.execute(select_by(tenants, "phone"), {"value": phone})).first())
 
     async def list(self) -> list[Tenant]:
         return [from_row(Tenant, row) for row in await self.conn.execute(sa.select(tenants).order_by(tenants.c.phone))]
@@ -114,29 +112,28 @@ class SqlPaymentRepository(_Repository):
                            "an M-Pesa prompt is already waiting on this phone, or this Idempotency-Key was used",
                            "payment_pending")
 
-    async def _one(self, *where, for_update: bool = False) -> Payment | None:
-        query = sa.select(payments).where(*where)
-        if for_update and self.locks_rows:
-            query = query.with_for_update()
-        return _payment((await self.conn.execute(query)).first())
+    async def _by(self, column: str, value: str, *, for_update: bool = False) -> Payment | None:
+        query = select_by(payments, column, for_update=for_update and self.locks_rows)
+        return _payment((await self.conn.execute(query, {"value": value})).first())
 
     async def get(self, payment_id: str) -> Payment | None:
-        return await self._one(payments.c.id == payment_id)
+        return await self._by("id", payment_id)
 
     async def get_for_update(self, payment_id: str) -> Payment | None:
-        return await self._one(payments.c.id == payment_id, for_update=True)
+        return await self._by("id", payment_id, for_update=True)
 
     async def get_by_checkout_id(self, checkout_request_id: str, *, for_update: bool = False) -> Payment | None:
-        return await self._one(payments.c.checkout_request_id == checkout_request_id, for_update=for_update)
+        return await self._by("checkout_request_id", checkout_request_id, for_update=for_update)
 
     async def get_by_idempotency_key(self, key: str) -> Payment | None:
-        return await self._one(payments.c.idempotency_key == key)
+        return await self._by("idempotency_key", key)
 
     async def get_by_receipt(self, receipt: str) -> Payment | None:
-        return await self._one(payments.c.mpesa_receipt == receipt)
+        return await self._by("mpesa_receipt", receipt)
 
     async def active_for_phone(self, phone: str) -> Payment | None:
-        return await self._one(payments.c.phone == phone, payments.c.status.in_(["requested", "pending"]))
+        query = sa.select(payments).where(payments.c.phone == phone, payments.c.status.in_(["requested", "pending"]))
+        return _payment((await self.conn.execute(query)).first())
 
     async def stale(self, status: str, *, before: datetime, limit: int = 100) -> list[Payment]:
         query = (sa.select(payments).where(payments.c.status == status, payments.c.updated_at < before)
@@ -149,16 +146,21 @@ class SqlPaymentRepository(_Repository):
         return [_payment(row) for row in await self.conn.execute(query)]
 
     async def save(self, payment: Payment) -> None:
-        row = to_row(payment, payments)
-        await self.conn.execute(payments.update().where(payments.c.id == payment.id).values(**row))
+        await self.conn.execute(update_by_id(payments), {"row_id": payment.id, **to_row(payment, payments)})
+
+
+_ADD_CALLBACK = mpesa_callbacks.insert()
+_ORPHANS_FOR = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body)
+                .where(mpesa_callbacks.c.checkout_request_id == sa.bindparam("cid"),
+                       mpesa_callbacks.c.outcome == "orphan").order_by(mpesa_callbacks.c.id))
 
 
 class SqlCallbackRepository(_Repository):
     async def add(self, *, body: str, source: str | None, received_at: datetime, kind: str = "stk",
                   outcome: str = "received", trans_id: str | None = None, note: str | None = None) -> int:
-        result = await self.conn.execute(mpesa_callbacks.insert().values(
-            body=body, source=source, received_at=received_at, outcome=outcome, kind=kind, trans_id=trans_id,
-            note=note))
+        result = await self.conn.execute(_ADD_CALLBACK, {
+            "body": body, "source": source, "received_at": received_at, "outcome": outcome, "kind": kind,
+            "trans_id": trans_id, "note": note})
         return result.inserted_primary_key[0]
 
     async def set_c2b_outcome(self, callback_id: int, *, outcome: str, trans_id: str | None, payment_id: str | None,
@@ -195,8 +197,9 @@ class SqlCallbackRepository(_Repository):
 
     async def set_outcome(self, callback_id: int, *, outcome: str, checkout_request_id: str | None,
                           payment_id: str | None) -> None:
-        await self.conn.execute(mpesa_callbacks.update().where(mpesa_callbacks.c.id == callback_id).values(
-            outcome=outcome, checkout_request_id=checkout_request_id, payment_id=payment_id))
+        await self.conn.execute(update_by_id(mpesa_callbacks), {
+            "row_id": callback_id, "outcome": outcome, "checkout_request_id": checkout_request_id,
+            "payment_id": payment_id})
 
     async def unresolved_orphans(self, limit: int = 100) -> list[tuple[int, str, datetime]]:
         query = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body, mpesa_callbacks.c.received_at)
@@ -226,10 +229,7 @@ class SqlCallbackRepository(_Repository):
             await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:cid))"), {"cid": checkout_request_id})
 
     async def orphans_for(self, checkout_request_id: str) -> list[tuple[int, str]]:
-        query = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body)
-                 .where(mpesa_callbacks.c.checkout_request_id == checkout_request_id,
-                        mpesa_callbacks.c.outcome == "orphan").order_by(mpesa_callbacks.c.id))
-        return [(row.id, row.body) for row in await self.conn.execute(query)]
+        return [(row.id, row.body) for row in await self.conn.execute(_ORPHANS_FOR, {"cid": checkout_request_id})]
 
     async def body(self, callback_id: int) -> str | None:
         return await self.conn.scalar(sa.select(mpesa_callbacks.c.body).where(mpesa_callbacks.c.id == callback_id))
@@ -249,10 +249,8 @@ class SqlTopUpRepository(_Repository):
                            "topup_exists")
 
     async def get(self, topup_id: str, *, for_update: bool = False) -> TopUp | None:
-        query = sa.select(topups).where(topups.c.id == topup_id)
-        if for_update and self.locks_rows:
-            query = query.with_for_update()
-        return _topup((await self.conn.execute(query)).first())
+        query = select_by(topups, "id", for_update=for_update and self.locks_rows)
+        return _topup((await self.conn.execute(query, {"value": topup_id})).first())
 
     async def for_payment(self, payment_id: str) -> TopUp | None:
         return _topup((await self.conn.execute(sa.select(topups).where(topups.c.payment_id == payment_id))).first())
@@ -261,12 +259,15 @@ class SqlTopUpRepository(_Repository):
         return _topup((await self.conn.execute(sa.select(topups).where(topups.c.request_key == key))).first())
 
     async def save(self, topup: TopUp, *, held_by: str | None = None) -> None:
-        update = topups.update().where(topups.c.id == topup.id)
-        if held_by is not None:
-            update = update.where(topups.c.claimed_by == held_by)  # fencing: only the claim's holder writes
+        # Fencing: with `held_by`, only the claim's holder writes (a statement built per call; the common
+        # unfenced save reuses the cached one).
+        update = topups.update().where(topups.c.id == topup.id, topups.c.claimed_by == held_by)
         try:
             async with self.conn.begin_nested():
-                result = await self.conn.execute(update.values(**to_row(topup, topups)))
+                if held_by is None:
+                    result = await self.conn.execute(update_by_id(topups), {"row_id": topup.id, **to_row(topup, topups)})
+                else:
+                    result = await self.conn.execute(update.values(**to_row(topup, topups)))
         except IntegrityError:
             # uq_topups_sending_meter: another top-up for this meter is in flight.
             raise Conflict("another top-up for this meter is in flight", code="meter_busy") from None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from storage.db import one_statement
 from storage.job_queue import SqlJobQueue
 from storage.repositories import (
     SqlAuditLog,
@@ -54,6 +57,10 @@ class SqlUnitOfWork:
 
     async def commit(self) -> None:
         await self.conn.commit()
+
+    async def keep_callback(self, *, body: str, source: str | None, received_at: datetime) -> int:
+        async with one_statement(self.engine) as conn:  # autocommit: durable once it returns
+            return await SqlCallbackRepository(conn).add(body=body, source=source, received_at=received_at)
 
     async def rollback(self) -> None:
         await self.conn.rollback()

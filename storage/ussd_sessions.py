@@ -10,14 +10,20 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
+from storage.db import one_statement
+from storage.rows import insert_or_nothing, select_by
 from storage.tables import payments, meters, ussd_sessions
 
 MAX_TEXT = 2000  # Africa's Talking's cumulative `text`; the endpoint refuses longer ones before this
+
+
+# Built once (see storage/rows.py): a hop's session moves on only from the hop count it was read at.
+_UPDATE_AT_HOPS = ussd_sessions.update().where(ussd_sessions.c.session_id == sa.bindparam("sid"),
+                                               ussd_sessions.c.hops == sa.bindparam("expected_hops"))
 
 
 class SqlUssdSessionStore:
@@ -25,8 +31,8 @@ class SqlUssdSessionStore:
         self.engine = engine
 
     async def get(self, session_id: str) -> UssdSession | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(ussd_sessions).where(ussd_sessions.c.session_id == session_id))).first()
+        async with one_statement(self.engine) as conn:
+            row = (await conn.execute(select_by(ussd_sessions, "session_id"), {"value": session_id})).first()
         if row is None:
             return None
         values = dict(row._mapping)
@@ -43,17 +49,12 @@ class SqlUssdSessionStore:
         }
         async with self.engine.begin() as conn:
             if expected_hops is None:
-                try:
-                    async with conn.begin_nested():
-                        await conn.execute(ussd_sessions.insert().values(**row))
-                except IntegrityError:
-                    return False
-                return True
+                # ON CONFLICT DO NOTHING, not a savepoint around a failing INSERT: one round trip, not three.
+                result = await conn.execute(insert_or_nothing(ussd_sessions, conn.dialect.name), row)
+                return result.rowcount == 1
             del row["created_at"]
-            result = await conn.execute(
-                ussd_sessions.update()
-                .where(ussd_sessions.c.session_id == record.session_id, ussd_sessions.c.hops == expected_hops)
-                .values(**row))
+            result = await conn.execute(_UPDATE_AT_HOPS, {"sid": record.session_id, "expected_hops": expected_hops,
+                                                          **row})
             return result.rowcount == 1
 
     async def record_end(self, session_id: str, *, status: str, report: dict, at: datetime) -> bool:
@@ -77,7 +78,7 @@ class SqlUssdSessionStore:
     async def started_since(self, phone: str, since: datetime) -> int:
         query = (sa.select(sa.func.count()).select_from(ussd_sessions)
                  .where(ussd_sessions.c.phone == phone, ussd_sessions.c.created_at >= since))
-        async with self.engine.connect() as conn:
+        async with one_statement(self.engine) as conn:
             return int(await conn.scalar(query) or 0)
 
 
@@ -95,6 +96,6 @@ class SqlPaymentHistory:
             .order_by(payments.c.created_at.desc(), payments.c.id.desc())
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
+        async with one_statement(self.engine) as conn:
             rows = list(await conn.execute(query))
         return [PaymentLine(at=r.created_at, meter_number=r.number, amount=r.amount, status=r.status) for r in rows]

@@ -309,6 +309,10 @@ class FakeUnitOfWork:
         self._committed = True
         self.commits += 1
 
+    async def keep_callback(self, *, body, source, received_at):
+        self.commits += 1
+        return await FakeCallbacks(self.store).add(body=body, source=source, received_at=received_at)
+
 
 class FakeDaraja:
     """Records pushes; answers with scripted results."""

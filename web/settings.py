@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     max_amount: int = Field(100_000, ge=1, le=250_000)  # Daraja's own ceiling is 250,000 a transaction
     topup_max_attempts: int = Field(12, ge=1)
     topup_confirm_deadline_s: float = Field(20, gt=0)
-    topup_poll_interval_s: float = Field(1.0, gt=0)
+    topup_poll_interval_s: float = Field(0.3, gt=0)  # the first confirm poll; then x1.5 up to 5 s
     topup_backoff_s: str = "10,30,120,600,1800"  # then hourly, up to TOPUP_MAX_ATTEMPTS
     topup_attempt_lease_s: float = Field(180, gt=0)  # longer than any one attempt can take
     job_lease_s: float = Field(120, gt=0)  # the backstop: a running job not renewed this long is taken over

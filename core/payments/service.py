@@ -58,6 +58,20 @@ async def request_payment(
 ) -> PaymentStarted:
     """Validate and record the payment as `requested`. With `defer_push` a `push_stk` job sends it,
     `push_delay_s` later (USSD: an STK prompt does not show while the USSD session is still open)."""
+    started, _meter = await _record_request(cmd, uow=uow, limits=limits, clock=clock, defer_push=defer_push,
+                                            push_delay_s=push_delay_s)
+    return started
+
+
+PHONE_BUSY = "an M-Pesa prompt is already waiting on this phone; complete or cancel it first"
+
+
+async def _record_request(
+    cmd: InitiatePayment, *, uow: UnitOfWork, limits: PaymentLimits, clock: Clock, defer_push: bool = False,
+    push_delay_s: float = 0.0, claim_push: bool = False,
+) -> tuple[PaymentStarted, Meter]:
+    """request_payment's work, and the meter. With `claim_push` the row is written with `pushed_at` set:
+    the intent to push is recorded in the same transaction as the payment (see `_claim_push`)."""
     amount = parse_whole_kes(cmd.amount, minimum=limits.min_amount, maximum=limits.max_amount)
     phone = normalize_kenyan_mobile(cmd.phone)
     async with uow:
@@ -68,32 +82,32 @@ async def request_payment(
             earlier = await uow.payments.get_by_idempotency_key(cmd.idempotency_key)
             if earlier is not None:
                 _same_request_or_raise(earlier, amount=amount, phone=phone, meter_id=meter.id)
-                return PaymentStarted(earlier, replayed=True)
+                return PaymentStarted(earlier, replayed=True), meter
         now = clock.now()
         payment = Payment(
             id=new_id(), amount=amount, phone=phone, meter_id=meter.id, channel=cmd.channel,
             created_at=now, updated_at=now, tenant_id=cmd.tenant_id,
             description=(cmd.description or "")[:200], idempotency_key=cmd.idempotency_key,
+            pushed_at=now if claim_push else None,
         )
         try:
-            if await uow.payments.active_for_phone(phone) is not None:
-                raise Conflict("an M-Pesa prompt is already waiting on this phone; complete or cancel it first",
-                               code="payment_pending")
-            await uow.payments.add(payment)  # unique indexes close the race between two requests
+            # No SELECT first: the unique indexes (one active payment a phone, one Idempotency-Key) refuse
+            # the row, and a refusal is told apart below. One round trip instead of two.
+            await uow.payments.add(payment)
         except Conflict:
             # A replay sent while the first request was still uncommitted lands here: it is a replay.
             earlier = await uow.payments.get_by_idempotency_key(cmd.idempotency_key) if cmd.idempotency_key else None
             if earlier is None:
-                raise
+                raise Conflict(PHONE_BUSY, code="payment_pending") from None
             _same_request_or_raise(earlier, amount=amount, phone=phone, meter_id=meter.id)
-            return PaymentStarted(earlier, replayed=True)
+            return PaymentStarted(earlier, replayed=True), meter
         if defer_push:
             run_after = now + timedelta(seconds=push_delay_s) if push_delay_s > 0 else None
             await enqueue(uow.jobs, PushStk(payment.id), run_after=run_after)
         await uow.commit()
     log.info("payment %s requested: KES %s for meter %s from %s via %s",
              payment.id, amount, meter.number, mask_phone(phone), cmd.channel.value)
-    return PaymentStarted(payment, replayed=False)
+    return PaymentStarted(payment, replayed=False), meter
 
 
 def _same_request_or_raise(earlier: Payment, *, amount: int, phone: str, meter_id: str) -> None:
@@ -111,6 +125,13 @@ async def push_payment(payment_id: str, *, uow: UnitOfWork, gateway: PaymentGate
     payment, meter = await _claim_push(payment_id, uow=uow, clock=clock)
     if meter is None:
         return payment  # pushed (or being pushed) already: a retried job, a replay, a crash
+    return await _send_push(payment, meter, uow=uow, gateway=gateway, clock=clock, verify=verify)
+
+
+async def _send_push(payment: Payment, meter: Meter, *, uow: UnitOfWork, gateway: PaymentGateway, clock: Clock,
+                     verify: bool) -> Payment:
+    """The push of a payment whose `pushed_at` is committed (claimed), and Daraja's answer recorded."""
+    payment_id = payment.id
     request = StkPushRequest(
         phone=payment.phone, amount=payment.amount, account_reference=meter.number,
         description=(payment.description or f"Power {meter.number}")[:TRANSACTION_DESC_MAX],
@@ -181,10 +202,12 @@ async def initiate_payment(
     cmd: InitiatePayment, *, uow: UnitOfWork, gateway: PaymentGateway, limits: PaymentLimits, clock: Clock,
     verify: bool = False,
 ) -> PaymentStarted:
-    started = await request_payment(cmd, uow=uow, limits=limits, clock=clock)
+    # The payment is written already claimed for this push (one transaction, not two): nothing else
+    # pushes a payment the API started, and a crash before the push leaves it to reconcile, as before.
+    started, meter = await _record_request(cmd, uow=uow, limits=limits, clock=clock, claim_push=True)
     if started.replayed:
         return started
-    payment = await push_payment(started.payment.id, uow=uow, gateway=gateway, clock=clock, verify=verify)
+    payment = await _send_push(started.payment, meter, uow=uow, gateway=gateway, clock=clock, verify=verify)
     return PaymentStarted(payment, False)
 
 
@@ -202,10 +225,8 @@ async def receive_callback(
 ) -> CallbackReceipt:
     """Store the raw body first, in its own transaction, then apply it once. Malformed bodies are kept
     and refused; a failure while applying is recorded on the stored callback (`error`), for a person."""
-    async with uow:
-        callback_id = await uow.callbacks.add(body=storable_body(body), source=(source or "")[:64] or None,
-                                              received_at=clock.now())
-        await uow.commit()
+    callback_id = await uow.keep_callback(body=storable_body(body), source=(source or "")[:64] or None,
+                                          received_at=clock.now())
     try:
         parsed = parse_stk_callback(storable_body(body))
     except MalformedCallback as error:
