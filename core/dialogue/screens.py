@@ -7,6 +7,7 @@ Pure functions of (state, caller). List screens also return the state with the m
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable
 
 from core.dialogue import texts
@@ -132,9 +133,11 @@ def _balance(state: DialogueState, caller: Caller) -> tuple[DialogueState, Scree
 def alert_status(language: str, alert) -> str:
     if not alert.enabled:
         return texts.text(language, "alert_off")
-    level = alert.threshold if alert.threshold is not None else alert.meter_threshold
-    if level is None:
-        return texts.text(language, "alert_on_auto")
+    level = alert.threshold
+    if level is None:  # the meter's level: about two days of its use, so said roughly
+        if alert.meter_threshold is None:
+            return texts.text(language, "alert_on_auto")
+        level = alert.meter_threshold.quantize(Decimal(1) if alert.unit == "KES" else Decimal("0.1"), ROUND_HALF_UP)
     return texts.text(language, "alert_on", level=texts.level(alert.unit, level))
 
 
