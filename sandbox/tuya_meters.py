@@ -18,6 +18,34 @@ FAULT_KINDS = ("offline", "online", "slow", "server_error", "throttle", "accept_
                "late_report", "error")
 
 
+# How a Kenyan household's load moves through the day, by Nairobi hour (UTC+3, no daylight saving): little
+# at night (a fridge, a security light), a morning peak (water heating, breakfast, ironing before work), a
+# quiet working day, and the day's highest peak in the evening (cooking, lights, TV). The 24 factors average
+# 1, so a meter's `rate_kw` stays its mean load over a day.
+DAY_SHAPE = tuple(Decimal(f) for f in (
+    "0.35", "0.3", "0.3", "0.3", "0.35", "0.6",  # 00-05
+    "1.4", "1.8", "1.5", "0.9", "0.75", "0.75",  # 06-11
+    "0.8", "0.75", "0.7", "0.7", "0.8", "1.1",  # 12-17
+    "1.9", "2.3", "2.2", "1.8", "1.1", "0.55",  # 18-23
+))
+NAIROBI_OFFSET_S = 3 * 3600
+
+
+def nairobi_hour(wall_s: float) -> int:
+    return int((wall_s + NAIROBI_OFFSET_S) // 3600) % 24
+
+
+def shaped_kwh(rate_kw: Decimal, start_s: float, end_s: float) -> Decimal:
+    """kWh used between two wall-clock times at a mean load of `rate_kw`, shaped by the hour of the day."""
+    total, cursor = Decimal(0), start_s
+    while cursor < end_s:
+        boundary = min(end_s, (cursor // 3600 + 1) * 3600)
+        hours = Decimal(str(round(boundary - cursor, 6))) / 3600
+        total += rate_kw * DAY_SHAPE[nairobi_hour(cursor)] * hours
+        cursor = boundary
+    return total
+
+
 class CommandError(Exception):
     """A Tuya business error: answered as {"success": false, "code": code, "msg": msg}."""
 
@@ -56,7 +84,7 @@ class SandboxMeter:
     device_id: str
     name: str
     online: bool = True
-    rate_kw: Decimal = Decimal(0)  # background consumption, applied lazily on every access
+    rate_kw: Decimal = Decimal(0)  # mean background load over a day, shaped by the hour (DAY_SHAPE), applied lazily
     clock: Callable[[], float] = time.monotonic
     faults: dict[str, Fault] = field(default_factory=dict)
     prepayment: bool = True
@@ -88,11 +116,14 @@ class SandboxMeter:
 
     # --- consumption ---
     def tick(self) -> None:
+        """Consume what the load used since the last access: the elapsed time from `clock`, placed on the
+        day by the wall clock (its Nairobi hours set the load)."""
         now = self.clock()
-        hours = Decimal(str(round(now - self._last_tick, 6))) / 3600
+        elapsed = now - self._last_tick
         self._last_tick = now
-        if self.rate_kw > 0 and hours > 0:
-            self.consume((self.rate_kw * hours).quantize(Decimal("0.000001")))
+        if self.rate_kw > 0 and elapsed > 0:
+            end = self.wall()
+            self.consume(shaped_kwh(self.rate_kw, end - elapsed, end).quantize(Decimal("0.000001")))
 
     def consume(self, kwh: Decimal) -> Decimal:
         """Use up to `kwh`; with prepayment on, the relay cuts at a zero balance. Returns kWh used."""

@@ -41,6 +41,7 @@ class FakeStore:
     notifications: list = field(default_factory=list)
     audit: list = field(default_factory=list)
     readings: list = field(default_factory=list)  # core.usage.model.Reading
+    alerts: dict = field(default_factory=dict)  # (tenant_id, meter_id) -> core.usage.model.TenantAlert
 
 
 class _Repo:
@@ -273,10 +274,29 @@ class FakeAudit(_Repo):
 
 
 class FakeUsage(_Repo):
-    """Readings only (what the top-up engine and the live reader store); the rest is tested on SQL."""
+    """Readings and tenants' alert settings (what the top-up engine, the live reader and the dialogue use);
+    the rest is tested on SQL."""
 
     async def add_reading(self, reading):
         self.data.readings.append(reading)
+
+    async def readings(self, meter_id, *, since=None, until=None):
+        return sorted((r for r in self.data.readings if r.meter_id == meter_id
+                       and (since is None or r.at >= since) and (until is None or r.at < until)), key=lambda r: r.at)
+
+    async def daily(self, meter_id, *, since=None, until=None):
+        return []
+
+    async def meter(self, meter_id):
+        from core.usage.model import MeterUsage
+        return MeterUsage(meter_id)
+
+    async def alert(self, tenant_id, meter_id):
+        from core.usage.model import TenantAlert
+        return self.data.alerts.get((tenant_id, meter_id)) or TenantAlert(tenant_id, meter_id)
+
+    async def save_alert(self, alert):
+        self.data.alerts[(alert.tenant_id, alert.meter_id)] = alert
 
     async def topup_in_flight(self, meter_id):
         return any(t.meter_id == meter_id and t.status.value == "sending" for t in self.data.topups.values())

@@ -43,6 +43,10 @@ def test_demo_starts_pays_and_leaves_a_failed_top_up_to_fix(tmp_path):
             return sorted(r.status for r in rows) == ["applied", "applied", "applied", "failed"]
 
         wait_for(history_made, what="the demo history (3 applied top-ups, one by Paybill; 1 failed)")
+        # A month of simulated readings, rolled up into daily rows, for every demo meter.
+        days = run_sql(url, "SELECT m.number, count(*) AS n FROM meter_daily d JOIN meters m ON m.id = d.meter_id "
+                            "GROUP BY m.number ORDER BY m.number")
+        assert [r.number for r in days] == ["A101", "A102", "B201"] and all(r.n >= 27 for r in days)
         [c2b] = run_sql(url, "SELECT mpesa_receipt, status FROM payments WHERE channel = 'c2b'")
         assert c2b.status == "completed"
         wait_for(lambda: [r.review_reason for r in run_sql(url, "SELECT review_reason FROM payments WHERE "

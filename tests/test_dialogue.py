@@ -10,7 +10,8 @@ import pytest
 from core.dialogue import machine as dialogue
 from core.dialogue import texts
 from core.dialogue.types import (
-    BalanceInfo, BalanceRead, Caller, DialogueState, FindMeter, LanguageSaved, ListPayments, MeterChoice, MeterFound,
+    AlertInfo, AlertSaved, BalanceInfo, BalanceRead, Caller, DialogueState, FindMeter, LanguageSaved, ListPayments,
+    MeterChoice, MeterFound, SaveAlert,
     PaymentLine, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
 )
 
@@ -302,3 +303,98 @@ def test_the_payer_step_fits_a_ussd_screen_in_both_languages():
             assert len(text) <= LIMIT and text.isascii(), text
             assert screen.error is None or screen.error in text
         assert "3. " in to_text(screens[-1]) and "0722000111" in to_text(screens[-1])
+
+
+# --- days left and the tenant's low-balance alerts (issue 15) -----------------------------------------
+
+def _saved(effect: SaveAlert) -> AlertSaved:
+    """What storage answers: the setting as the effect changed it (the meter's own level stays 160)."""
+    threshold = None if effect.automatic else (Decimal(effect.threshold) if effect.threshold else OWN.threshold)
+    return AlertSaved(AlertInfo(enabled=OWN.enabled if effect.enabled is None else effect.enabled,
+                                threshold=threshold, meter_threshold=Decimal(160)))
+
+
+OWN = AlertInfo(enabled=True, threshold=None, meter_threshold=Decimal(160))
+
+
+@pytest.mark.parametrize("language, days, said", [
+    ("en", 12, "about 12 days at your usual use"), ("en", 1, "about 1 day at your usual use"),
+    ("en", 0, "less than a day at your usual use"), ("en", 400, "over 99 days at your usual use"),
+    ("sw", 12, "takriban siku 12 kwa matumizi ya kawaida")])
+def test_balance_says_days_left(language, days, said):
+    info = BalanceInfo(meter=A101, amount=Decimal(500), live=True, days_left=days, alert=OWN)
+    s = Session(caller(language=language), ReadBalance=BalanceRead(info))
+    assert said in s.send("2").screen.body
+
+
+def test_no_days_left_without_history_or_balance():
+    for info in (BalanceInfo(meter=A101, amount=Decimal(500), live=True),
+                 BalanceInfo(meter=A101, amount=None, days_left=3)):
+        s = Session(caller(), ReadBalance=BalanceRead(info))
+        assert not any("usual use" in line for line in s.send("2").screen.body)
+
+
+def test_alerts_are_offered_only_to_a_tenant_whose_setting_was_read():
+    s = Session(caller(), ReadBalance=BalanceRead(BalanceInfo(meter=A101, amount=Decimal(5), alert=None)))
+    assert s.send("2").screen.name == "balance" and s.keys() == ["1"]
+    assert s.send("2").screen.error == "Invalid choice."
+
+
+@pytest.mark.parametrize("language", ["en", "sw"])
+def test_change_the_alert_level(language):
+    s = Session(caller(language=language), ReadBalance=BalanceRead(BalanceInfo(meter=A101, amount=Decimal(500),
+                                                                              alert=OWN)), SaveAlert=_saved)
+    s.send("2")
+    assert s.keys() == ["1", "2"]
+    screen = s.send("2").screen
+    assert screen.name == "alerts" and s.keys() == ["1", "2"]  # no "automatic": it is automatic already
+    assert screen.body[-1] == {"en": "On, below KES 160", "sw": "Zimewashwa, chini ya KES 160"}[language]
+    assert s.send("1").screen.name == "alert_level" and s.screen.expects == "level"
+    screen = s.send("50").screen
+    assert s.effects[-1] == SaveAlert(meter=A101, enabled=True, threshold=50)
+    assert screen.name == "alerts" and screen.notice == texts.text(language, "alerts_saved")
+    assert screen.body[-1] == {"en": "On, below KES 50", "sw": "Zimewashwa, chini ya KES 50"}[language]
+    assert s.keys() == ["1", "2", "3"]
+    assert s.send("0").screen.name == "balance"  # back goes past the level screen, to where the alerts were chosen
+    s.send("2")
+    screen = s.send("3").screen
+    assert s.effects[-1] == SaveAlert(meter=A101, automatic=True) and screen.body[-1].endswith("KES 160")
+
+
+@pytest.mark.parametrize("entry", ["", "0.5", "50.5", "-5", "100001", "\u0665\u0660", "5e2", "fifty", "0"])
+def test_a_bad_alert_level_reprompts_and_saves_nothing(entry):
+    s = Session(caller(), ReadBalance=BalanceRead(BalanceInfo(meter=A101, amount=Decimal(5), alert=OWN)))
+    s.send("2"), s.send("2"), s.send("1")
+    if entry == "0":  # back, not a level
+        assert s.send(entry).screen.name == "alerts"
+        return
+    screen = s.send(entry).screen
+    assert screen.name == "alert_level" and screen.error == "Whole KES 1-100,000 only." and not s.effects[1:]
+
+
+def test_turn_alerts_off_and_on_again():
+    s = Session(caller(), ReadBalance=BalanceRead(BalanceInfo(meter=A101, amount=Decimal(5), alert=OWN)),
+                SaveAlert=_saved)
+    s.send("2"), s.send("2")
+    assert [o.label for o in s.screen.options][1] == "Turn off"
+    screen = s.send("2").screen
+    assert s.effects[-1] == SaveAlert(meter=A101, enabled=False)
+    assert screen.body[-1] == "Off" and [o.label for o in screen.options][1] == "Turn on"
+    s.send("2")
+    assert s.effects[-1] == SaveAlert(meter=A101, enabled=True) and s.screen.body[-1] == "On, below KES 160"
+
+
+def test_an_alert_not_saved_says_so_and_keeps_the_old_setting():
+    s = Session(caller(), ReadBalance=BalanceRead(BalanceInfo(meter=A101, amount=Decimal(5), alert=OWN)),
+                SaveAlert=AlertSaved(None))
+    s.send("2"), s.send("2")
+    screen = s.send("2").screen
+    assert screen.notice == "Not saved. Try again." and screen.body[-1] == "On, below KES 160"
+
+
+def test_kwh_meters_set_levels_in_kwh():
+    kwh = AlertInfo(threshold=Decimal(5), unit="kWh")
+    s = Session(caller(), ReadBalance=BalanceRead(BalanceInfo(meter=A101, amount=Decimal(5), alert=kwh)))
+    s.send("2")
+    assert s.send("2").screen.body[-1] == "On, below 5 kWh"
+    assert "(kWh, 1-100,000)" in s.send("1").screen.title

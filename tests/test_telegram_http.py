@@ -208,7 +208,15 @@ def test_balance_history_and_language(stack):
     user = linked(stack)
     balance = user.send("/balance")
     assert balance.startswith("Balance\nMeter A101 Flat A1\nKES 100")
-    assert user.buttons() == ["Buy electricity", "Back", "Home"]
+    assert user.buttons() == ["Buy electricity", "Alerts", "Back", "Home"]
+    # The tenant turns low-balance alerts off for A101 from Telegram (issue 15), then sets their own level.
+    assert user.press("Alerts").startswith("Low-balance alerts:\nMeter A101 Flat A1\nOn, below ")
+    assert user.buttons() == ["Change level", "Turn off", "Back", "Home"]
+    assert user.press("Turn off") == "\u2705 Alerts saved.\nLow-balance alerts:\nMeter A101 Flat A1\nOff"
+    assert user.press("Change level").startswith("Alert me when the balance is below (KES, 1-100,000):")
+    assert user.send("80").endswith("\nOn, below KES 80")
+    row = stack.sql("SELECT enabled, threshold FROM tenant_alerts")[0]
+    assert row.enabled in (True, 1) and int(row.threshold) == 80
     history = user.send("/history").splitlines()
     assert history[0] == "Last payments:" and len(history) == 6  # the last five
     assert history[1] == "06/11 KES 105 Paid A101" and history[5] == "02/11 KES 101 Paid A101"

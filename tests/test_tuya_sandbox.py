@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import datetime, timezone
 from decimal import Decimal as D
 
 import httpx
@@ -14,6 +15,7 @@ import requests
 from tuya_connector import TuyaOpenAPI
 
 from sandbox.tuya import create_tuya_sandbox
+from sandbox.tuya_meters import DAY_SHAPE, nairobi_hour, shaped_kwh
 from tests.servers import serve
 
 ACCESS_ID, SECRET = "sandbox-id-0001", "sandbox-secret-0001"
@@ -203,8 +205,45 @@ def test_background_consumption_rate(cloud):
     meter = cloud[1].add_device("bg1", "tuya-standard", balance="10", rate_kw="10")
     clock = [0.0]
     meter.clock, meter._last_tick = (lambda: clock[0]), 0.0
-    clock[0] = 360.0  # 10 kW for 0.1 h
-    assert has(cloud[1].describe(meter)["status"], balance_energy=9, forward_energy_total=100)
+    meter.wall = lambda: EVENING_PEAK + clock[0]
+    clock[0] = 360.0  # a mean load of 10 kW for 0.1 h, at 19:00 Nairobi time: 2.3 times the mean
+    assert has(cloud[1].describe(meter)["status"], balance_energy=7, forward_energy_total=230)
+
+
+EVENING_PEAK = datetime(2026, 11, 2, 16, 0, tzinfo=timezone.utc).timestamp()  # 19:00 in Nairobi
+
+
+def test_consumption_follows_the_hour_of_the_day_in_nairobi():
+    """Low at night, a morning peak, the highest in the evening; a whole day uses the mean load x 24 h."""
+    midnight = datetime(2026, 11, 1, 21, 0, tzinfo=timezone.utc).timestamp()  # 00:00 in Nairobi
+    rate = D("0.5")
+    by_hour = [shaped_kwh(rate, midnight + h * 3600, midnight + (h + 1) * 3600) for h in range(24)]
+    assert shaped_kwh(rate, midnight, midnight + 86_400) == sum(by_hour) == rate * 24
+    night, morning, day, evening = max(by_hour[0:5]), max(by_hour[6:9]), max(by_hour[10:17]), max(by_hour[18:22])
+    assert night < day < morning < evening and by_hour[19] == max(by_hour)
+    assert min(by_hour) <= rate / 3 and max(by_hour) >= rate * 2
+    assert nairobi_hour(EVENING_PEAK) == 19
+    # Across an hour boundary each part is charged at its own hour's load.
+    assert shaped_kwh(rate, EVENING_PEAK - 1800, EVENING_PEAK + 1800) == rate * (DAY_SHAPE[18] + DAY_SHAPE[19]) / 2
+
+
+def test_a_sandbox_meter_runs_down_faster_in_the_evening_than_at_night(cloud):
+    meter = cloud[1].add_device("shape1", "seed", balance="1000", price="25", rate_kw="0.5")
+    clock, wall = [0.0], [datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc).timestamp()]  # 03:00 Nairobi
+    meter.clock, meter._last_tick, meter.wall = (lambda: clock[0]), 0.0, (lambda: wall[0])
+
+    def spend_an_hour() -> D:
+        before = meter.balance_kes
+        clock[0] += 3600
+        wall[0] += 3600
+        meter.tick()
+        return before - meter.balance_kes
+
+    night = spend_an_hour()  # 03:00-04:00
+    wall[0] += 15 * 3600  # to 19:00 (the sandbox was not asked meanwhile: no time passed for it)
+    evening = spend_an_hour()  # 19:00-20:00
+    assert night == D("0.5") * DAY_SHAPE[3] * 25 and evening == D("0.5") * DAY_SHAPE[19] * 25
+    assert evening > 5 * night
 
 
 # --- faults -----------------------------------------------------------------------------------------

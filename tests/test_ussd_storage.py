@@ -114,7 +114,7 @@ async def test_balance_is_live_within_the_time_limit_or_last_known(engine, reade
     started = time.monotonic()
     screen = await balance_screen(engine, reader, f"bal-{id(reader)}")
     assert time.monotonic() - started < 1.5
-    assert screen == f"CON Balance\nMeter A101 Flat A101\n{expected}\n1. Buy electricity\n0. Back 00. Home"
+    assert screen == f"CON Balance\nMeter A101 Flat A101\n{expected}\n1. Buy electricity\n2. Alerts\n0. Back 00. Home"
 
 
 async def test_inactive_linked_meters_are_not_offered(engine):

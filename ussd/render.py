@@ -1,8 +1,9 @@
 """A dialogue Screen as Africa's Talking USSD text: `CON …` or `END …`, plain ASCII, <= 160 characters.
 
 Telcos drop or garble anything else, so names typed by landlords (`Nyumba ya Mzee – Ruaka`, `Café`) are
-folded to ASCII, and when a screen is too long the data lines (meter names) are shortened first — never
-the option keys, our own wording or the navigation line.
+folded to ASCII, and when a screen is too long the lines marked optional are left out (last first) while
+the screen cannot fit otherwise, then the data lines (meter names) are shortened — never the option keys,
+our own wording or the navigation line.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class _Row:
     prefix: str  # an option's key, e.g. "1. ", never shortened
     text: str
     keep: int | None  # None: never shortened; else at least this many characters survive
+    optional: bool = False  # may be left out when the screen cannot fit with it
 
     @property
     def shrinkable(self) -> bool:
@@ -48,7 +50,7 @@ def _rows(screen: Screen) -> list[_Row]:
     rows = [_Row("", ascii_only(message), None) for message in (screen.error, screen.notice) if message]
     # Our own wording may span lines (the bilingual goodbyes); data never does.
     rows.append(_Row("", "\n".join(ascii_only(part) for part in screen.title.split("\n")), None))
-    rows += [_Row("", ascii_only(line.text), line.keep) for line in screen.lines]
+    rows += [_Row("", ascii_only(line.text), line.keep, line.optional) for line in screen.lines]
     rows += [_Row(f"{option.key}. ", ascii_only(option.label), option.keep) for option in screen.options]
     if screen.nav:
         rows.append(_Row("", " ".join(f"{o.key}. {ascii_only(o.label)}" for o in screen.nav), None))
@@ -57,6 +59,12 @@ def _rows(screen: Screen) -> list[_Row]:
 
 def _length(head: str, rows: list[_Row]) -> int:
     return len(head) + sum(len(str(row)) for row in rows) + len(rows) - 1
+
+
+def _shortest(head: str, rows: list[_Row]) -> int:
+    """The screen's length with every data line shortened as far as it may be."""
+    return _length(head, [_Row(row.prefix, row.text[:max(row.keep, 1)], None) if row.shrinkable else row
+                          for row in rows])
 
 
 def _shorten(text: str, target: int, keep: int) -> str:
@@ -69,6 +77,8 @@ def _shorten(text: str, target: int, keep: int) -> str:
 def to_text(screen: Screen) -> str:
     head = "END " if screen.end else "CON "
     rows = _rows(screen)
+    while _shortest(head, rows) > LIMIT and any(row.optional for row in rows):
+        rows.remove([row for row in rows if row.optional][-1])
     while _length(head, rows) > LIMIT:
         candidates = [row for row in rows if row.shrinkable]
         if not candidates:

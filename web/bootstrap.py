@@ -155,7 +155,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     dialogue, ussd, bot = build_channel_deps(engine, uow=uow, limits=limits, clock=clock, history=history,
                                              ussd_sessions=ussd_sessions, balance_reader=balance_reader,
                                              metrics=metrics, ussd_config=ussd_config,
-                                             paybill=settings.paybill_number)
+                                             paybill=settings.paybill_number, profiles=profiles)
     whatsapp, whatsapp_chats = build_whatsapp(settings, http), SqlWhatsAppChatStore(engine)
     telegram_updates = SqlTelegramUpdates(engine)
     audit_watch = AuditWatch(engine=engine, uow=uow, clock=clock, metrics=metrics, every_s=settings.audit_every_s,
@@ -240,7 +240,8 @@ def build_telegram(settings: Settings, http: httpx.AsyncClient) -> TelegramBotAp
 def build_channel_deps(engine: AsyncEngine, *, uow: Callable[[], UnitOfWork], limits: PaymentLimits, clock: Clock,
                        history: SqlPaymentHistory, ussd_sessions: SqlUssdSessionStore,
                        balance_reader: MeterBalanceReader | None, metrics: Metrics,
-                       ussd_config: UssdConfig | None, paybill: str = "") -> tuple[DialogueDeps, UssdDeps, BotDeps]:
+                       ussd_config: UssdConfig | None, paybill: str = "",
+                       profiles: Mapping[str, MeterProfile] | None = None) -> tuple[DialogueDeps, UssdDeps, BotDeps]:
     """What the USSD and Telegram dialogues work with. The storage adapters are chosen here, so that
     ussd/ and bot/ depend on core only."""
 
@@ -248,7 +249,7 @@ def build_channel_deps(engine: AsyncEngine, *, uow: Callable[[], UnitOfWork], li
         metrics.payments_started.labels(channel=channel.value).inc()
 
     dialogue = DialogueDeps(uow=uow, limits=limits, clock=clock, history=history, balance_reader=balance_reader,
-                            on_payment_started=started, paybill=paybill)
+                            on_payment_started=started, paybill=paybill, profiles=dict(profiles or {}))
     ussd = UssdDeps(dialogue=dialogue, sessions=ussd_sessions, **({"config": ussd_config} if ussd_config else {}))
     bot = BotDeps(dialogue=dialogue, chats=SqlTelegramChatStore(engine), accounts=SqlTelegramAccounts(engine))
     return dialogue, ussd, bot

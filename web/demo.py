@@ -1,6 +1,6 @@
 """What `lipameter demo` (web/cli/demo.py) runs: the whole product on one machine. SQLite, the sandbox
 mounted in the same process (reached over real HTTP on loopback, like the real services), demo meters
-and tenants, a printed how-to."""
+and tenants with a month of simulated readings (web/demo_usage.py), a printed how-to."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from sandbox.tuya import create_tuya_sandbox
 from sandbox.whatsapp import create_whatsapp_sandbox
 from web.admin.demo_admin import DEMO_ADMIN, ensure_demo_admin
 from web.bootstrap import Container
+from web.demo_usage import backfill
 from web.settings import Settings
 
 log = logging.getLogger("lipameter.demo")
@@ -40,6 +41,7 @@ DEMO_METERS = [
     ("A102", "Flat A2, Kilimani Court", "sbx-a102", "seed", "25"),
     ("B201", "Shop 1, Umoja Market", "sbx-b201", "tuya-standard", "24.5"),
 ]
+DEMO_LOAD_KW = "0.2"
 DEMO_TENANTS = [("254712345678", "Wanjiku", ["A101", "A102"]), ("254722000111", "Otieno", ["B201"])]
 
 
@@ -80,7 +82,8 @@ def demo_tuya():
     app = create_tuya_sandbox(**DEMO_TUYA)
     for number, name, device, profile, price in DEMO_METERS:
         balance = "150" if profile == "seed" else "12"  # KES on money meters, kWh on energy meters
-        app.state.tuya.add_device(device, profile, balance=balance, price=price, name=name, rate_kw="0.5")
+        # A flat's mean load, about 5 kWh a day, shaped by the hour (sandbox.tuya_meters.DAY_SHAPE).
+        app.state.tuya.add_device(device, profile, balance=balance, price=price, name=name, rate_kw=DEMO_LOAD_KW)
     return app
 
 
@@ -101,6 +104,17 @@ def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0, *, base_url: str = "
     ]
 
 
+def _sandbox_meters(tuya_app) -> dict:
+    """number -> (balance now, mean load, price or None when the balance is in kWh), for the backfill."""
+    fleet, meters = tuya_app.state.tuya, {}
+    for number, _, device, profile, _ in DEMO_METERS:
+        device = fleet.meter(device)
+        device.tick()
+        meters[number] = ((device.balance_kes, device.rate_kw, device.price) if profile == "seed"
+                          else (device.balance_kwh, device.rate_kw, None))
+    return meters
+
+
 def _dp_specs(tuya_app, device: str) -> dict:
     # The server is not up yet, so the demo reads the simulated device's specifications in-process;
     # `lipameter meter add` reads them from the cloud over HTTP.
@@ -119,6 +133,7 @@ async def seed_demo_data(container: Container, tuya_app) -> bool:
     for phone, name, numbers in DEMO_TENANTS:
         await add_tenant(AddTenant(phone=phone, name=name, meter_numbers=numbers), uow=container.uow())
     await ensure_demo_admin(container.admin_users, now=container.clock.now())
+    await backfill(container, _sandbox_meters(tuya_app))
     async with container.engine.connect() as conn:
         has_payments = bool(await conn.scalar(sa.text("SELECT count(*) FROM payments")))
     # The server runs on another event loop: it must not inherit this loop's pooled connections.

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from core.dialogue import texts
 from core.dialogue.screens import (
-    BACK, BALANCE, BALANCE_METERS, BALANCE_NONE, BUY_AMOUNT, BUY_CONFIRM, BUY_METERS, BUY_NUMBER, BUY_PAYER, HOME,
-    LANGUAGE, MAIN, MORE, OTHER_PAYER, PAYMENTS, draw, goodbye, page_of,
+    ALERT_LEVEL, ALERTS, AUTOMATIC_LEVEL, BACK, BALANCE, BALANCE_METERS, BALANCE_NONE, BUY_AMOUNT, BUY_CONFIRM,
+    BUY_METERS, BUY_NUMBER, BUY_PAYER, CHANGE_LEVEL, HOME, LANGUAGE, MAIN, MAX_LEVEL, MIN_LEVEL, MORE, OTHER_PAYER,
+    PAYMENTS, TO_ALERTS, TOGGLE_ALERTS, draw, goodbye, level_unit, page_of,
 )
 from core.dialogue.types import (
-    BalanceRead, Caller, DialogueState, FindMeter, Frame, LanguageSaved, ListPayments, MeterChoice, MeterFound,
-    Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
+    AlertSaved, BalanceRead, Caller, DialogueState, FindMeter, Frame, LanguageSaved, ListPayments, MeterChoice,
+    MeterFound, Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveAlert, SaveLanguage, StartPayment, Step,
 )
 from core.shared.errors import InvalidInput
 from core.meters.model import METER_NUMBER
@@ -75,6 +76,8 @@ def resume(state: DialogueState, outcome: Outcome, caller: Caller) -> Step:
         return _forward(state, caller, Frame(screen=PAYMENTS))
     if isinstance(outcome, PaymentRequested):
         return _payment_answer(state, caller, outcome)
+    if isinstance(outcome, AlertSaved):
+        return _alert_answer(state, caller, outcome)
     if isinstance(outcome, LanguageSaved):
         language = outcome.language if outcome.language in texts.LANGUAGES else t
         home = state.model_copy(update={"language": language, "frame": Frame(screen=MAIN), "history": (), "errors": 0})
@@ -191,7 +194,33 @@ def _on_balance_meters(state: DialogueState, entry: str, caller: Caller) -> Step
 def _on_balance(state: DialogueState, entry: str, caller: Caller) -> Step:
     if entry == "1" and state.balance is not None:
         return _forward(state, caller, Frame(screen=BUY_AMOUNT, meter=state.balance.meter))
+    if entry == TO_ALERTS and state.balance is not None and state.balance.alert is not None:
+        return _forward(state, caller, Frame(screen=ALERTS, meter=state.balance.meter))
     return _wrong(state, caller, "err.choice")
+
+
+def _on_alerts(state: DialogueState, entry: str, caller: Caller) -> Step:
+    alert, meter = state.balance.alert if state.balance else None, state.frame.meter
+    if alert is None or meter is None:
+        return _wrong(state, caller, "err.choice")
+    if entry == CHANGE_LEVEL:
+        return _forward(state, caller, Frame(screen=ALERT_LEVEL, meter=meter))
+    if entry == TOGGLE_ALERTS:
+        return _effect(state, SaveAlert(meter=meter, enabled=not alert.enabled))
+    if entry == AUTOMATIC_LEVEL and alert.threshold is not None:
+        return _effect(state, SaveAlert(meter=meter, automatic=True))
+    return _wrong(state, caller, "err.choice")
+
+
+def _on_alert_level(state: DialogueState, entry: str, caller: Caller) -> Step:
+    """A whole number in the meter's unit, typed like an amount (ASCII digits, no decimals)."""
+    try:
+        level = parse_whole_kes(entry, minimum=MIN_LEVEL, maximum=MAX_LEVEL)
+    except InvalidInput:
+        return _wrong(state, caller, "err.level", unit=level_unit(state), min=texts.thousands(MIN_LEVEL),
+                      max=texts.thousands(MAX_LEVEL))
+    # Setting a level also turns alerts back on: that is what someone typing one wants.
+    return _effect(state, SaveAlert(meter=state.frame.meter, enabled=True, threshold=level))
 
 
 def _on_language(state: DialogueState, entry: str, caller: Caller) -> Step:
@@ -216,6 +245,8 @@ HANDLERS = {
     BALANCE: _on_balance,
     PAYMENTS: _nothing_to_pick,
     LANGUAGE: _on_language,
+    ALERTS: _on_alerts,
+    ALERT_LEVEL: _on_alert_level,
 }
 
 
@@ -255,3 +286,15 @@ def _payment_answer(state: DialogueState, caller: Caller, outcome: PaymentReques
     if outcome.code == "payment_pending":
         return _end(state, "pending")
     return _end(state, "not_started")
+
+
+def _alert_answer(state: DialogueState, caller: Caller, outcome: AlertSaved) -> Step:
+    """Back on the alerts screen (from the level screen too), showing the setting as saved."""
+    history = state.history[:-1] if state.frame.screen == ALERT_LEVEL and state.history else state.history
+    frame = Frame(screen=ALERTS, meter=state.frame.meter)
+    if outcome.alert is None:
+        state = state.model_copy(update={"frame": frame, "history": history, "errors": 0})
+        return _show(state, caller, notice=texts.text(state.language, "alerts_not_saved"))
+    balance = state.balance.model_copy(update={"alert": outcome.alert}) if state.balance else None
+    state = state.model_copy(update={"frame": frame, "history": history, "errors": 0, "balance": balance})
+    return _show(state, caller, notice=texts.text(state.language, "alerts_saved"))

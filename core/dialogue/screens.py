@@ -7,6 +7,7 @@ Pure functions of (state, caller). List screens also return the state with the m
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable
 
 from core.dialogue import texts
@@ -23,9 +24,14 @@ BALANCE_NONE = "balance_none"
 BALANCE = "balance"
 PAYMENTS = "payments"
 LANGUAGE = "language"
+ALERTS = "alerts"  # the caller's low-balance alert for the meter on the balance screen
+ALERT_LEVEL = "alert_level"
 
 BACK, HOME, MORE = "0", "00", "98"
 OTHER_PAYER = "3"  # on the confirm screen
+TO_ALERTS = "2"  # on the balance screen
+CHANGE_LEVEL, TOGGLE_ALERTS, AUTOMATIC_LEVEL = "1", "2", "3"  # on the alerts screen
+MIN_LEVEL, MAX_LEVEL = 1, 100_000  # a tenant's own alert level, whole units of the meter's balance
 PAGE_SIZE = 5
 
 
@@ -108,14 +114,59 @@ def _balance(state: DialogueState, caller: Caller) -> tuple[DialogueState, Scree
         value = texts.text(t, "balance_live", amount=texts.kes(info.amount))
     else:
         value = texts.text(t, "balance_old", amount=texts.kes(info.amount), age=texts.age(t, info.age_s))
+    lines = [Line(value)]
+    if info is not None and info.amount is not None and info.days_left is not None:
+        lines.append(Line(texts.days_left(t, info.days_left)))
     if info and caller.paybill:
-        # "Pay by Paybill N, account <meter>" names the meter too: it takes the meter line's place, so
-        # that the screen still fits USSD's 160 characters.
-        lines = (Line(value), Line(texts.text(t, "paybill", number=caller.paybill, meter=info.meter.number)))
-    else:
-        lines = ((meter_line(t, info.meter),) if info else ()) + (Line(value),)
-    return state, Screen(BALANCE, texts.text(t, "balance"), lines=lines,
-                         options=(Option("1", texts.text(t, "menu.buy")),), nav=nav(t))
+        # "Pay by Paybill N, account <meter>" names the meter too: it takes the meter line's place. Both may
+        # be left out on a full USSD screen: the caller picked the meter on the screen before.
+        lines.append(Line(texts.text(t, "paybill", number=caller.paybill, meter=info.meter.number), optional=True))
+    elif info:
+        line = meter_line(t, info.meter)
+        lines.insert(0, replace(line, optional=True))
+    options = [Option("1", texts.text(t, "menu.buy"))]
+    if info is not None and info.alert is not None:
+        options.append(Option(TO_ALERTS, texts.text(t, "menu.alerts")))
+    return state, Screen(BALANCE, texts.text(t, "balance"), lines=tuple(lines), options=tuple(options), nav=nav(t))
+
+
+def alert_status(language: str, alert) -> str:
+    if not alert.enabled:
+        return texts.text(language, "alert_off")
+    level = alert.threshold
+    if level is None:  # the meter's level: about two days of its use, so said roughly
+        if alert.meter_threshold is None:
+            return texts.text(language, "alert_on_auto")
+        level = alert.meter_threshold.quantize(Decimal(1) if alert.unit == "KES" else Decimal("0.1"), ROUND_HALF_UP)
+    return texts.text(language, "alert_on", level=texts.level(alert.unit, level))
+
+
+def _alerts(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t, frame = state.language, state.frame
+    alert = state.balance.alert if state.balance is not None else None
+    # The meter was named on the screen before: a full USSD screen may leave it out.
+    lines = [replace(meter_line(t, frame.meter), optional=True)] if frame.meter else []
+    options = []
+    if alert is not None:
+        lines.append(Line(alert_status(t, alert)))
+        options = [Option(CHANGE_LEVEL, texts.text(t, "alert_change")),
+                   Option(TOGGLE_ALERTS, texts.text(t, "alert_turn_off" if alert.enabled else "alert_turn_on"))]
+        if alert.threshold is not None:
+            options.append(Option(AUTOMATIC_LEVEL, texts.text(t, "alert_automatic")))
+    return state, Screen(ALERTS, texts.text(t, "alerts"), lines=tuple(lines), options=tuple(options), nav=nav(t))
+
+
+def level_unit(state: DialogueState) -> str:
+    alert = state.balance.alert if state.balance is not None else None
+    return alert.unit if alert is not None else "KES"
+
+
+def _alert_level(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
+    t = state.language
+    title = texts.text(t, "enter_level", unit=level_unit(state), min=texts.thousands(MIN_LEVEL),
+                       max=texts.thousands(MAX_LEVEL))
+    lines = (meter_line(t, state.frame.meter),) if state.frame.meter else ()
+    return state, Screen(ALERT_LEVEL, title, lines=lines, nav=nav(t), expects="level")
 
 
 def _payments(state: DialogueState, caller: Caller) -> tuple[DialogueState, Screen]:
@@ -148,6 +199,8 @@ BUILDERS: dict[str, Callable[[DialogueState, Caller], tuple[DialogueState, Scree
     BALANCE: _balance,
     PAYMENTS: _payments,
     LANGUAGE: _language,
+    ALERTS: _alerts,
+    ALERT_LEVEL: _alert_level,
 }
 
 

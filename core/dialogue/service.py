@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from decimal import Decimal
-from typing import Callable
+from typing import Callable, Mapping
 
 from core.dialogue import texts
 from core.dialogue.types import (
-    BalanceInfo, BalanceRead, Caller, Effect, FindMeter, LanguageSaved, ListPayments, MeterChoice, MeterFound,
-    Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment,
+    AlertInfo, AlertSaved, BalanceInfo, BalanceRead, Caller, Effect, FindMeter, LanguageSaved, ListPayments,
+    MeterChoice, MeterFound, Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveAlert, SaveLanguage,
+    StartPayment,
 )
+from core.meters.profiles import MeterProfile
+from core.usage.model import TenantAlert
+from core.usage.service import summarise, unit_of
 from core.shared.errors import Conflict, DomainError
 from core.meters.model import Meter
 from core.tenants.model import Tenant
@@ -42,6 +47,7 @@ class DialogueDeps:
     balance_reader: MeterBalanceReader | None = None  # None: no live reader, last known values only
     on_payment_started: Callable[[Channel], None] | None = None  # metrics, labelled by channel
     paybill: str = ""  # PAYBILL_NUMBER, shown on the balance screen ("" shows nothing)
+    profiles: Mapping[str, MeterProfile] = field(default_factory=dict)  # a meter's unit and how its use is derived
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,8 @@ async def perform(effect: Effect, caller: Caller, deps: DialogueDeps, rules: Cha
         return await _start_payment(effect, caller, deps, rules)
     if isinstance(effect, SaveLanguage):
         return await _save_language(effect, caller, deps)
+    if isinstance(effect, SaveAlert):
+        return await _save_alert(effect, caller, deps)
     raise TypeError(f"unknown effect {type(effect).__name__}")
 
 
@@ -105,11 +113,59 @@ async def _read_balance(effect: ReadBalance, caller: Caller, deps: DialogueDeps,
         return BalanceRead(BalanceInfo(meter=effect.meter, amount=None))
     live = await _live_balance(meter, deps, rules)
     if live is not None:
-        return BalanceRead(BalanceInfo(meter=effect.meter, amount=live, live=True))
-    age_s = None
-    if meter.last_balance is not None and meter.last_balance_at is not None:
-        age_s = max(0, int((deps.clock.now() - meter.last_balance_at).total_seconds()))
-    return BalanceRead(BalanceInfo(meter=effect.meter, amount=meter.last_balance, age_s=age_s))
+        info = BalanceInfo(meter=effect.meter, amount=live, live=True)
+    else:
+        age_s = None
+        if meter.last_balance is not None and meter.last_balance_at is not None:
+            age_s = max(0, int((deps.clock.now() - meter.last_balance_at).total_seconds()))
+        info = BalanceInfo(meter=effect.meter, amount=meter.last_balance, age_s=age_s)
+    return BalanceRead(await _with_outlook(info, meter, caller, deps))
+
+
+FRESH_FOR_DAYS_LEFT = timedelta(days=1)  # an older last reading (the meter is offline) says nothing about now
+
+
+async def _with_outlook(info: BalanceInfo, meter: Meter, caller: Caller, deps: DialogueDeps) -> BalanceInfo:
+    """Days left at the meter's usual use (from its stored readings; the live read above is one of them)
+    and the caller's alert setting for it."""
+    now, profile = deps.clock.now(), deps.profiles.get(meter.profile)
+    async with deps.uow() as uow:
+        summary = await summarise(uow, meter, profile, now=now)
+        alert = await uow.usage.alert(caller.tenant_id, meter.id) if caller.tenant_id else None
+    fresh = summary.last_reading_at is not None and now - summary.last_reading_at <= FRESH_FOR_DAYS_LEFT
+    return info.model_copy(update={
+        "days_left": summary.days_left if fresh else None,
+        "alert": _alert_info(alert, summary.threshold, unit_of(profile)) if alert else None,
+    })
+
+
+def _alert_info(alert: TenantAlert, meter_threshold: Decimal | None, unit: str) -> AlertInfo:
+    return AlertInfo(enabled=alert.enabled, threshold=alert.threshold, meter_threshold=meter_threshold, unit=unit)
+
+
+async def _save_alert(effect: SaveAlert, caller: Caller, deps: DialogueDeps) -> AlertSaved:
+    """The caller's own alert setting for one of their meters (tenant_alerts); the sent marks are kept, so
+    changing the level never re-sends an alert already sent since the last top-up."""
+    if caller.tenant_id is None or effect.meter.number not in {m.number for m in caller.meters}:
+        return AlertSaved(None)
+    async with deps.uow() as uow:
+        meter = await uow.meters.get_by_number(effect.meter.number)
+        if meter is None:
+            return AlertSaved(None)
+        alert = await uow.usage.alert(caller.tenant_id, meter.id)
+        if effect.enabled is not None:
+            alert = replace(alert, enabled=effect.enabled)
+        if effect.threshold is not None:
+            alert = replace(alert, threshold=Decimal(effect.threshold))
+        elif effect.automatic:
+            alert = replace(alert, threshold=None)
+        await uow.usage.save_alert(alert)
+        profile = deps.profiles.get(meter.profile)
+        summary = await summarise(uow, meter, profile, now=deps.clock.now())
+        await uow.commit()
+    log.info("alerts of %s on %s: %s", mask_phone(caller.phone), meter.number,
+             "off" if not alert.enabled else (alert.threshold or "meter level"))
+    return AlertSaved(_alert_info(alert, summary.threshold, unit_of(profile)))
 
 
 async def _live_balance(meter: Meter, deps: DialogueDeps, rules: ChannelRules) -> Decimal | None:

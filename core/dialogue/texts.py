@@ -53,6 +53,23 @@ EN = {
     "no_payments": "No payments yet.",
     "choose_language": "Choose language:",
     "language_saved": "Language saved.",
+    "menu.alerts": "Alerts",
+    "days_left": "about {days} days at your usual use",
+    "day_left": "about 1 day at your usual use",
+    "day_less": "less than a day at your usual use",
+    "days_left_many": "over 99 days at your usual use",
+    "alerts": "Low-balance alerts:",
+    "alert_on": "On, below {level}",
+    "alert_on_auto": "On, below about 2 days of use",
+    "alert_off": "Off",
+    "alert_change": "Change level",  # option labels <= 20 characters: WhatsApp buttons
+    "alert_turn_off": "Turn off",
+    "alert_turn_on": "Turn on",
+    "alert_automatic": "Automatic level",
+    "enter_level": "Alert me when the balance is below ({unit}, {min}-{max}):",
+    "alerts_saved": "Alerts saved.",
+    "alerts_not_saved": "Not saved. Try again.",
+    "err.level": "Whole {unit} {min}-{max} only.",
     "err.choice": "Invalid choice.",
     "err.amount": "Whole KES {min}-{max} only.",
     "err.meter": "Meter {number} not found.",
@@ -111,6 +128,23 @@ SW = {
     "no_payments": "Bado hakuna malipo.",
     "choose_language": "Chagua lugha:",
     "language_saved": "Lugha imehifadhiwa.",
+    "menu.alerts": "Arifa",
+    "days_left": "takriban siku {days} kwa matumizi ya kawaida",
+    "day_left": "takriban siku 1 kwa matumizi ya kawaida",
+    "day_less": "chini ya siku 1 kwa matumizi ya kawaida",
+    "days_left_many": "zaidi ya siku 99 kwa matumizi ya kawaida",
+    "alerts": "Arifa za salio kidogo:",
+    "alert_on": "Zimewashwa, chini ya {level}",
+    "alert_on_auto": "Zimewashwa, chini ya matumizi ya siku 2",
+    "alert_off": "Zimezimwa",
+    "alert_change": "Badilisha kiwango",
+    "alert_turn_off": "Zima",
+    "alert_turn_on": "Washa",
+    "alert_automatic": "Kiwango otomatiki",
+    "enter_level": "Nijulishe salio likiwa chini ya ({unit}, {min}-{max}):",
+    "alerts_saved": "Arifa zimehifadhiwa.",
+    "alerts_not_saved": "Hazikuhifadhiwa. Jaribu tena.",
+    "err.level": "{unit} {min}-{max} bila senti.",
     "err.choice": "Chaguo si sahihi.",
     "err.amount": "KES {min}-{max} bila senti.",
     "err.meter": "Mita {number} haipatikani.",
@@ -150,6 +184,20 @@ def text(language: str, key: str, **values: object) -> str:
 
 def kes(amount: Decimal | int) -> str:
     return format_kes(amount)
+
+
+def days_left(language: str, days: int) -> str:
+    """"about 12 days at your usual use"; past 99 days only that (a screen has no room for more)."""
+    if days > 99:
+        return text(language, "days_left_many")
+    if days < 1:
+        return text(language, "day_less")
+    return text(language, "day_left") if days == 1 else text(language, "days_left", days=days)
+
+
+def level(unit: str, value: Decimal | int) -> str:
+    """An alert level in the meter's unit: `KES 50`, `5 kWh`."""
+    return kes(value) if unit == "KES" else f"{Decimal(value).normalize():f} {unit}"
 
 
 def thousands(value: int) -> str:

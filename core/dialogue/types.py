@@ -30,6 +30,7 @@ class Line:
 
     text: str
     keep: int | None = None
+    optional: bool = False  # a small screen (USSD) may leave it out when everything else does not fit
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Screen:
     error: str | None = None  # a short re-prompt message, shown above the title
     notice: str | None = None  # a short confirmation ("Language saved."), shown above the title
     end: bool = False  # the conversation is over after this screen
-    expects: str | None = None  # "meter_number" | "amount" | "phone" when free text is the answer
+    expects: str | None = None  # "meter_number" | "amount" | "phone" | "level" when free text is the answer
 
     @property
     def body(self) -> list[str]:
@@ -78,11 +79,22 @@ class Frame(_Model):
     payer: str | None = None  # another M-Pesa number (2547…) paying instead of the caller's own
 
 
+class AlertInfo(_Model):
+    """A tenant's low-balance alert for one meter: on or off, and below what it is sent."""
+
+    enabled: bool = True
+    threshold: Decimal | None = None  # the tenant's own level; None: the meter's (landlord's or automatic)
+    meter_threshold: Decimal | None = None  # the meter's level now (None: not enough history to know yet)
+    unit: str = "KES"  # the meter's balance unit: KES, or kWh for energy meters
+
+
 class BalanceInfo(_Model):
     meter: MeterChoice
     amount: Decimal | None  # KES left on the meter; None when never read
     age_s: int | None = None  # how old a last known value is; None when live or unknown
     live: bool = False
+    days_left: int | None = None  # at the meter's usual use; None under 3 days of readings or no recent one
+    alert: AlertInfo | None = None  # the caller's alert setting for this meter (None: not a tenant)
 
 
 class PaymentLine(_Model):
@@ -149,7 +161,18 @@ class SaveLanguage:
     language: str
 
 
-Effect = Union[FindMeter, ReadBalance, ListPayments, StartPayment, SaveLanguage]
+@dataclass(frozen=True)
+class SaveAlert:
+    """Change the caller's low-balance alert for a meter: turn it on or off, set their own level
+    (`threshold`, in the meter's unit) or go back to the meter's own (`automatic`)."""
+
+    meter: MeterChoice
+    enabled: bool | None = None
+    threshold: int | None = None
+    automatic: bool = False
+
+
+Effect = Union[FindMeter, ReadBalance, ListPayments, StartPayment, SaveLanguage, SaveAlert]
 
 
 @dataclass(frozen=True)
@@ -181,7 +204,12 @@ class LanguageSaved:
     language: str
 
 
-Outcome = Union[MeterFound, BalanceRead, PaymentsListed, PaymentRequested, LanguageSaved]
+@dataclass(frozen=True)
+class AlertSaved:
+    alert: AlertInfo | None  # None: not saved (the meter is not the caller's)
+
+
+Outcome = Union[MeterFound, BalanceRead, PaymentsListed, PaymentRequested, LanguageSaved, AlertSaved]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ from core.payments.model import Channel
 from core.ports import (
     Blocked, Clock, OutsideWindow, SmsSender, TelegramSender, UnitOfWork, WhatsAppChatStore, WhatsAppSender,
 )
+from core.usage.derive import days_left
+from core.usage.service import summarise
+from core.usage.texts import days_left_text
 
 log = logging.getLogger("lipameter.notify")
 
@@ -95,30 +98,40 @@ async def compose_all(event: Notify, *, uow: UnitOfWork) -> list[Message]:
         tenant = (await uow.tenants.get(payment.tenant_id) if payment.tenant_id else None) \
             or (await uow.tenants.get_by_phone(payment.phone) if payment.phone else None)
         linked = await uow.tenants.linked_to(meter.id) if payment.channel == Channel.C2B else []
+        days = await _days_left_after(uow, meter, topup) if event.event is NotifyEvent.TOPUP_APPLIED else None
     kind = "topup_failed" if event.event is NotifyEvent.TOPUP_REVIEW else event.event.value
     if kind not in ("payment_failed", "topup_applied", "topup_delayed", "topup_failed"):
         return []
     topup_id = topup.id if topup else None
     if payment.channel == Channel.C2B:
-        return _c2b_messages(kind, payment, meter, topup, tenant, linked)
+        return _c2b_messages(kind, payment, meter, topup, tenant, linked, days)
     lang = (tenant.language if tenant else None) or "en"
     chat_id = tenant.telegram_chat_id if tenant is not None and payment.channel == Channel.TELEGRAM else None
     payer = payment.phone if tenant is not None and tenant.phone != payment.phone else None
-    return [Message(tenant.phone if payer else payment.phone, _body(lang, kind, payment, meter, topup), payment.id,
+    return [Message(tenant.phone if payer else payment.phone, _body(lang, kind, payment, meter, topup, days), payment.id,
                     topup_id, chat_id, payer, whatsapp=payment.channel == Channel.WHATSAPP)]
 
 
-def _c2b_messages(kind: str, payment, meter, topup, tenant, linked) -> list[Message]:
+async def _days_left_after(uow: UnitOfWork, meter, topup) -> int | None:
+    """How long the new balance lasts at the meter's usual use (None under 3 days of readings)."""
+    if topup is None or topup.balance_after is None:
+        return None
+    # The meter's own unit: balance drops are consumption whatever it is (no profile needed for that).
+    summary = await summarise(uow, meter, None, now=topup.applied_at or topup.updated_at)
+    return days_left(topup.balance_after, summary.average)
+
+
+def _c2b_messages(kind: str, payment, meter, topup, tenant, linked, days: int | None = None) -> list[Message]:
     topup_id = topup.id if topup else None
-    messages = [Message(t.phone, _body(t.language or "en", kind, payment, meter, topup), payment.id, topup_id,
+    messages = [Message(t.phone, _body(t.language or "en", kind, payment, meter, topup, days), payment.id, topup_id,
                         t.telegram_chat_id) for t in linked]
     if payment.phone and payment.phone not in {t.phone for t in linked}:
         lang = (tenant.language if tenant else None) or "en"
-        messages.append(Message(payment.phone, _body(lang, kind, payment, meter, topup), payment.id, topup_id))
+        messages.append(Message(payment.phone, _body(lang, kind, payment, meter, topup, days), payment.id, topup_id))
     return messages
 
 
-def _body(lang: str, kind: str, payment, meter, topup) -> str:
+def _body(lang: str, kind: str, payment, meter, topup, days: int | None = None) -> str:
     paid = payment.paid_amount if payment.channel == Channel.C2B and payment.paid_amount else payment.amount
     fields = dict(paid=format_kes(paid), meter=meter.number,
                   receipt=f" (M-Pesa {payment.mpesa_receipt})" if payment.mpesa_receipt else "")
@@ -130,6 +143,8 @@ def _body(lang: str, kind: str, payment, meter, topup) -> str:
         money = topup.units_added == topup.amount
         fields.update(units=_units_text(lang, topup.units_added, money),
                       balance=_balance_text(lang, topup.balance_after, money))
+        if fields["balance"] and days is not None:
+            fields["balance"] += text(lang, "days_left").format(days=days_left_text(lang, days))
     return text(lang, kind).format(**fields)
 
 

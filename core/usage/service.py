@@ -4,6 +4,7 @@ summarise a meter's use, and roll old readings up into daily rows."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -204,6 +205,7 @@ def month_bounds(month: date) -> tuple[datetime, datetime]:
 
 
 MAX_THRESHOLD = Decimal(1_000_000)
+THRESHOLD_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def parse_threshold(value: object) -> Decimal | None:
@@ -212,12 +214,10 @@ def parse_threshold(value: object) -> Decimal | None:
     text = str(value if value is not None else "").strip().lower()
     if text in ("", "auto", "default"):
         return None
-    if not text.isascii():
+    # Plain digits and a point, as typed on a form: no "1e3", "NaN", "+5" or other digits than ASCII.
+    if not THRESHOLD_TEXT.fullmatch(text):
         raise InvalidInput(f"threshold {text[:20]!r} is not a number", code="invalid_threshold")
-    try:
-        number = Decimal(text)
-    except ArithmeticError:
-        raise InvalidInput(f"threshold {text[:20]!r} is not a number", code="invalid_threshold") from None
+    number = Decimal(text)
     if not number.is_finite() or number <= 0 or number > MAX_THRESHOLD or number != number.quantize(Decimal("0.01")):
         raise InvalidInput("the threshold must be above 0, at most 1,000,000, with up to 2 decimals",
                            code="invalid_threshold")

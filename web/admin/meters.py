@@ -1,5 +1,5 @@
 """Meters: the list with live balances, one meter's page, and what an admin does to a meter — add it,
-credit it by hand, set its price, switch prepayment, clear its energy. Every action goes through
+credit it by hand, set its price, switch prepayment, clear its energy, set its low-balance alert threshold. Every action goes through
 core's services, which audit it with the logged-in user's name."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from core.admin.registry import AddMeter, register_meter
 from core.shared.money import parse_price
 from core.shared.errors import DomainError
 from core.admin.operator import manual_topup, meter_command
+from core.usage.service import set_meter_threshold, summarise, unit_of
 from storage.dashboard import meter_detail, meters_with_last_topup
 from web.admin.chart_views import meter_charts
 from web.admin.forms import FormError, text
@@ -60,7 +61,19 @@ async def meter_page(ctx: Ctx, *, status: int = 200, error: str | None = None, v
     charts = await meter_charts(ctx.container, meter["number"])
     return ctx.render("admin/meter.html", status, title=f"Meter {meter['number']}", meter=meter, reading=reading,
                       error=error, values=values or {}, request_key=uuid.uuid4().hex, charts=charts,
-                      months=recent_months(ctx))
+                      months=recent_months(ctx), alerts=await _alert_level(ctx, meter["number"]))
+
+
+async def _alert_level(ctx: Ctx, number: str) -> dict:
+    """The meter's low-balance threshold: the landlord's fixed one or the automatic one (about two days of
+    its use, unknown under 3 days of readings), in the meter's unit, and its days left."""
+    container = ctx.container
+    async with container.uow() as uow:
+        meter = await uow.meters.get_by_number(number)
+        profile = container.profiles.get(meter.profile)
+        fixed = (await uow.usage.meter(meter.id)).threshold
+        summary = await summarise(uow, meter, profile, now=container.clock.now())
+    return {"fixed": fixed, "threshold": summary.threshold, "unit": unit_of(profile), "days_left": summary.days_left}
 
 
 async def _act(ctx: Ctx, action, done: str, values: dict | None = None) -> Response:
@@ -137,3 +150,23 @@ async def clear(ctx: Ctx) -> Response:
         return ctx.render("admin/meter_clear.html", 422, title=f"Clear meter {meter['number']}", meter=meter,
                           error="Tick the box to confirm that the energy balance should be erased.")
     return await _act(ctx, _command(ctx, "clear", True), "Energy balance cleared.")
+
+
+async def set_threshold(ctx: Ctx) -> Response:
+    """The landlord's fixed low-balance threshold, or back to automatic; audited like
+    `lipameter meter threshold`."""
+    number, container = ctx.request.path_params["number"], ctx.container
+    value = "auto" if ctx.form.get("mode") == "auto" else text(ctx.form, "threshold", limit=20)
+    values = {"threshold": "" if value == "auto" else value}
+    await _meter_or_404(ctx)
+    try:
+        if not value:
+            raise FormError("enter the threshold, or choose automatic")
+        _, level = await set_meter_threshold(number, value, actor=ctx.user.username, uow=container.uow(),
+                                             clock=container.clock)
+    except FormError as error:
+        return await meter_page(ctx, status=error.status, error=error.message, values=values)
+    except DomainError as error:
+        return await meter_page(ctx, status=domain_status(error), error=error.message, values=values)
+    said = f"{level:f}" if level is not None else "automatic (about two days of the meter's own use)"
+    return ctx.redirect(f"/admin/meters/{number}", f"Low-balance threshold set to {said}.")

@@ -52,6 +52,7 @@ def admin_routes(container: Container) -> list[BaseRoute]:
         post("/admin/meters/{number}/topup", meters.topup),
         post("/admin/meters/{number}/price", meters.set_price),
         post("/admin/meters/{number}/prepayment", meters.prepayment),
+        post("/admin/meters/{number}/threshold", meters.set_threshold),
         page("/admin/meters/{number}/clear", meters.clear_confirm, need=Role.ADMIN),
         post("/admin/meters/{number}/clear", meters.clear),
         page("/admin/payments", payments.payments_page), page("/admin/payments.csv", payments.payments_csv),
