@@ -16,11 +16,11 @@ from core.dialogue.sessions import TelegramAccount, TelegramChat, UssdSession, W
 from core.dialogue.types import PaymentLine
 from core.jobs.model import Job
 from core.meters.model import Meter
-from core.tenants.model import Tenant
 from core.payments.model import Payment
+from core.shared.errors import UpstreamError
+from core.tenants.model import Tenant
 from core.topups.model import TopUp
 from core.usage.model import DailyUsage, MeterUsage, Reading, TenantAlert
-from core.shared.errors import UpstreamError
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class MeterRepository(Protocol):
 class TenantRepository(Protocol):
     async def add(self, tenant: Tenant) -> None: ...
     async def get(self, tenant_id: str) -> Tenant | None: ...
+    async def unlink(self, tenant_id: str, meter_id: str) -> bool: ...  # False when there was no link
     async def get_by_phone(self, phone: str) -> Tenant | None: ...
     async def link(self, tenant_id: str, meter_id: str) -> None: ...
     async def meters_of(self, tenant_id: str) -> list[Meter]: ...
@@ -198,7 +199,7 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     usage: UsageRepository
 
-    async def __aenter__(self) -> "UnitOfWork": ...
+    async def __aenter__(self) -> UnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
     async def commit(self) -> None: ...
 

@@ -9,14 +9,23 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.shared.errors import Conflict
 from core.meters.model import Meter
-from core.tenants.model import Tenant
 from core.payments.model import Channel, Payment, PaymentStatus
+from core.shared.errors import Conflict
+from core.tenants.model import Tenant
 from core.topups.model import ClaimLost, TopUp, TopUpStatus
 from storage.rows import from_row, to_row
-from storage.tables import (audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups,
-                            worker_heartbeats)
+from storage.tables import (
+    audit_log,
+    meter_access,
+    meters,
+    mpesa_callbacks,
+    notifications,
+    payments,
+    tenants,
+    topups,
+    worker_heartbeats,
+)
 
 
 class _Repository:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
-from storage.tables import payments, meters, ussd_sessions
+from storage.tables import meters, payments, ussd_sessions
 
 MAX_TEXT = 2000  # Africa's Talking's cumulative `text`; the endpoint refuses longer ones before this
 

@@ -18,15 +18,45 @@ from __future__ import annotations
 
 from core.dialogue import texts
 from core.dialogue.screens import (
-    BACK, BALANCE, BALANCE_METERS, BALANCE_NONE, BUY_AMOUNT, BUY_CONFIRM, BUY_METERS, BUY_NUMBER, BUY_PAYER, HOME,
-    LANGUAGE, MAIN, MORE, OTHER_PAYER, PAYMENTS, draw, goodbye, page_of,
+    BACK,
+    BALANCE,
+    BALANCE_METERS,
+    BALANCE_NONE,
+    BUY_AMOUNT,
+    BUY_CONFIRM,
+    BUY_METERS,
+    BUY_NUMBER,
+    BUY_PAYER,
+    HOME,
+    LANGUAGE,
+    MAIN,
+    MORE,
+    OTHER_PAYER,
+    PAYMENTS,
+    draw,
+    goodbye,
+    page_of,
 )
 from core.dialogue.types import (
-    BalanceRead, Caller, DialogueState, FindMeter, Frame, LanguageSaved, ListPayments, MeterChoice, MeterFound,
-    Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
+    BalanceRead,
+    Caller,
+    DialogueState,
+    FindMeter,
+    Frame,
+    LanguageSaved,
+    ListPayments,
+    MeterChoice,
+    MeterFound,
+    Outcome,
+    PaymentRequested,
+    PaymentsListed,
+    ReadBalance,
+    SaveLanguage,
+    StartPayment,
+    Step,
 )
-from core.shared.errors import InvalidInput
 from core.meters.model import METER_NUMBER
+from core.shared.errors import InvalidInput
 from core.shared.money import parse_whole_kes
 from core.shared.phone import can_get_stk_prompt, normalize_kenyan_mobile
 

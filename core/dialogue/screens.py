@@ -6,8 +6,8 @@ Pure functions of (state, caller). List screens also return the state with the m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from core.dialogue import texts
 from core.dialogue.types import Caller, DialogueState, Line, MeterChoice, Option, Screen
@@ -111,7 +111,8 @@ def _balance(state: DialogueState, caller: Caller) -> tuple[DialogueState, Scree
     if info and caller.paybill:
         # "Pay by Paybill N, account <meter>" names the meter too: it takes the meter line's place, so
         # that the screen still fits USSD's 160 characters.
-        lines = (Line(value), Line(texts.text(t, "paybill", number=caller.paybill, meter=info.meter.number)))
+        lines: tuple[Line, ...] = (Line(value), Line(texts.text(t, "paybill", number=caller.paybill,
+                                                                 meter=info.meter.number)))
     else:
         lines = ((meter_line(t, info.meter),) if info else ()) + (Line(value),)
     return state, Screen(BALANCE, texts.text(t, "balance"), lines=lines,

@@ -10,23 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable
 
 from core.dialogue import texts
 from core.dialogue.types import (
-    BalanceInfo, BalanceRead, Caller, Effect, FindMeter, LanguageSaved, ListPayments, MeterChoice, MeterFound,
-    Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment,
+    BalanceInfo,
+    BalanceRead,
+    Caller,
+    Effect,
+    FindMeter,
+    LanguageSaved,
+    ListPayments,
+    MeterChoice,
+    MeterFound,
+    Outcome,
+    PaymentRequested,
+    PaymentsListed,
+    ReadBalance,
+    SaveLanguage,
+    StartPayment,
 )
-from core.shared.errors import Conflict, DomainError
 from core.meters.model import Meter
-from core.tenants.model import Tenant
-from core.shared.ids import new_id
-from core.payments.service import InitiatePayment, PaymentLimits, request_payment
 from core.payments.model import Channel
-from core.shared.phone import can_get_stk_prompt, mask_phone
+from core.payments.service import InitiatePayment, PaymentLimits, request_payment
 from core.ports import Clock, MeterBalanceReader, PaymentHistory, UnitOfWork
+from core.shared.errors import Conflict, DomainError
+from core.shared.ids import new_id
+from core.shared.phone import can_get_stk_prompt, mask_phone
+from core.tenants.model import Tenant
 
 log = logging.getLogger("lipameter.dialogue")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Union
 
 from pydantic import BaseModel, ConfigDict
 
@@ -149,7 +148,7 @@ class SaveLanguage:
     language: str
 
 
-Effect = Union[FindMeter, ReadBalance, ListPayments, StartPayment, SaveLanguage]
+Effect = FindMeter | ReadBalance | ListPayments | StartPayment | SaveLanguage
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ class LanguageSaved:
     language: str
 
 
-Outcome = Union[MeterFound, BalanceRead, PaymentsListed, PaymentRequested, LanguageSaved]
+Outcome = MeterFound | BalanceRead | PaymentsListed | PaymentRequested | LanguageSaved
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ import uuid
 
 from starlette.responses import Response
 
-from core.admin.registry import AddMeter, register_meter
-from core.shared.money import parse_price
-from core.shared.errors import DomainError
 from core.admin.operator import manual_topup, meter_command
+from core.admin.registry import AddMeter, register_meter
+from core.shared.errors import DomainError
+from core.shared.money import parse_price
 from storage.dashboard import meter_detail, meters_with_last_topup
 from web.admin.forms import FormError, text
 from web.admin.live import read_live

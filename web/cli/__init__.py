@@ -1,7 +1,7 @@
 """`lipameter`: the command line. Every command group is registered here, from one module each:
 serve.py (migrate, serve, worker, bot), demo.py, meters.py, tenants.py, topups.py (topup, review),
-dial.py, admin.py, doctor.py, audit.py, backup.py (backup, restore) and mpesa.py (register-urls). User mistakes are one clear line on stderr and exit code 2; upstream or database
-trouble exits 1. Never a traceback for a user mistake."""
+dial.py, admin.py, doctor.py, audit.py, backup.py (backup, restore) and mpesa.py (register-urls).
+User mistakes are one clear line on stderr and exit code 2; upstream or database trouble exits 1. Never a traceback for a user mistake."""
 
 from __future__ import annotations
 
