@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv venv-test migrate serve clean bench chaos
+.PHONY: demo test lint venv venv-test migrate serve clean bench chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ migrate: venv
 serve: venv
 	$(BIN)/lipameter serve
 
-test: venv-test
+# The build fails on a lint finding, a broken import contract or a type error in core/, before any test runs.
+lint: venv-test
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/pytest -q
 
 bench: venv-test
@@ -36,4 +42,4 @@ chaos: venv-test
 	$(BIN)/python -m bench.chaos
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache lipameter.db lipameter.db-wal lipameter.db-shm
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache .import_linter_cache lipameter.db lipameter.db-wal lipameter.db-shm

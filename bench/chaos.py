@@ -68,7 +68,7 @@ class Threaded:
                                                     lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def start(self) -> "Threaded":
+    def start(self) -> Threaded:
         self.thread.start()
         while not self.server.started:
             time.sleep(0.02)
@@ -197,7 +197,7 @@ class Fleet:
         self.replicas = [f"http://127.0.0.1:{port}" for port in self.ports]
         self.servers: list[subprocess.Popen] = []
         self.workers: list[subprocess.Popen] = []
-        self.logs = tempfile.TemporaryFile(mode="w+")
+        self.logs = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (open for the fleet's lifetime)
 
     def _spawn(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "web.cli", *args], cwd=ROOT, env=self.env,
@@ -408,7 +408,8 @@ def environment(database_url: str, daraja_url: str, tuya_url: str, sms_url: str,
         DARAJA_CONSUMER_SECRET=DARAJA["consumer_secret"], DARAJA_SHORTCODE=DARAJA["shortcode"],
         DARAJA_PASSKEY=DARAJA["passkey"], DARAJA_TIMEOUT_S="5", MIN_AMOUNT="10", MAX_AMOUNT="70000",
         TUYA_ENDPOINT=tuya_url, TUYA_ACCESS_ID=TUYA["access_id"], TUYA_ACCESS_SECRET=TUYA["access_secret"],
-        TUYA_TIMEOUT_S="2", TOPUP_CONFIRM_DEADLINE_S="3", TOPUP_POLL_INTERVAL_S="0.2", TOPUP_BACKOFF_S=",".join(["0.5", "1", "2"] + ["3"] * 37),
+        TUYA_TIMEOUT_S="2", TOPUP_CONFIRM_DEADLINE_S="3", TOPUP_POLL_INTERVAL_S="0.2",
+        TOPUP_BACKOFF_S=",".join(["0.5", "1", "2"] + ["3"] * 37),
         TOPUP_MAX_ATTEMPTS="40", TOPUP_ATTEMPT_LEASE_S="20", JOB_LEASE_S="20", RECONCILE_AFTER_S="8",
         RECONCILE_GIVE_UP_S="600", SWEEP_EVERY_S="1", AT_USERNAME=SMS["username"], AT_API_KEY=SMS["api_key"],
         AT_API_BASE=sms_url, LOG_LEVEL="WARNING",
@@ -468,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             asyncio.run(explain_unsettled(url))
         audited = subprocess.run([sys.executable, "-m", "web.cli", "audit", "--json"], cwd=ROOT, env=env,
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, check=False)
         audit = json.loads(audited.stdout) if audited.stdout.strip().startswith("{") else {"ok": False}
         ledger = asyncio.run(books(url))
         return summarise(args, tally, daraja_app.state.daraja, tuya_app.state.tuya, devices, ledger, audit, quiet)

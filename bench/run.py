@@ -22,9 +22,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import sqlalchemy as sa
@@ -35,6 +35,7 @@ from storage.db import create_engine
 from storage.migrate import upgrade
 from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, settings_env
 from tests.servers import ServerThread, reserve_port
+from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, add_meters, settings_env
 from web.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")

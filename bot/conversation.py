@@ -26,12 +26,12 @@ from core.dialogue.runner import DialogueRunner
 from core.dialogue.screens import BACK, BUY_METERS, HOME, MORE, goodbye
 from core.dialogue.service import ChannelRules, DialogueDeps
 from core.dialogue.sessions import TelegramAccount, TelegramChat
-from core.dialogue.types import Caller, DialogueState, Step
-from core.shared.errors import InvalidInput
-from core.payments.model import Channel
-from core.shared.phone import mask_phone, normalize_kenyan_mobile
-from core.ports import TelegramAccounts, TelegramChatStore
 from core.dialogue.texts import local_phone
+from core.dialogue.types import Caller, DialogueState, Step
+from core.payments.model import Channel
+from core.ports import TelegramAccounts, TelegramChatStore
+from core.shared.errors import InvalidInput
+from core.shared.phone import mask_phone, normalize_kenyan_mobile
 
 log = logging.getLogger("lipameter.bot")
 

@@ -12,18 +12,25 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Callable
+from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity import wait_exponential, wait_random
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
+from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
 from core.shared.clock import NAIROBI
 from core.shared.errors import InvalidInput, UpstreamError
 from core.shared.money import read_decimal
 from core.shared.phone import mask_checkout_id, mask_phone
-from core.ports import StkPushAccepted, StkPushRequest, StkQueryResult
 from gateways.daraja_errors import (
     BUSY_MESSAGE,
     UNCONFIRMED_MESSAGE,

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests  # the SDK's transport; imported only to recognise its network errors
-from africastalking.SMS import SMSService
 from africastalking.Service import AfricasTalkingException
+from africastalking.SMS import SMSService
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from core.shared.errors import UpstreamError
@@ -114,7 +114,7 @@ def _decode(answer: Any) -> dict:
     if not isinstance(data, dict):
         # A 2xx we cannot read may still have sent the SMS: do not retry at once (double SMS),
         # but let the caller's job try again later.
-        raise SmsError("SMS service gave an unreadable answer", code="sms_bad_answer", transient=True)
+        raise SmsError("SMS service gave an unreadable answer", code="sms_bad_answer", transient=True) from None
     return data
 
 
@@ -130,7 +130,7 @@ def _parse(answer: Any, number: str) -> SmsResult:
     try:
         status_code = int(entry.get("statusCode"))
     except (TypeError, ValueError):
-        raise SmsError("SMS service gave an unreadable answer", code="sms_bad_answer", transient=True)
+        raise SmsError("SMS service gave an unreadable answer", code="sms_bad_answer", transient=True) from None
     status = str(entry.get("status") or "")
     if status_code not in _ACCEPTED:
         raise _status_error(status_code, status)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 
-from core.shared.errors import UpstreamError
 from core.ports import Blocked
+from core.shared.errors import UpstreamError
 
 log = logging.getLogger("lipameter.telegram")
 

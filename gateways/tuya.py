@@ -16,17 +16,24 @@ import logging
 import re
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
 from tuya_connector import TuyaOpenAPI
 
+from core.meters.profiles import DpSpec, parse_specifications
 from core.ports import DpReport
 from core.shared.errors import InvalidInput
-from core.meters.profiles import DpSpec, parse_specifications
-from gateways.tuya_errors import (TOKEN_CODES, HttpStatusError, TuyaError, TuyaOutcomeUnknown,
-                                  TuyaTransientError, error_from_exception, error_from_response)
+from gateways.tuya_errors import (
+    TOKEN_CODES,
+    HttpStatusError,
+    TuyaError,
+    TuyaOutcomeUnknown,
+    TuyaTransientError,
+    error_from_exception,
+    error_from_response,
+)
 
 log = logging.getLogger("lipameter.tuya")
 _RENEW_MARGIN_MS = 60_000
@@ -117,7 +124,7 @@ class TuyaMeterGateway:
         except asyncio.CancelledError:
             guard.cancel()  # a cancelled caller's command must not leave later from the thread
             raise
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             sent = guard.cancel()
             text = "the Tuya cloud did not answer in time"
             error: TuyaError = (TuyaOutcomeUnknown(text + " (the command may have been applied)") if sent
@@ -240,7 +247,7 @@ class TuyaMeterGateway:
                 continue
             age_s = max(0, cloud_now_ms - item["time"]) / 1000
             found[item["code"]] = DpReport(value=item.get("value"),
-                                           reported_at=datetime.fromtimestamp(received - age_s, timezone.utc))
+                                           reported_at=datetime.fromtimestamp(received - age_s, UTC))
         return found
 
     async def send_commands(self, device_id: str, commands: list[dict[str, Any]]) -> None:

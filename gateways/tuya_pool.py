@@ -17,7 +17,7 @@ from typing import Any
 from gateways.tuya import TuyaMeterGateway
 from gateways.tuya_errors import TuyaTransientError
 
-_sized_loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+_sized_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 class PooledTuyaGateway(TuyaMeterGateway):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette

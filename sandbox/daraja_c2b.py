@@ -254,4 +254,4 @@ async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any], recor
     return answer if response.status_code == 200 and isinstance(answer, dict) else None
 
 
-__all__ = ["C2bState", "C2bScript", "C2bPayment", "c2b_routes", "deliver"]
+__all__ = ["C2bPayment", "C2bScript", "C2bState", "c2b_routes", "deliver"]

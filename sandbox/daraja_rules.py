@@ -10,8 +10,8 @@ import hmac
 import random
 import re
 import string
-from datetime import datetime, timedelta
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 

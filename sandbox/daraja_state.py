@@ -14,8 +14,9 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Callable
+from typing import Any
 
 from sandbox.daraja_c2b import C2bState
 from sandbox.daraja_rules import (

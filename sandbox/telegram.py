@@ -41,6 +41,7 @@ from starlette.routing import Route
 
 from sandbox.telegram_api import BLOCKED, BOT_USER, DESCRIPTIONS, METHODS, ApiError, as_int, public
 
+
 @dataclass
 class Chat:
     id: int

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any, Callable
+from typing import Any
 
 FAULT_KINDS = ("offline", "online", "slow", "server_error", "throttle", "accept_not_apply", "apply_lose_answer",
                "late_report", "error")

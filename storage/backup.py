@@ -67,6 +67,6 @@ def _run(command: list[str], url: str, *, database_flag: bool = False) -> None:
         env["PGPASSWORD"] = parsed.password
     if database_flag:
         command = [*command[:-1], "--dbname", parsed.database or "", command[-1]]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # the exit status is read below
     if done.returncode != 0:
         raise BackupError(f"{command[0]} failed: {done.stderr.strip()[-500:]}")

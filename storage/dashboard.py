@@ -10,7 +10,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.tables import (
-    Money, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups,
+    Money,
+    meter_access,
+    meters,
+    mpesa_callbacks,
+    notifications,
+    payments,
+    tenants,
+    topups,
 )
 
 # Overview buckets and list filters: "queued" includes the one in flight (sending).

@@ -7,7 +7,7 @@ running, so only a dead one's jobs come back."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,7 +17,7 @@ from storage.tables import jobs, worker_heartbeats
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 _ENQUEUE = jobs.insert()  # built once: see storage/rows.py

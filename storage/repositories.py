@@ -8,11 +8,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.shared.errors import Conflict
 from core.meters.model import Meter
 from core.notify.model import SentNotice
 from core.tenants.model import Tenant
 from core.payments.model import Channel, Payment, PaymentStatus
+from core.shared.errors import Conflict
+from core.tenants.model import Tenant
 from core.topups.model import ClaimLost, TopUp, TopUpStatus
 from storage.rows import from_row, insert_or_nothing, select_by, to_row, update_by_id
 from storage.tables import (audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups,

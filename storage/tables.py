@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
@@ -28,17 +28,17 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime refused: store aware UTC")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect):
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def Money(): return sa.Numeric(14, 2)  # noqa: E302,N802
-def Quantity(): return sa.Numeric(18, 4)  # noqa: E302,N802  (kWh, counters, prices)
+def Money(): return sa.Numeric(14, 2)
+def Quantity(): return sa.Numeric(18, 4)
 
 
 ACTIVE_PAYMENT = "status IN ('requested', 'pending')"

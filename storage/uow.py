@@ -11,8 +11,8 @@ from storage.job_queue import SqlJobQueue
 from storage.repositories import (
     SqlAuditLog,
     SqlCallbackRepository,
-    SqlNotificationRepository,
     SqlMeterRepository,
+    SqlNotificationRepository,
     SqlPaymentRepository,
     SqlTenantRepository,
     SqlTopUpRepository,
@@ -31,7 +31,7 @@ class SqlUnitOfWork:
         self.engine = engine
         self.conn: AsyncConnection | None = None
 
-    async def __aenter__(self) -> "SqlUnitOfWork":
+    async def __aenter__(self) -> SqlUnitOfWork:
         if self.conn is not None:
             raise RuntimeError("unit of work is already open")
         self.conn = await self.engine.connect()

@@ -13,8 +13,16 @@ from core.usage.budget import Bucket, take
 from core.usage.model import DailyUsage, MeterUsage, Reading, ReadingSource, TenantAlert
 from storage.repositories import _Repository
 from storage.rows import from_row, to_row
-from storage.tables import (call_budgets, meter_access, meter_daily, meter_readings, meter_usage, meters,
-                            tenant_alerts, topups)
+from storage.tables import (
+    call_budgets,
+    meter_access,
+    meter_daily,
+    meter_readings,
+    meter_usage,
+    meters,
+    tenant_alerts,
+    topups,
+)
 
 
 def _reading(row) -> Reading:

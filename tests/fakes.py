@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from core.shared.errors import Conflict, DeviceOffline, UpstreamError
 from core.jobs.model import Job
 from core.meters.model import Meter
 from core.notify.model import SentNotice
 from core.tenants.model import Tenant
 from core.payments.model import Payment
 from core.ports import DpReport, StkPushAccepted, StkPushRequest, StkQueryResult
+from core.shared.errors import Conflict, DeviceOffline, UpstreamError
+from core.tenants.model import Tenant
 from core.topups.model import ClaimLost, TopUp
 
 
 class FakeClock:
     def __init__(self, start: datetime | None = None) -> None:
-        self.current = start or datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+        self.current = start or datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
     def now(self) -> datetime:
         return self.current
@@ -221,7 +222,7 @@ class FakeTopUps(_Repo):
 class FakeJobs(_Repo):
     async def enqueue(self, kind, payload, *, run_after=None):
         self.data.jobs.append(Job(id=len(self.data.jobs) + 1, kind=kind, payload=dict(payload), attempts=0,
-                                  run_after=run_after or datetime.now(timezone.utc)))
+                                  run_after=run_after or datetime.now(UTC)))
 
     def of_kind(self, kind):
         return [job for job in self.data.jobs if job.kind == kind]
@@ -358,7 +359,7 @@ class FakeDaraja:
 class FakeMeterGateway:
     """Meters in memory, behaving like the sandbox's (our own model), with scripted failures."""
 
-    def __init__(self, clock: "FakeClock | None" = None) -> None:
+    def __init__(self, clock: FakeClock | None = None) -> None:
         from sandbox.tuya_meters import make_meter
 
         self._make = make_meter
@@ -404,7 +405,7 @@ class FakeMeterGateway:
 
     async def reports(self, device_id, codes):
         self.report_reads += 1
-        return {code: DpReport(value, datetime.fromtimestamp(at, timezone.utc))
+        return {code: DpReport(value, datetime.fromtimestamp(at, UTC))
                 for code, (value, at) in self.meters[device_id].reported().items() if code in codes}
 
     async def send_commands(self, device_id, commands):

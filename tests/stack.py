@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
@@ -176,7 +177,7 @@ def with_container(settings: Settings | str, fn: Callable[[Container], Awaitable
     return asyncio.run(go())
 
 
-def add_meters(stack: "Stack") -> None:
+def add_meters(stack: Stack) -> None:
     """A101 (seed profile, KES 100 on it), B201 (tuya-standard, 10 kWh), OFF1 (inactive); tenant Wanjiku."""
     stack.tuya.add_device("dev-a101", "seed", balance="100", price="25")
     stack.tuya.add_device("dev-b201", "tuya-standard", balance="10")

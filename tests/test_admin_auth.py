@@ -3,21 +3,26 @@ both engines, the 0004 migration, and `lipameter admin create`."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from core.admin.auth import (
-    BadCredentials, Throttled, authenticate, create_admin_user, hash_password, verify_password,
+    BadCredentials,
+    Throttled,
+    authenticate,
+    create_admin_user,
+    hash_password,
+    verify_password,
 )
 from core.admin.model import AdminUser, Role
 from core.shared.errors import Conflict, InvalidInput
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 
-NOW = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 
 class FakeUsers:

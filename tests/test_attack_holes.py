@@ -3,13 +3,13 @@ the hole is on the wire. One Stack per engine serves the module."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import subprocess
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from tests.admin_helpers import Browser, count, logged_in, module_database, start_stack
-from tests.stack import CALLBACK_TOKEN
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -57,7 +57,7 @@ def test_a_stored_nested_callback_never_breaks_the_dashboard(stack, boss):
     for depth in (900, 5000):  # 900 parses but cannot be pretty-printed; 5000 does not parse
         stack.sql("INSERT INTO mpesa_callbacks (received_at, source, body, payment_id, outcome) "
                   "VALUES (:at, 'attacker', :body, :pid, 'malformed')",
-                  at=datetime.now(timezone.utc), body='{"Body": ' + nested(depth) + "}", pid=payment_id)
+                  at=datetime.now(UTC), body='{"Body": ' + nested(depth) + "}", pid=payment_id)
     page = boss.page(f"/admin/payments/{payment_id}")
     assert page.status_code == 200 and "[[[[" in page.text
     assert boss.page("/admin").status_code == 200
@@ -164,7 +164,7 @@ def test_no_log_line_carries_the_payers_number_inside_a_checkout_id(stack, caplo
 
 # --- sessions -------------------------------------------------------------------------------------
 
-def lipameter_admin(stack, *args: str, stdin: str = "") -> "subprocess.CompletedProcess":
+def lipameter_admin(stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     from tests.test_admin_auth import lipameter
 
     return lipameter("admin", *args, database_url=stack.database_url, stdin=stdin)
@@ -274,7 +274,7 @@ def test_the_sweep_prunes_old_login_attempts_and_abandoned_ussd_sessions(stack):
 
     from tests.admin_helpers import wait_until
 
-    old = datetime.now(timezone.utc) - timedelta(days=3)
+    old = datetime.now(UTC) - timedelta(days=3)
     stack.sql("INSERT INTO login_attempts (at, username, address, success) VALUES (:at, 'sweepme', '10.9.9.9', :no)",
               at=old, no=False)
     session = ("INSERT INTO ussd_sessions (session_id, phone, state, last_text, last_answer, hops, ended, "

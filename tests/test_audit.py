@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import os
+import subprocess
 import sys
 from decimal import Decimal
 
@@ -38,7 +38,7 @@ def test_clean_books_pass_and_open_work_is_information_only():
 def test_each_violation_is_found(facts, check):
     report = audit(facts)
     assert not report.ok
-    assert [f.check for f in report.violations][0] == check
+    assert next(f.check for f in report.violations) == check
 
 
 def test_work_within_its_grace_is_not_a_violation():

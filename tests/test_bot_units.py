@@ -4,7 +4,7 @@ routed by `notify` (with core's fakes), and the Bot API gateway against the sand
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -14,13 +14,13 @@ from bot.render import parse_data, render
 from core.dialogue.machine import start
 from core.dialogue.screens import goodbye
 from core.dialogue.types import Caller, DialogueState, Frame, MeterChoice, Option, Screen
-from core.shared.errors import UpstreamError
-from core.meters.model import Meter
-from core.tenants.model import Tenant
 from core.jobs.kinds import Notify, NotifyEvent
+from core.meters.model import Meter
 from core.notify.service import notify
 from core.payments.model import Channel, Payment, PaymentStatus
 from core.ports import Blocked
+from core.shared.errors import UpstreamError
+from core.tenants.model import Tenant
 from gateways.telegram import PerChatLimiter, TelegramBotApi
 from sandbox.telegram import create_telegram_sandbox
 from tests.fakes import FakeClock, FakeStore, FakeUnitOfWork
@@ -98,7 +98,7 @@ class FakeSms:
 
 def _store(channel: Channel, chat_id: int | None = 4242) -> FakeStore:
     store = FakeStore()
-    now = datetime(2026, 11, 27, 9, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 27, 9, tzinfo=UTC)
     store.meters["m"] = Meter(id="m", number="A101", name="Flat A1", device_id="d")
     store.tenants["t"] = Tenant(id="t", phone="254712345678", telegram_user_id=chat_id, telegram_chat_id=chat_id)
     store.payments["p"] = Payment(id="p", amount=100, phone="254712345678", meter_id="m", channel=channel,

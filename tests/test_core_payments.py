@@ -3,15 +3,15 @@
 
 import pytest
 
-from core.payments import model as pm
-from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from core.meters.model import Meter
-from core.shared.money import parse_whole_kes
-from core.payments.service import InitiatePayment, PaymentLimits, initiate_payment, receive_callback, request_payment
+from core.payments import model as pm
 from core.payments.model import PaymentStatus
-from core.shared.phone import normalize_kenyan_mobile
-from core.ports import StkQueryResult
 from core.payments.reconcile import reconcile_payments, verify_payment
+from core.payments.service import InitiatePayment, PaymentLimits, initiate_payment, receive_callback, request_payment
+from core.ports import StkQueryResult
+from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from core.shared.money import parse_whole_kes
+from core.shared.phone import normalize_kenyan_mobile
 from tests import samples
 from tests.fakes import FakeClock, FakeDaraja, FakeUnitOfWork
 
@@ -65,7 +65,7 @@ def pay(world, **overrides):
 
 
 async def test_initiate_pushes_with_meter_number_as_account_reference(world):
-    uow, daraja, _ = world
+    _uow, daraja, _ = world
     started = await pay(world, description="Electricity for flat A1")
     assert started.payment.status is PaymentStatus.PENDING
     assert started.payment.checkout_request_id == "ws_CO_TEST0001"
@@ -98,7 +98,7 @@ async def test_second_push_while_pending_is_refused_unless_same_key(world):
 
 
 async def test_push_refused_records_push_failed(world):
-    uow, daraja, _ = world
+    _uow, daraja, _ = world
     daraja.push_error = UpstreamError("invalid phone number", code="400.002.02")
     started = await pay(world)
     assert started.payment.status is PaymentStatus.PUSH_FAILED

@@ -6,12 +6,12 @@ from decimal import Decimal
 
 import pytest
 
-from core.shared.errors import UpstreamError
-from core.meters.profiles import BUILTIN_PROFILES
-from core.meters.model import Meter
-from core.topups.service import TopUpEngine, TopUpPolicy, requeue_stale_topups
-from core.topups.model import TopUp, TopUpStatus
 from core.jobs.worker import RetryLater
+from core.meters.model import Meter
+from core.meters.profiles import BUILTIN_PROFILES
+from core.shared.errors import UpstreamError
+from core.topups.model import TopUp, TopUpStatus
+from core.topups.service import TopUpEngine, TopUpPolicy, requeue_stale_topups
 from tests.fakes import FakeClock, FakeMeterGateway, FakeUnitOfWork
 
 
@@ -60,7 +60,7 @@ async def run_until_done(engine, clock, topup_id="t1", limit=10):
 
 
 async def test_money_meter_credited_once_with_balances(world):
-    uow, tuya, clock, engine = world
+    uow, tuya, _clock, engine = world
     add_topup(uow)
     assert await engine.run("t1") is TopUpStatus.APPLIED
     topup = stored(uow)
@@ -72,7 +72,7 @@ async def test_money_meter_credited_once_with_balances(world):
 
 
 async def test_energy_meter_gets_kwh_rounded_down_with_remainder(world):
-    uow, tuya, clock, engine = world
+    uow, _tuya, _clock, engine = world
     add_topup(uow, meter="B201", amount="519.99")
     assert await engine.run("t1") is TopUpStatus.APPLIED
     topup = stored(uow)
@@ -123,7 +123,7 @@ async def test_offline_backs_off_keeps_slot_free_and_tells_payer_once(world):
 
 
 async def test_permanent_refusal_fails_at_once(world):
-    uow, tuya, clock, engine = world
+    uow, tuya, _clock, engine = world
     add_topup(uow)
     tuya.refuse = UpstreamError("Tuya error 1106: no permission", code="tuya_1106", transient=False)
     assert await engine.run("t1") is TopUpStatus.FAILED
@@ -169,7 +169,7 @@ async def test_one_in_flight_per_meter(world):
 
 
 async def test_duplicate_job_during_an_attempt_does_nothing(world):
-    uow, tuya, clock, engine = world
+    uow, tuya, _clock, engine = world
     add_topup(uow)
     tuya.lose_answer = 1
     with pytest.raises(RetryLater):
@@ -180,7 +180,7 @@ async def test_duplicate_job_during_an_attempt_does_nothing(world):
 
 
 async def test_sweep_requeues_stale_topups(world):
-    uow, tuya, clock, engine = world
+    uow, _tuya, clock, _engine = world
     add_topup(uow)
     clock.advance(3600)
     assert await requeue_stale_topups(uow=FakeUnitOfWork(uow.store), clock=clock, stale_s=600) == ["t1"]
@@ -190,7 +190,7 @@ async def test_sweep_requeues_stale_topups(world):
 async def test_manual_topup_form_sent_twice_credits_once(world):
     from core.admin.operator import Actor, manual_topup
 
-    uow, tuya, clock, engine = world
+    uow, _tuya, clock, _engine = world
     args = dict(actor=Actor("amina"), uow=FakeUnitOfWork(uow.store), profiles=BUILTIN_PROFILES, clock=clock)
     first = await manual_topup("A101", "150", "refund", request_key="form-1", **args)
     again = await manual_topup("A101", "150", "refund", request_key="form-1", **args)
@@ -268,7 +268,7 @@ async def test_confirm_polls_back_off_and_tuya_calls_are_counted(world):
 async def test_configuration_error_fails_at_once_with_its_message(world):
     from gateways.tuya_errors import error_from_response
 
-    uow, tuya, clock, engine = world
+    uow, tuya, _clock, engine = world
     tuya.refuse = error_from_response({"success": False, "code": 28841002,
                                        "msg": "No permissions. Your subscription to cloud development plan has expired."})
     add_topup(uow)

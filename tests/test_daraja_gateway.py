@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from core.shared.errors import InvalidInput, UpstreamError
 from core.ports import StkPushRequest, StkQueryResult
-from gateways.daraja import DarajaGateway
+from core.shared.errors import InvalidInput, UpstreamError
 from core.shared.phone import mask_phone
+from gateways.daraja import DarajaGateway
 from gateways.daraja_errors import DUPLICATE_MESSAGE, Answer, ConfigurationError, Refused, Retryable, check_answer
 from tests.servers import reserve_port
 from tests.test_daraja_sandbox import KEY, PASSKEY, PHONE, SECRET, SHORTCODE, daraja, daraja_server, receiver
@@ -288,7 +289,9 @@ def test_mask_phone() -> None:
         (502, {}, Retryable),
         (500, {"errorCode": "500.001.1001", "errorMessage": "Wrong credentials"}, ConfigurationError),
         (500, {"errorCode": "500.001.1001", "errorMessage": "Merchant does not exist"}, ConfigurationError),
-        (500, {"errorCode": "500.001.1001", "errorMessage": "Unable to lock subscriber, a transaction is already in process for the current subscriber"}, Refused),
+        (500, {"errorCode": "500.001.1001",
+               "errorMessage": "Unable to lock subscriber, a transaction is already in process for the current subscriber"},
+         Refused),
         (400, {"errorCode": "400.002.02", "errorMessage": "Bad Request - Invalid Amount"}, Refused),
         (500, {"errorCode": "500.001.1001", "errorMessage": "The transaction is being processed"}, None),
     ],

@@ -6,9 +6,10 @@ import asyncio
 import base64
 import re
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest

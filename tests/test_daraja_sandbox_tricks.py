@@ -52,12 +52,12 @@ def flaky():
         yield SimpleNamespace(rec=receiver, url=f"{server.url}/payments/callback/tok")
 
 
-def gateway_for(daraja: SimpleNamespace, callback_url: str, **kw: Any) -> DarajaGateway:  # noqa: F811
+def gateway_for(daraja: SimpleNamespace, callback_url: str, **kw: Any) -> DarajaGateway:
     return DarajaGateway(base_url=daraja.url, consumer_key=KEY, consumer_secret=SECRET, shortcode=SHORTCODE,
                          passkey=PASSKEY, callback_url=callback_url, timeout_s=2, backoff_base_s=0.01, **kw)
 
 
-async def test_callback_is_posted_again_after_non_200(daraja, flaky) -> None:  # noqa: F811
+async def test_callback_is_posted_again_after_non_200(daraja, flaky) -> None:
     daraja.sandbox.callback_retry_delay_s = 0.01
     gateway = gateway_for(daraja, flaky.url)
     try:
@@ -72,7 +72,7 @@ async def test_callback_is_posted_again_after_non_200(daraja, flaky) -> None:  #
         await gateway.aclose()
 
 
-async def test_late_success_follows_the_failure_and_the_query_keeps_the_failure(daraja, flaky) -> None:  # noqa: F811
+async def test_late_success_follows_the_failure_and_the_query_keeps_the_failure(daraja, flaky) -> None:
     flaky.rec.failures = 0
     daraja.sandbox.script_next("late_success", late_after_s=0.05)
     gateway = gateway_for(daraja, flaky.url)
@@ -88,7 +88,7 @@ async def test_late_success_follows_the_failure_and_the_query_keeps_the_failure(
         await gateway.aclose()
 
 
-async def test_spike_arrest_answers_apigee_429_and_the_gateway_retries(daraja, flaky) -> None:  # noqa: F811
+async def test_spike_arrest_answers_apigee_429_and_the_gateway_retries(daraja, flaky) -> None:
     token = httpx.get(f"{daraja.url}/oauth/v1/generate", params={"grant_type": "client_credentials"},
                       auth=(KEY, SECRET)).json()["access_token"]
     daraja.sandbox.spike_arrest_next(1)
@@ -108,7 +108,7 @@ async def test_spike_arrest_answers_apigee_429_and_the_gateway_retries(daraja, f
         await gateway.aclose()
 
 
-async def test_masked_phone_and_string_balance_parse(daraja, flaky) -> None:  # noqa: F811
+async def test_masked_phone_and_string_balance_parse(daraja, flaky) -> None:
     flaky.rec.failures = 0
     daraja.sandbox.script_next("success", masked_phone=True, balance_value="KES 1,000.00")
     gateway = gateway_for(daraja, flaky.url)

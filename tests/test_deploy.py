@@ -72,9 +72,10 @@ def test_serve_refuses_zero_workers():
 
 def test_replicas_migrating_together_end_at_head(request):
     url = request.getfixturevalue("pg_url").rsplit("/", 1)[0] + "/postgres"
-    from tests.conftest import _pg_exec
     import asyncio
     import uuid
+
+    from tests.conftest import _pg_exec
 
     name = f"lipameter_migrate_{uuid.uuid4().hex[:8]}"
     asyncio.run(_pg_exec(url, f'CREATE DATABASE "{name}"'))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -223,7 +223,7 @@ def test_swahili_balance_age():
 
 
 def test_recent_payments():
-    at = datetime(2026, 11, 27, 22, 30, tzinfo=timezone.utc)  # already the 28th in Nairobi
+    at = datetime(2026, 11, 27, 22, 30, tzinfo=UTC)  # already the 28th in Nairobi
     items = (PaymentLine(at=at, meter_number="A101", amount=500, status="completed"),
              PaymentLine(at=at, meter_number="A101", amount=70_000, status="cancelled"))
     s = Session(caller(), ListPayments=PaymentsListed(items))

@@ -4,7 +4,7 @@ stored state, the channel's payments list, and the live balance read bounded by 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from core.dialogue import machine
@@ -18,7 +18,7 @@ from core.tenants.model import Tenant
 from tests.fakes import FakeClock, FakeStore, FakeUnitOfWork
 
 PHONE = "254712345678"
-NOW = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
 class History:

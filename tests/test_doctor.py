@@ -25,7 +25,7 @@ def doctor(stack: Stack, **env) -> subprocess.CompletedProcess:
 def lines(result: subprocess.CompletedProcess) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for line in result.stdout.splitlines():
-        level, _, rest = line.partition("  ")
+        _level, _, rest = line.partition("  ")
         found.setdefault(rest.split(":")[0].strip(), []).append(line)
     return found
 
@@ -49,7 +49,7 @@ def test_healthy_sandboxes_pass(healthy):
     result = doctor(healthy)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert not [l for l in out.splitlines() if l.startswith("FAIL")], out
+    assert not [line for line in out.splitlines() if line.startswith("FAIL")], out
     for expected in ("ok    database: reachable, migrated", "ok    daraja oauth: token obtained",
                      "ok    tuya token: obtained", "ok    meter A101: device dev-a101 online",
                      "ok    meter B201", "ok    tuya cloud:", "ok    sms: Africa's Talking credentials valid, balance KES",
@@ -76,7 +76,7 @@ def test_misconfigured_services_each_fail_with_what_to_do(healthy):
     assert "tuya cloud" not in found
     assert found["sms"][0].startswith("FAIL") and "AT_API_KEY" in found["sms"][0]
     assert "502 Bad Gateway" in found["telegram webhook"][0] and found["telegram webhook"][0].startswith("warn")
-    assert all(l.startswith("warn") for l in found["allowlist"])
+    assert all(line.startswith("warn") for line in found["allowlist"])
     assert "failed" in result.stderr  # the summary on exit
 
 

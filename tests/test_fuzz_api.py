@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import negative_data_rejection
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from tests.stack import API_KEY, CALLBACK_TOKEN, Stack
 from web.openapi import openapi_document

@@ -5,16 +5,16 @@ the top-up is resolved by the meter's counter (never a blind resend). A slow but
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from core.jobs.worker import RetryLater, Worker, WorkerConfig
+from core.shared.clock import SystemClock
 from core.shared.errors import UpstreamError
 from core.topups.model import TopUpStatus
 from core.topups.service import TopUpEngine, requeue_stale_topups
-from core.shared.clock import SystemClock
 from storage.heartbeats import Held, SqlHeartbeats
 from storage.tables import jobs
 from storage.uow import SqlUnitOfWork
@@ -130,7 +130,7 @@ async def test_a_silent_workers_running_job_is_claimed_before_its_lease_ends(eng
         await uow.jobs.enqueue("t", {})
         await uow.commit()
     beats = SqlHeartbeats(engine)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await beats.beat("dead", now - timedelta(seconds=30))
     [job] = await claim(engine, "dead")
     await beats.beat("live", now)
@@ -148,7 +148,7 @@ async def test_a_live_workers_beat_renews_only_the_jobs_it_still_runs(engine):
             await uow.jobs.enqueue("t", {})
         await uow.commit()
     beats = SqlHeartbeats(engine)
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     await beats.beat("w1", start)
     running, finished = await claim(engine, "w1")
     later = start + timedelta(seconds=100)

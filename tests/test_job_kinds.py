@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from core.jobs.kinds import (PAYLOADS, JobKind, Notify, NotifyEvent, PushStk, RunTopUp, VerifyPayment, enqueue,
-                             handler_table)
+from core.jobs.kinds import (
+    PAYLOADS,
+    JobKind,
+    Notify,
+    NotifyEvent,
+    PushStk,
+    RunTopUp,
+    VerifyPayment,
+    enqueue,
+    handler_table,
+)
 from tests.fakes import FakeUnitOfWork
 
 # What rows written before JobKind existed hold; they must stay readable.

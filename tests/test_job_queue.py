@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -76,7 +76,7 @@ async def test_expired_lease_is_claimed_again(engine):
     async with SqlUnitOfWork(engine) as uow:
         assert await uow.jobs.claim(["t"], worker="other", lease_s=60, limit=5) == []
         await uow.conn.execute(sa.text("UPDATE jobs SET lease_until = :t"),
-                               {"t": datetime.now(timezone.utc) - timedelta(seconds=1)})
+                               {"t": datetime.now(UTC) - timedelta(seconds=1)})
         [again] = await uow.jobs.claim(["t"], worker="other", lease_s=60, limit=5)
         await uow.commit()
     assert again.id == job.id and again.attempts == 2
@@ -100,13 +100,13 @@ async def test_worker_runs_retries_and_buries_jobs(engine):
         calls["broken"] += 1
         raise RuntimeError("always fails")
 
-    clock = FakeClock(datetime.now(timezone.utc))
+    clock = FakeClock(datetime.now(UTC))
     worker = Worker(uow_factory=lambda: SqlUnitOfWork(engine), handlers={"ok": ok, "flaky": flaky, "broken": broken},
                     clock=clock, config=WorkerConfig(worker_id="w", max_attempts=2))
     assert await worker.run_once() == 3
     async with engine.connect() as conn:
         await conn.execute(sa.text("UPDATE jobs SET run_after = :t WHERE status = 'queued'"),
-                           {"t": datetime.now(timezone.utc) - timedelta(seconds=1)})
+                           {"t": datetime.now(UTC) - timedelta(seconds=1)})
         await conn.commit()
     assert await worker.run_once() == 2
     async with engine.connect() as conn:

@@ -7,11 +7,11 @@ dismisses it. Exact copies of the callback that completed a payment stay `duplic
 import pytest
 
 from core.admin.operator import Actor, list_reviews, resolve_review
+from core.meters.model import Meter
 from core.payments import model as pm
 from core.payments.model import PaymentStatus
 from core.payments.reconcile import reconcile_payments
 from core.payments.service import InitiatePayment, PaymentLimits, initiate_payment, receive_callback
-from core.meters.model import Meter
 from core.ports import StkQueryResult
 from core.shared.errors import Conflict
 from tests import samples

@@ -9,16 +9,23 @@ from decimal import Decimal
 
 import pytest
 
-from core.shared.errors import Conflict, UpstreamError
-from core.meters.profiles import BUILTIN_PROFILES
-from core.meters.model import Meter
 from core.admin.operator import Actor, list_reviews, resolve_review, retry_topup
-from core.payments.service import InitiatePayment, PaymentLimits, initiate_payment, push_payment, receive_callback, request_payment
+from core.jobs.worker import RetryLater
+from core.meters.model import Meter
+from core.meters.profiles import BUILTIN_PROFILES
 from core.payments.model import PaymentStatus
 from core.payments.reconcile import reconcile_payments
-from core.topups.service import TopUpEngine, TopUpPolicy
+from core.payments.service import (
+    InitiatePayment,
+    PaymentLimits,
+    initiate_payment,
+    push_payment,
+    receive_callback,
+    request_payment,
+)
+from core.shared.errors import Conflict, UpstreamError
 from core.topups.model import TopUp, TopUpStatus
-from core.jobs.worker import RetryLater
+from core.topups.service import TopUpEngine, TopUpPolicy
 from tests import samples
 from tests.fakes import FakeClock, FakeDaraja, FakeMeterGateway, FakeUnitOfWork
 
@@ -121,8 +128,8 @@ async def run_until_done(engine, clock, topup_id="t1", limit=10):
 
 
 def balance(tuya) -> Decimal:
-    from core.topups.decision import read_meter
     from core.meters.profiles import DpSpec
+    from core.topups.decision import read_meter
 
     specs = {c: DpSpec.from_dict(s) for c, s in tuya.dp_specs("dev-A101").items()}
     return read_meter(BUILTIN_PROFILES["seed"], specs, tuya.meters["dev-A101"].status_values()).money_balance
@@ -134,7 +141,7 @@ async def test_permanent_error_after_send_is_not_failed(topup_world):
     """run(): any non-transient UpstreamError -> FAILED, even when sent_at is set (the charge may have
     landed). retry_topup trusts FAILED ("nothing reached the meter"), clears sent_at/counter_before and
     sends again: the meter is credited twice for one payment."""
-    uow, tuya, clock, engine = topup_world
+    _uow, tuya, clock, engine = topup_world
     tuya.fail_status_after_send = 1
     first = await run_until_done(engine, clock)
     assert len(tuya.sent) == 1 and balance(tuya) == Decimal(600)  # the charge landed

@@ -6,19 +6,17 @@ same steps cannot interleave (BEGIN IMMEDIATE), so these run on PostgreSQL only.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from core.payments import model as pm
 from core.meters.model import Meter
-from core.payments.service import _apply_callback, receive_callback
-from core.payments.callbacks import parse_stk_callback
-from core.payments.model import Channel, Payment, PaymentStatus
-from core.topups.service import TopUpEngine, TopUpPolicy
-from core.topups.model import TopUp, TopUpStatus
 from core.meters.profiles import BUILTIN_PROFILES
+from core.payments.model import Channel, Payment, PaymentStatus
+from core.payments.service import receive_callback
+from core.topups.model import TopUp, TopUpStatus
+from core.topups.service import TopUpEngine, TopUpPolicy
 from storage.db import create_engine
 from storage.uow import SqlUnitOfWork
 from tests import samples
@@ -26,7 +24,7 @@ from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.postgres
 
-T0 = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -57,7 +55,7 @@ async def _wait(event, seconds=0.5):
 
     try:
         await asyncio.wait_for(event.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
 
 
@@ -135,8 +133,8 @@ async def test_sweep_does_not_clobber_a_concurrent_claim(pg_database):
     claims it at once -> two sends for one payment."""
     import asyncio
 
-    from core.topups.service import requeue_stale_topups
     from core.jobs.worker import RetryLater
+    from core.topups.service import requeue_stale_topups
 
     engine = create_engine(pg_database)
     clock = FakeClock(T0 + timedelta(hours=2))

@@ -58,7 +58,7 @@ def test_dashboard_pages_refuse_nul_with_4xx_not_5xx(stack):
     try:
         paths = ("/admin/payments/ab%00", "/admin/meters/A%00", "/admin/tenants/x%00", "/admin/topups/x%00",
                  "/admin/payments?meter=A%00", "/admin/audit?actor=a%00")
-        crashed = [path for path in paths if _status(lambda: viewer.get(path)) >= 500]
+        crashed = [path for path in paths if _status(lambda path=path: viewer.get(path)) >= 500]
         assert not crashed, crashed
     finally:
         viewer.close()

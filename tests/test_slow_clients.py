@@ -31,7 +31,7 @@ def _closed_by_server(sock: socket.socket, within_s: float = 0, deadline: float 
         try:
             if sock.recv(4096) == b"":
                 return True
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionError:
             return True

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

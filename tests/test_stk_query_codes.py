@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from types import SimpleNamespace
+
 import pytest
 
 from core.meters.model import Meter
@@ -103,13 +104,12 @@ async def test_verification_with_an_unknown_code_asks_again(world):
 
 
 async def test_merchant_does_not_exist_is_a_configuration_error_not_busy(
-    make, daraja: SimpleNamespace, caplog: pytest.LogCaptureFixture  # noqa: F811
+    make, daraja: SimpleNamespace, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway: DarajaGateway = make()
     daraja.sandbox.fail_next_queries(5, 500, "500.001.1001", "Merchant does not exist")
-    with caplog.at_level(logging.ERROR, logger="lipameter.daraja"):
-        with pytest.raises(UpstreamError) as caught:
-            await gateway.stk_query("ws_CO_anything")
+    with caplog.at_level(logging.ERROR, logger="lipameter.daraja"), pytest.raises(UpstreamError) as caught:
+        await gateway.stk_query("ws_CO_anything")
     assert caught.value.message != BUSY_MESSAGE and "not set up correctly" in caught.value.message
     assert not caught.value.transient and daraja.sandbox.query_requests == 1  # no retry can fix it
     assert "configuration error" in caplog.text and "Merchant does not exist" in caplog.text
@@ -117,7 +117,7 @@ async def test_merchant_does_not_exist_is_a_configuration_error_not_busy(
     assert problem is not None and problem.code == "500.001.1001" and "Merchant does not exist" in problem.message
 
 
-async def test_push_to_a_missing_merchant_reads_as_setup_not_busy(make, daraja: SimpleNamespace) -> None:  # noqa: F811
+async def test_push_to_a_missing_merchant_reads_as_setup_not_busy(make, daraja: SimpleNamespace) -> None:
     gateway: DarajaGateway = make()
     daraja.sandbox.fail_next_pushes(5, 500, "500.001.1001", "Merchant does not exist")
     with pytest.raises(UpstreamError) as caught:
@@ -126,7 +126,7 @@ async def test_push_to_a_missing_merchant_reads_as_setup_not_busy(make, daraja: 
     assert daraja.sandbox.push_requests == 1 and gateway.configuration_problem is not None
 
 
-async def test_being_processed_is_not_a_configuration_error(make, daraja: SimpleNamespace) -> None:  # noqa: F811
+async def test_being_processed_is_not_a_configuration_error(make, daraja: SimpleNamespace) -> None:
     gateway: DarajaGateway = make()
     daraja.sandbox.fail_next_queries(1, 500, "500.001.1001", "The transaction is being processed")
     assert (await gateway.stk_query("ws_CO_anything")).processing

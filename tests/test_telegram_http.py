@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -194,7 +194,7 @@ def test_restart_mid_conversation_and_a_double_tap_across_two_replicas(stack):
 
 def _seed_payments(stack: Stack, n: int) -> None:
     meter = stack.sql("SELECT id FROM meters WHERE number = 'A101'")[0].id
-    start = datetime(2026, 11, 1, 9, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 1, 9, tzinfo=UTC)
     for i in range(n):
         at = start + timedelta(days=i)
         stack.sql("INSERT INTO payments (id, amount, phone, meter_id, channel, description, status, created_at, "
@@ -328,7 +328,7 @@ def test_a_backlog_after_downtime_with_lost_answers_is_handled_once_in_order(sta
 def test_the_sweep_forgets_old_update_ids(stack):
     linked(stack)
     assert count(stack, "telegram_updates") == 2
-    old = datetime.now(timezone.utc) - timedelta(days=3)
+    old = datetime.now(UTC) - timedelta(days=3)
     stack.sql("UPDATE telegram_updates SET seen_at = :at", at=old.replace(tzinfo=None)
               if stack.database_url.startswith("sqlite") else old)
     with_container(stack.settings, lambda c: c.worker.sweep())

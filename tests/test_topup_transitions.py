@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from core.shared.errors import Conflict
 from core.topups.model import TRANSITIONS, IllegalTopUpTransition, TopUp, TopUpStatus
 
-NOW = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
 Q, S, A, F, R = (TopUpStatus.QUEUED, TopUpStatus.SENDING, TopUpStatus.APPLIED, TopUpStatus.FAILED,
                  TopUpStatus.NEEDS_REVIEW)
@@ -39,7 +39,7 @@ ALLOWED = {
 
 
 def test_the_table_is_what_the_methods_allow():
-    assert TRANSITIONS == {Q: {S}, S: {S, Q, A, F, R}, F: {Q}, R: {A, Q, F}, A: set()}
+    assert {Q: {S}, S: {S, Q, A, F, R}, F: {Q}, R: {A, Q, F}, A: set()} == TRANSITIONS
     reached = {(start, MOVES[name][0]) for start, name in ALLOWED}
     assert reached == {(start, to) for start, targets in TRANSITIONS.items() for to in targets}
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import logging
+import time
+from datetime import UTC
 from decimal import Decimal as D
 
 import pytest
 
 from core.admin.operator import Actor, meter_command
 from core.meters.model import Meter
-from core.shared.errors import InvalidInput, UpstreamError
 from core.meters.profiles import BUILTIN_PROFILES, missing_codes
+from core.shared.errors import InvalidInput, UpstreamError
 from core.topups.decision import Verdict, plan_charge, read_meter
 from core.topups.model import TopUp, TopUpStatus
 from core.topups.service import TopUpEngine, TopUpPolicy
@@ -274,13 +275,13 @@ async def test_connection_refused_is_transient_not_unknown():
 # --- report times, and the cloud's setup errors (issue 10) --------------------------------------------
 
 async def test_reports_give_each_dp_its_report_time_on_our_clock(gateway, cloud):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     meter = cloud[1].meter("seed1")
     meter.report_late(600, ["electric_total"])
     meter._reported["electric_total"] = (0, time.time() - 120)  # last reported two minutes ago
     reports = await gateway.reports("seed1", ["electric_total", "balance"])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert set(reports) == {"electric_total", "balance"} and reports["balance"].value == 10000
     assert abs((now - reports["electric_total"].reported_at) - timedelta(seconds=120)) < timedelta(seconds=5)
     assert abs(now - reports["balance"].reported_at) < timedelta(seconds=5)

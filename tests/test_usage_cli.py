@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.test_cli import add_c9, lipameter, sqlite_url, tuya, tuya_env  # noqa: F401  (fixtures)
 
 
-def test_meter_threshold(sqlite_url):  # noqa: F811
+def test_meter_threshold(sqlite_url):
     add_c9(sqlite_url)
     done = lipameter("meter", "threshold", "C9", "75.50", "--by", "amina", database_url=sqlite_url)
     assert done.returncode == 0, done.stderr

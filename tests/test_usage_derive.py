@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
+
+import pytest
 
 from core.jobs.kinds import AlertKind
 from core.usage.alerts import decide, parse_quiet_hours, quiet_until
@@ -12,10 +14,8 @@ from core.usage.derive import average_daily_use, daily_usage, days_left
 from core.usage.model import Reading, ReadingSource, TenantAlert
 from core.usage.schedule import read_every_s
 
-import pytest
-
 # 2026-11-10 00:00 Nairobi is 2026-11-09 21:00 UTC.
-MIDNIGHT = datetime(2026, 11, 9, 21, 0, tzinfo=timezone.utc)
+MIDNIGHT = datetime(2026, 11, 9, 21, 0, tzinfo=UTC)
 
 
 def hourly(start: datetime, balance: D, per_hour: D, hours: int, meter: str = "m") -> list[Reading]:
@@ -90,8 +90,8 @@ def test_near_empty_meters_are_read_more_often():
     assert read_every_s(D(40), None, 900) == 900
 
 
-NOON = datetime(2026, 11, 10, 9, 0, tzinfo=timezone.utc)  # 12:00 Nairobi
-NIGHT = datetime(2026, 11, 10, 20, 0, tzinfo=timezone.utc)  # 23:00 Nairobi
+NOON = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)  # 12:00 Nairobi
+NIGHT = datetime(2026, 11, 10, 20, 0, tzinfo=UTC)  # 23:00 Nairobi
 QUIET = (21, 7)
 
 
@@ -114,7 +114,7 @@ def test_quiet_hours_hold_an_alert_unless_it_runs_out_first():
     # 4 KES at 25 a day lasts under 4 hours: out before 07:00, so told now.
     assert decide(state, balance=D(4), threshold=D(50), average=D(25), now=NIGHT, quiet=QUIET).send is AlertKind.LOW
     assert decide(state, balance=D(40), threshold=D(50), average=D(25), now=NIGHT, quiet=None).send is AlertKind.LOW
-    assert quiet_until(NIGHT, QUIET) == datetime(2026, 11, 11, 4, 0, tzinfo=timezone.utc)
+    assert quiet_until(NIGHT, QUIET) == datetime(2026, 11, 11, 4, 0, tzinfo=UTC)
     assert quiet_until(NOON, QUIET) is None
 
 

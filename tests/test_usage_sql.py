@@ -3,7 +3,7 @@ in-memory meters (tests/fakes.py FakeMeterGateway; our own model of the Tuya clo
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 from core.jobs.kinds import AlertKind
@@ -17,7 +17,7 @@ from storage.db import create_engine
 from storage.uow import SqlUnitOfWork
 from tests.fakes import FakeClock, FakeMeterGateway
 
-T0 = datetime(2026, 11, 9, 21, 0, tzinfo=timezone.utc)  # Nairobi midnight
+T0 = datetime(2026, 11, 9, 21, 0, tzinfo=UTC)  # Nairobi midnight
 
 
 class CountingGateway(FakeMeterGateway):
@@ -53,7 +53,7 @@ async def test_sampling_never_exceeds_the_shared_budget(database_url):
         config = usage.SamplingConfig(every_s=120, calls_per_minute=12, batch=50)  # demand: 20 a minute
         samplers = [usage.Sampler(uow=lambda e=e: SqlUnitOfWork(e), meters=gateway, profiles=BUILTIN_PROFILES,
                                   clock=clock, config=config) for e in engines]
-        for step in range(90):  # 15 minutes, both workers running every 10 s
+        for _step in range(90):  # 15 minutes, both workers running every 10 s
             for sampler in samplers:
                 await sampler.run()
             clock.advance(10)

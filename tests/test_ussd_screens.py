@@ -4,7 +4,7 @@ and the navigation line, plain ASCII, option keys and our own wording intact."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -26,7 +26,7 @@ METERS = tuple(MeterChoice(number=f"ABCDEFGHIJ{i:02d}", name=LONG_NAME) for i in
 WORST = Caller(phone="254712345678", meters=METERS, min_amount=100_000, max_amount=250_000,
                paybill="9999999")  # the longest Paybill number shows on the balance screen
 BIG = Decimal("99999999999999.9999")  # Numeric(18, 4), the meters table's widest balance
-WHEN = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)
+WHEN = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
 M = METERS[0]
 
 # The re-prompts each screen can show (every screen can say "invalid choice", e.g. to a 41-digit entry).

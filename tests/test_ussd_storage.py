@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
 from core.admin.registry import AddMeter, AddTenant, add_meter, add_tenant
-from core.shared.clock import SystemClock
 from core.dialogue.service import DialogueDeps
 from core.dialogue.sessions import UssdSession
-from core.payments.service import PaymentLimits
 from core.payments.model import Channel, Payment, PaymentStatus
+from core.payments.service import PaymentLimits
+from core.shared.clock import SystemClock
 from storage.migrate import alembic_config, upgrade
-from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
 from storage.uow import SqlUnitOfWork
+from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
 from ussd.hop import Hop, UssdConfig, UssdDeps, answer
 
-NOW = datetime(2026, 11, 28, 7, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 
 def record(session_id: str = "s1", hops: int = 1, text: str = "", **extra) -> UssdSession:
@@ -52,7 +52,7 @@ async def seed(engine) -> None:
                                 uow=SqlUnitOfWork(engine))
         async with SqlUnitOfWork(engine) as uow:
             meter.active = active
-            meter.last_balance, meter.last_balance_at = Decimal("420.5"), datetime.now(timezone.utc) - timedelta(minutes=7)
+            meter.last_balance, meter.last_balance_at = Decimal("420.5"), datetime.now(UTC) - timedelta(minutes=7)
             await uow.meters.save(meter)
             await uow.commit()
     await add_tenant(AddTenant(phone="0712345678", meter_numbers=["A101", "OFF1"]), uow=SqlUnitOfWork(engine))

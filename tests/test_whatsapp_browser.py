@@ -14,14 +14,14 @@ from tests.test_dashboard_browser import ARGS, SHOTS, chromium  # noqa: F401  (t
 
 
 @pytest.fixture
-def stack(chromium, tmp_path, sqlite_template):  # noqa: F811
+def stack(chromium, tmp_path, sqlite_template):
     shutil.copy(sqlite_template, tmp_path / "whatsapp.db")
     stack = Stack(f"sqlite+aiosqlite:///{tmp_path}/whatsapp.db", whatsapp=True)
     yield stack
     stack.stop()
 
 
-def test_chat_page_buys_and_shows_the_receipt(stack, chromium, tmp_path):  # noqa: F811
+def test_chat_page_buys_and_shows_the_receipt(stack, chromium, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ over real HTTP, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -146,7 +146,7 @@ def test_receipts_outside_the_window_by_template_and_by_sms_when_neither_goes(da
         # A day of silence (our clock and Meta's): the receipt goes as the approved template.
         buy(user, "120")
         stack.whatsapp.expire_window(user.wa_id)
-        old = datetime.now(timezone.utc) - timedelta(hours=25)
+        old = datetime.now(UTC) - timedelta(hours=25)
         stack.sql("UPDATE whatsapp_chats SET last_inbound_at = :at",
                   at=old.replace(tzinfo=None) if stack.database_url.startswith("sqlite") else old)
         first = stack.sql("SELECT id FROM payments WHERE amount = 120")[0].id

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -31,7 +31,7 @@ async def test_a_hanging_job_holds_back_no_other(engine):
             release.set()  # the hanging job may finish only after every quick one did
 
     worker = Worker(uow_factory=lambda: SqlUnitOfWork(engine), handlers={"hang": hang, "quick": quick},
-                    clock=FakeClock(datetime.now(timezone.utc)), config=WorkerConfig(worker_id="w", concurrency=4))
+                    clock=FakeClock(datetime.now(UTC)), config=WorkerConfig(worker_id="w", concurrency=4))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     await asyncio.wait_for(release.wait(), 30)  # a one-at-a-time loop never gets here
@@ -57,7 +57,7 @@ async def test_concurrency_is_bounded(engine):
             finished.set()
 
     worker = Worker(uow_factory=lambda: SqlUnitOfWork(engine), handlers={"slow": slow},
-                    clock=FakeClock(datetime.now(timezone.utc)),
+                    clock=FakeClock(datetime.now(UTC)),
                     config=WorkerConfig(worker_id="w", concurrency=2, poll_s=0.05))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

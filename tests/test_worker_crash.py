@@ -4,12 +4,13 @@ recording it, and two workers on one database, never credit a shilling twice."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -41,7 +42,7 @@ def start_beating_worker(stack: Stack, **overrides) -> subprocess.Popen:
 def as_utc(value) -> datetime:
     """A timestamp read back through raw SQL: a datetime (PostgreSQL) or ISO text (SQLite)."""
     value = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def wait_until(predicate, timeout=30.0, what="condition"):
@@ -142,7 +143,7 @@ async def test_two_workers_keep_one_top_up_in_flight_per_meter(pg_url):
         await asyncio.gather(*tasks)
         async with containers[0].engine.connect() as conn:
             rows = (await conn.execute(sa.text("SELECT sent_at, applied_at FROM topups ORDER BY sent_at"))).all()
-        for earlier, later in zip(rows, rows[1:]):
+        for earlier, later in itertools.pairwise(rows):
             assert earlier.applied_at <= later.sent_at  # never two charges in the air for one meter
         assert stack.tuya.total_credits("dev-a101") == Decimal(260)
     finally:

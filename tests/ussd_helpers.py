@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -74,7 +74,7 @@ def seed_ussd(database_url: str) -> None:
         async with c.uow() as uow:
             meter = await uow.meters.get_by_number("A101")
             meter.last_balance = Decimal("1250.50")
-            meter.last_balance_at = datetime.now(timezone.utc) - timedelta(hours=3, minutes=5)
+            meter.last_balance_at = datetime.now(UTC) - timedelta(hours=3, minutes=5)
             await uow.meters.save(meter)
             await uow.commit()
 
@@ -85,4 +85,4 @@ def as_datetime(value) -> datetime:
     """Raw SQL gives SQLite timestamps as naive text and PostgreSQL's as aware datetimes."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

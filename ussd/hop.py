@@ -20,10 +20,10 @@ from core.dialogue.screens import BUY_CONFIRM
 from core.dialogue.service import ChannelRules, DialogueDeps
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import Caller, DialogueState, Screen, Step
-from core.shared.errors import InvalidInput
 from core.payments.model import Channel
-from core.shared.phone import mask_phone, normalize_kenyan_mobile
 from core.ports import Clock, UssdSessionStore
+from core.shared.errors import InvalidInput
+from core.shared.phone import mask_phone, normalize_kenyan_mobile
 from ussd.render import to_text
 
 log = logging.getLogger("lipameter.ussd")

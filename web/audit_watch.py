@@ -6,9 +6,9 @@ worker refreshes the gauges itself when scraped, no more often than AUDIT_EVERY_
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Callable, Mapping
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,14 +22,23 @@ from bot.runtime import TelegramBot, build_application
 from core.admin.auth import KEEP_LOGIN_ATTEMPTS
 from core.admin.operator import read_balance
 from core.dialogue.service import DialogueDeps
-from core.jobs.kinds import (Alert, JobKind, Notify, PushStk, RunTopUp, SampleReadings, VerifyPayment, enqueue,
-                             handler_table)
+from core.jobs.kinds import (
+    Alert,
+    JobKind,
+    Notify,
+    PushStk,
+    RunTopUp,
+    SampleReadings,
+    VerifyPayment,
+    enqueue,
+    handler_table,
+)
 from core.jobs.worker import Worker, WorkerConfig
 from core.meters.model import Meter
 from core.meters.profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
 from core.notify.service import WhatsAppReceipts, notify
-from core.payments.reconcile import reconcile_payments, verify_payment
 from core.payments.model import Channel
+from core.payments.reconcile import reconcile_payments, verify_payment
 from core.payments.service import PaymentLimits, push_payment
 from core.ports import Clock, MeterBalanceReader, MeterGateway, PaymentGateway, SmsSender, TelegramSender, UnitOfWork, WhatsAppChatStore
 from core.shared.clock import SystemClock
@@ -54,10 +63,10 @@ from ussd.hop import UssdConfig, UssdDeps
 from ussd.routes import UssdMetrics
 from web.audit_watch import AuditWatch
 from web.metrics import Metrics
+from web.settings import Settings
 from whatsapp.conversation import Conversation as WhatsAppConversation
 from whatsapp.conversation import WhatsAppDeps
 from whatsapp.webhook import WhatsAppRoom
-from web.settings import Settings
 
 log = logging.getLogger("lipameter.bootstrap")
 

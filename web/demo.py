@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from starlette.routing import Mount
 
 from core.admin.registry import AddMeter, AddTenant, add_meter, add_tenant
-from core.shared.errors import Conflict
 from core.meters.profiles import parse_specifications
+from core.shared.errors import Conflict
 from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox
@@ -80,7 +80,7 @@ def demo_c2b(settings: Settings) -> dict:
 def demo_tuya():
     """The Tuya cloud sandbox with one simulated meter per demo meter (balances in memory)."""
     app = create_tuya_sandbox(**DEMO_TUYA)
-    for number, name, device, profile, price in DEMO_METERS:
+    for _number, name, device, profile, price in DEMO_METERS:
         balance = "150" if profile == "seed" else "12"  # KES on money meters, kWh on energy meters
         # A flat's mean load, about 5 kWh a day, shaped by the hour (sandbox.tuya_meters.DAY_SHAPE).
         app.state.tuya.add_device(device, profile, balance=balance, price=price, name=name, rate_kw=DEMO_LOAD_KW)

@@ -11,9 +11,9 @@ import asyncio
 import ipaddress
 import re
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
@@ -163,7 +163,7 @@ async def _not_public(host: str) -> str | None:
     except ValueError:
         try:
             infos = await asyncio.wait_for(asyncio.to_thread(socket.getaddrinfo, host, 443), 3)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return "could not resolve the host here; make sure it resolves to a public address"
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     if all(not a.is_global for a in addresses):
@@ -200,7 +200,7 @@ async def check_tuya(s: Container) -> list[Check]:
     return lines
 
 
-async def _check_meter(s: Services, meter) -> tuple[Check, bool]:
+async def _check_meter(s: Container, meter) -> tuple[Check, bool]:
     """One line for a meter, and whether the cloud's device APIs answered at all."""
     name = f"meter {meter.number}"
     profile = s.profiles.get(meter.profile)
@@ -270,7 +270,7 @@ async def check_telegram(s: Container) -> list[Check]:
                                               "(or run `lipameter bot --polling`)"))
     elif info.get("last_error_message"):
         when = info.get("last_error_date")
-        at = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if when else "recently"
+        at = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M UTC") if when else "recently"
         lines.append(warn("telegram webhook", f"last delivery failed {at}: {info['last_error_message']} "
                                               f"({info.get('pending_update_count', 0)} updates waiting)"))
     else:
@@ -339,5 +339,5 @@ def doctor(settings: Settings, out: Callable[[str], None] = print) -> int:
     for line in lines:
         out(line.line())
     failures = sum(1 for line in lines if line.level == FAIL)
-    out(f"{len(lines)} checks: {failures} failed, {sum(1 for l in lines if l.level == WARN)} warnings")
+    out(f"{len(lines)} checks: {failures} failed, {sum(1 for line in lines if line.level == WARN)} warnings")
     return failures

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import re
 from decimal import Decimal
 from typing import Any
 

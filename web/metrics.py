@@ -39,7 +39,7 @@ class Metrics:
         self._job_kinds: set[str] = set()
 
     def export_audit(self, report: AuditReport, facts: Facts, *, at: datetime) -> None:
-        by_check = {check: 0 for check in VIOLATION_CHECKS}
+        by_check = dict.fromkeys(VIOLATION_CHECKS, 0)
         for finding in report.violations:
             by_check[finding.check] = by_check.get(finding.check, 0) + 1
         for check, count in by_check.items():

@@ -9,15 +9,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core.payments.model import Channel, PaymentStatus
+from core.payments.service import InitiatePayment, PaymentStarted, initiate_payment, receive_callback
 from core.shared.clock import NAIROBI
 from core.shared.errors import DomainError
-from core.payments.service import InitiatePayment, PaymentStarted, initiate_payment, receive_callback
-from core.payments.model import Channel, PaymentStatus
 from storage.views import payment_view
 from web.bootstrap import container_of
 from web.http import (
-    HttpError, address_allowed, check_json_depth, client_address, domain_status, error_response, read_body,
-    read_json_object, require_api_key, wire_number,
+    HttpError,
+    address_allowed,
+    check_json_depth,
+    client_address,
+    domain_status,
+    error_response,
+    read_body,
+    read_json_object,
+    require_api_key,
+    wire_number,
 )
 
 log = logging.getLogger("lipameter.api")

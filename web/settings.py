@@ -10,7 +10,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage.db import DEFAULT_DATABASE_URL
 
-
 TELEGRAM_WEBHOOK_PORTS = (443, 80, 88, 8443)  # setWebhook: "Ports currently supported for webhooks"
 
 

@@ -12,8 +12,8 @@ import secrets
 from datetime import datetime, timedelta
 
 from core.admin.model import AdminUser, Role
-from core.shared.errors import Conflict, DomainError, InvalidInput, NotFound
 from core.ports import AdminUserStore, LoginAttempts
+from core.shared.errors import Conflict, DomainError, InvalidInput, NotFound
 
 # scrypt is memory-hard: n=2**14, r=8 needs 16 MiB per guess, so GPUs gain little. ~50 ms on a server.
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
@@ -104,7 +104,7 @@ def _wait(window: timedelta) -> str:
     return f"{minutes // 60} hours" if minutes >= 120 else f"{minutes} minute{'s' if minutes > 1 else ''}"
 
 
-async def throttle_message(attempts: "LoginAttempts", *, name: str, address: str, now: datetime) -> str | None:
+async def throttle_message(attempts: LoginAttempts, *, name: str, address: str, now: datetime) -> str | None:
     """Why a login is refused before its password is even checked, or None. The attempt being judged is
     already recorded as a failure, hence the `- 1`."""
     for window, limit in (*PAIR_TIERS, ADDRESS_TIER):

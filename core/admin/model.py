@@ -11,7 +11,7 @@ class Role(str, enum.Enum):
     ADMIN = "admin"  # everything
     VIEWER = "viewer"  # read only
 
-    def may(self, needed: "Role") -> bool:
+    def may(self, needed: Role) -> bool:
         return self is Role.ADMIN or needed is Role.VIEWER
 
 

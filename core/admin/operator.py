@@ -3,23 +3,23 @@ what, when and why; nothing here credits a meter except through the top-up engin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Mapping
 
+from core.jobs.kinds import RunTopUp, enqueue
+from core.meters.lookup import find_meter
+from core.meters.model import Meter
+from core.meters.profiles import DpSpec, MeterProfile, to_raw
 from core.payments.c2b import assign_c2b, refund_c2b, unknown_account_payments
 from core.payments.callbacks import MalformedCallback, parse_stk_callback
 from core.payments.model import PaymentStatus
-from core.meters.lookup import find_meter
+from core.ports import Clock, MeterGateway, UnitOfWork
 from core.shared.errors import Conflict, InvalidInput, NotFound
-from core.jobs.kinds import RunTopUp, enqueue
-from core.meters.profiles import DpSpec, MeterProfile, to_raw
-from core.topups.decision import MeterReading, plan_charge, read_meter
-from core.meters.model import Meter
 from core.shared.ids import new_id
 from core.shared.money import parse_amount, parse_price
-from core.ports import Clock, MeterGateway, UnitOfWork
+from core.topups.decision import MeterReading, plan_charge, read_meter
 from core.topups.model import TopUp, TopUpStatus, topup_for_payment
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
-from core.shared.errors import Conflict, InvalidInput, NotFound
 from core.meters.model import MAX_METER_NUMBER_LEN, METER_NUMBER, Meter
-from core.tenants.model import Tenant
-from core.shared.ids import new_id
-from core.shared.phone import normalize_kenyan_mobile
 from core.meters.profiles import MeterProfile, as_spec_map, profile_problems
 from core.ports import MeterGateway, UnitOfWork
 from core.shared.clock import SystemClock
+from core.shared.errors import Conflict, InvalidInput, NotFound
+from core.shared.ids import new_id
 from core.shared.money import parse_price
+from core.shared.phone import normalize_kenyan_mobile
+from core.tenants.model import Tenant
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from core.dialogue.types import (
     AlertSaved, BalanceRead, Caller, DialogueState, FindMeter, Frame, LanguageSaved, ListPayments, MeterChoice,
     MeterFound, Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveAlert, SaveLanguage, StartPayment, Step,
 )
-from core.shared.errors import InvalidInput
 from core.meters.model import METER_NUMBER
+from core.shared.errors import InvalidInput
 from core.shared.money import parse_whole_kes
 from core.shared.phone import can_get_stk_prompt, normalize_kenyan_mobile
 

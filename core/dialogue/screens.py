@@ -6,6 +6,7 @@ Pure functions of (state, caller). List screens also return the state with the m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable

@@ -26,12 +26,13 @@ from core.usage.model import TenantAlert
 from core.usage.service import summarise, unit_of
 from core.shared.errors import Conflict, DomainError
 from core.meters.model import Meter
-from core.tenants.model import Tenant
-from core.shared.ids import new_id
-from core.payments.service import InitiatePayment, PaymentLimits, request_payment
 from core.payments.model import Channel
-from core.shared.phone import can_get_stk_prompt, mask_phone
+from core.payments.service import InitiatePayment, PaymentLimits, request_payment
 from core.ports import Clock, MeterBalanceReader, PaymentHistory, UnitOfWork
+from core.shared.errors import Conflict, DomainError
+from core.shared.ids import new_id
+from core.shared.phone import can_get_stk_prompt, mask_phone
+from core.tenants.model import Tenant
 
 log = logging.getLogger("lipameter.dialogue")
 

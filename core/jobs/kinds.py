@@ -8,9 +8,10 @@ Adding a job: a JobKind member, a frozen payload dataclass here, a handler in th
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
-from typing import Any, Awaitable, Callable, ClassVar, Mapping, Protocol
+from typing import Any, ClassVar, Protocol
 
 
 class JobKind(str, enum.Enum):
@@ -35,11 +36,12 @@ class _Payload:
 
     def to_dict(self) -> dict[str, Any]:
         """The stored payload: plain strings, and no key for a field that is None."""
-        return {key: getattr(value, "value", value) for key, value in asdict(self).items() if value is not None}
+        return {key: getattr(value, "value", value) for key, value in asdict(self).items()  # type: ignore[call-overload]
+                if value is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
-        return cls(**{field.name: data.get(field.name) for field in fields(cls)})
+        return cls(**{field.name: data.get(field.name) for field in fields(cls)})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Awaitable, Callable
 
-from core.shared.errors import UpstreamError
 from core.jobs.model import Job
 from core.ports import Clock, UnitOfWork
+from core.shared.errors import UpstreamError
 
 log = logging.getLogger("lipameter.worker")
 
@@ -161,7 +161,7 @@ class Worker:
             try:
                 await asyncio.wait_for(until.wait(), timeout=self.config.heartbeat_every_s)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self._beat()
 
     async def run(self, stop: asyncio.Event) -> None:

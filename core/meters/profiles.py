@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from core.shared.errors import InvalidInput
 
@@ -45,7 +46,7 @@ class DpSpec:
         return Decimal(self.step).scaleb(-self.scale)
 
     @classmethod
-    def from_tuya(cls, entry: Mapping[str, Any], *, writable: bool = True, readable: bool = True) -> "DpSpec":
+    def from_tuya(cls, entry: Mapping[str, Any], *, writable: bool = True, readable: bool = True) -> DpSpec:
         code = str(entry.get("code") or "")
         if not code:
             raise InvalidInput("specification entry without a code")
@@ -66,7 +67,7 @@ class DpSpec:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DpSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> DpSpec:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["range"] = tuple(kwargs.get("range", ()))
@@ -105,7 +106,7 @@ def as_spec_map(specs: Mapping[str, DpSpec] | Iterable[DpSpec]) -> dict[str, DpS
 
 def to_decimal(value: Any, what: str = "value") -> Decimal:
     """Decimal from Decimal/int/str. Floats are refused: they cannot hold 19.99 exactly."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise TypeError(f"{what} must be Decimal, int or str, not {type(value).__name__}")
     try:
         result = value if isinstance(value, Decimal) else Decimal(str(value).strip())
@@ -265,7 +266,7 @@ def _profile_from_entry(name: str, entry: Mapping[str, Any], known: Mapping[str,
     unknown = set(entry) - allowed - {"extends"}
     if unknown:
         raise InvalidInput(f"profile {name}: unknown keys {sorted(unknown)}")
-    values = {k: None if v in (None, "") else str(v) for k, v in entry.items() if k != "extends"}
+    values: dict[str, Any] = {k: None if v in (None, "") else str(v) for k, v in entry.items() if k != "extends"}
     parent_name = entry.get("extends")
     if parent_name is not None and parent_name not in known:
         raise InvalidInput(f"profile {name}: extends unknown profile {parent_name!r}")
@@ -280,9 +281,8 @@ def missing_codes(profile: MeterProfile, specs: Mapping[str, DpSpec] | Iterable[
     missing: list[str] = []
     for op, code in profile.operations().items():
         spec = spec_map.get(code)
-        if spec is None or (op in WRITE_OPS and not spec.writable):
-            if code not in missing:
-                missing.append(code)
+        if (spec is None or (op in WRITE_OPS and not spec.writable)) and code not in missing:
+            missing.append(code)
     return missing
 
 

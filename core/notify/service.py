@@ -22,13 +22,17 @@ from datetime import timedelta
 from decimal import Decimal
 
 from core.jobs.kinds import Notify, NotifyEvent
-from core.shared.errors import UpstreamError
-from core.shared.money import format_kes
 from core.notify.texts import text
-from core.shared.phone import mask_phone
 from core.payments.model import Channel
 from core.ports import (
-    Blocked, Clock, OutsideWindow, SmsSender, TelegramSender, UnitOfWork, WhatsAppChatStore, WhatsAppSender,
+    Blocked,
+    Clock,
+    OutsideWindow,
+    SmsSender,
+    TelegramSender,
+    UnitOfWork,
+    WhatsAppChatStore,
+    WhatsAppSender,
 )
 from core.usage.derive import days_left
 from core.usage.service import summarise

@@ -183,6 +183,8 @@ async def _apply(uow: UnitOfWork, callback_id: int, body: C2bBody, *, now: datet
 async def credit_c2b(uow: UnitOfWork, body: C2bBody, meter: Meter, *, now: datetime) -> Payment:
     """A completed C2B payment for `meter` and its top-up, in the caller's transaction. The receipt's
     unique index refuses a second payment for one TransID (Conflict)."""
+    if body.amount is None:  # parse_confirmation refuses such a body; a credit must never guess
+        raise InvalidInput(f"C2B {body.trans_id} has no amount", code="c2b_no_amount")
     tenant = await uow.tenants.get_by_phone(body.phone) if body.phone else None
     payment = Payment(
         id=new_id(), amount=int(body.amount), phone=body.phone or "", meter_id=meter.id, channel=Channel.C2B,

@@ -14,10 +14,10 @@ from datetime import timedelta
 
 from core.jobs.kinds import Notify, NotifyEvent, enqueue
 from core.payments import model as pm
-from core.shared.errors import UpstreamError
-from core.payments.service import complete_and_queue_topup
 from core.payments.model import FINAL_QUERY_FAILURE_CODES, PaymentStatus
+from core.payments.service import complete_and_queue_topup
 from core.ports import Clock, PaymentGateway, StkQueryResult, UnitOfWork
+from core.shared.errors import UpstreamError
 
 log = logging.getLogger("lipameter.reconcile")
 

@@ -11,17 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from core.payments import model as pm
-from core.payments.callbacks import MalformedCallback, StkCallback, parse_stk_callback
 from core.jobs.kinds import Notify, NotifyEvent, PushStk, RunTopUp, VerifyPayment, enqueue
-from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from core.meters.lookup import find_meter
 from core.meters.model import Meter
+from core.payments import model as pm
+from core.payments.callbacks import MalformedCallback, StkCallback, parse_stk_callback
+from core.payments.model import Channel, Payment, PaymentStatus
+from core.ports import Clock, PaymentGateway, StkPushRequest, UnitOfWork
+from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from core.shared.ids import new_id
 from core.shared.money import parse_whole_kes
-from core.payments.model import Channel, Payment, PaymentStatus
 from core.shared.phone import mask_checkout_id, mask_phone, normalize_kenyan_mobile
-from core.ports import Clock, PaymentGateway, StkPushRequest, UnitOfWork
 from core.topups.model import topup_for_payment
 
 log = logging.getLogger("lipameter.payments")

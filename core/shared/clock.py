@@ -3,7 +3,7 @@ reads) is `NAIROBI`, defined here once."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -11,4 +11,4 @@ NAIROBI = ZoneInfo("Africa/Nairobi")
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)

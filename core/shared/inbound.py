@@ -4,7 +4,7 @@ that every entry room (web, ussd, bot) reads a request body the same way, from o
 from __future__ import annotations
 
 import re
-from typing import AsyncIterable
+from collections.abc import AsyncIterable
 
 # PostgreSQL refuses NUL in text, so a NUL is refused (or dropped) at the edge, never sent to a query.
 # It arrives raw, JSON-escaped or URL-encoded; which of these can occur depends on the body's format.

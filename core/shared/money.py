@@ -7,8 +7,7 @@ from decimal import Decimal, InvalidOperation
 
 from core.shared.errors import InvalidInput
 
-
-# ASCII digits only: `\d` would take full-width (１００) and Arabic-Indic digits, which Decimal reads too.
+# ASCII digits only: `\d` would take full-width (U+FF10..U+FF19) and Arabic-Indic digits, which Decimal reads too.
 # No exponent either (1E+2): an amount is written the way a person types it.
 PLAIN_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 CENT = Decimal("0.01")

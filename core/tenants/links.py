@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from core.shared.errors import NotFound
 from core.meters.model import Meter
-from core.tenants.model import Tenant
 from core.ports import Clock, UnitOfWork
+from core.shared.errors import NotFound
+from core.tenants.model import Tenant
 
 
 async def _tenant_and_meter(uow: UnitOfWork, tenant_id: str, meter_number: str) -> tuple[Tenant, Meter]:

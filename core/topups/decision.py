@@ -8,15 +8,15 @@ credited kWh and consumption leaves unchanged (up to the DPs' display rounding).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from core.shared.errors import InvalidInput
 from core.meters.profiles import DpSpec, MeterProfile, as_spec_map, energy_for_money, from_raw, to_decimal, to_raw
-
+from core.shared.errors import InvalidInput
 
 # --- reading a meter and planning a charge ----------------------------------------------------------
 
@@ -141,6 +141,7 @@ def _floor_to(value: Fraction, quantum: Decimal) -> Decimal:
 
 def _counter_check(profile: MeterProfile, spec_map: Mapping[str, DpSpec], *, kwh: Decimal | None,
                    money: Decimal, exact: bool) -> CounterCheck:
+    specs: tuple[DpSpec, ...]
     if profile.read_purchase_total:
         specs = (_spec_for(spec_map, profile.read_purchase_total),)
         unit = profile.purchase_total_unit

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from core.payments.model import Channel, Payment
 from core.shared.errors import Conflict
 from core.shared.ids import new_id
-from core.payments.model import Channel, Payment
 
 
 class TopUpStatus(str, enum.Enum):

@@ -26,20 +26,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Awaitable, Callable, Mapping
 
-from core.shared.errors import ConfigurationError, Conflict, DeviceOffline, InvalidInput, UpstreamError
-from core.meters.profiles import DpSpec, MeterProfile
-from core.usage.model import Reading, ReadingSource
-from core.topups.decision import ChargePlan, Verdict, plan_charge, read_meter, reported_before
-from core.meters.model import Meter
-from core.ports import Clock, MeterGateway, UnitOfWork
-from core.topups.model import ClaimLost, TopUp, TopUpStatus
-from core.jobs.worker import RetryLater
 from core.jobs.kinds import Notify, NotifyEvent, RunTopUp, enqueue
+from core.jobs.worker import RetryLater
+from core.meters.model import Meter
+from core.meters.profiles import DpSpec, MeterProfile
+from core.ports import Clock, MeterGateway, UnitOfWork
+from core.shared.errors import ConfigurationError, Conflict, DeviceOffline, InvalidInput, UpstreamError
+from core.topups.decision import ChargePlan, Verdict, plan_charge, read_meter, reported_before
+from core.topups.model import ClaimLost, TopUp, TopUpStatus
+from core.usage.model import Reading, ReadingSource
 
 log = logging.getLogger("lipameter.topup")
 
@@ -80,11 +80,11 @@ class TopUpEngine:
     policy: TopUpPolicy = TopUpPolicy()
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     # Tuya calls made for each top-up (all its attempts in this process), most recent last.
-    tuya_calls: "OrderedDict[str, int]" = field(default_factory=OrderedDict)
+    tuya_calls: OrderedDict[str, int] = field(default_factory=OrderedDict)
     keep_call_counts: int = 10_000
     holder: str | None = None  # this process's worker id, recorded on the top-ups its attempts hold
     # Top-ups with an attempt running in this process: the heartbeat renews exactly these leases.
-    _running: "Counter[str]" = field(default_factory=Counter)
+    _running: Counter[str] = field(default_factory=Counter)
 
     def attempts_in_progress(self) -> list[str]:
         return sorted(self._running)

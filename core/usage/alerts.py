@@ -10,10 +10,10 @@ run out before they end; the zero message is sent at once (the lights are alread
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Callable
 
 from core.jobs.kinds import Alert, AlertKind, enqueue
 from core.meters.model import Meter

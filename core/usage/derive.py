@@ -14,10 +14,10 @@ calendar days it spans, in proportion to time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Iterable
 
 from core.shared.clock import NAIROBI
 from core.usage.model import DailyUsage, Reading
@@ -75,6 +75,8 @@ class _Days:
 
 def _interval(a: Reading, b: Reading, credits: Decimal, use_energy_total: bool) -> tuple[Decimal, Decimal]:
     """(consumption, manual credit) between two balance readings."""
+    if a.balance is None or b.balance is None:  # an unread balance tells nothing about the interval
+        return ZERO, ZERO
     if use_energy_total and a.energy_total is not None and b.energy_total is not None \
             and b.energy_total >= a.energy_total:
         used = b.energy_total - a.energy_total

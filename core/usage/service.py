@@ -8,15 +8,21 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Awaitable, Callable, Mapping
 
 from core.meters.model import Meter
 from core.meters.profiles import DpSpec, MeterProfile
 from core.ports import Clock, MeterGateway, UnitOfWork
 from core.shared.errors import InvalidInput, UpstreamError
 from core.topups.decision import MeterReading, read_meter
-from core.usage.derive import (AVERAGE_OVER_DAYS, average_daily_use, day_start, days_left, daily_usage, merge_days,
-                               nairobi_day)
+from core.usage.derive import (
+    AVERAGE_OVER_DAYS,
+    average_daily_use,
+    daily_usage,
+    day_start,
+    days_left,
+    merge_days,
+    nairobi_day,
+)
 from core.usage.model import DailyUsage, Reading, ReadingSource
 from core.usage.schedule import next_read_at
 

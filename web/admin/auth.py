@@ -15,7 +15,6 @@ from web.admin.site import SECURITY_HEADERS, AdminSite, Ctx
 from web.http import client_address
 
 
-
 def safe_next(target: str | None) -> str:
     """Only our own pages: an open redirect after login would lend our name to a phishing link."""
     if target and target.startswith("/admin") and "//" not in target and "\\" not in target:

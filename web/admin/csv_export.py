@@ -4,9 +4,9 @@ quoted like one holding `,`: spreadsheets in a `;` locale (much of Europe) split
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterable
 
 from starlette.responses import Response
 

@@ -50,7 +50,7 @@ async def read_live(container: Container, meters: list[dict], timeout_s: float =
     """Number -> reading, for every meter given; inactive meters are not asked."""
     readings = {m["number"]: last_known(m) for m in meters}
     if container.meter_gateway is None:
-        return {n: last_known(m, "Tuya is not configured") for n, m in zip(readings, meters)}
+        return {n: last_known(m, "Tuya is not configured") for n, m in zip(readings, meters, strict=False)}
     tasks = {asyncio.create_task(_read_one(container, m)): m for m in meters if m.get("active")}
     if not tasks:
         return readings

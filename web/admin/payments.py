@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from core.shared.errors import DomainError, InvalidInput
 from core.admin.operator import RESOLUTIONS, resolve_review, retry_topup
 from core.payments.model import Channel
 from core.shared.clock import NAIROBI
 from core.shared.phone import normalize_kenyan_mobile
 from storage.dashboard import (
-    PAYMENT_FILTERS, TOPUP_FILTERS, PaymentFilter, list_payments, list_topups, payment_detail, topup_detail,
+    PAYMENT_FILTERS,
+    TOPUP_FILTERS,
+    PaymentFilter,
+    list_payments,
+    list_topups,
+    payment_detail,
+    topup_detail,
 )
 from web.admin.csv_export import csv_response
 from web.admin.forms import FormError, day_range, text

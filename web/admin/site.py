@@ -4,8 +4,9 @@ page or an error is answered. Handlers get a `Ctx` and return a response."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment
@@ -13,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from core.admin.model import AdminUser, Role
-from core.shared.errors import DomainError, NotFound
 from core.admin.operator import Actor
+from core.shared.errors import DomainError, NotFound
 from web.admin import csrf
 from web.admin.forms import FormError, read_form
 from web.admin.sessions import SessionStore

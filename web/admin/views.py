@@ -9,9 +9,9 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from core.shared.money import format_kes
 from core.shared.clock import NAIROBI
 from core.shared.inbound import MAX_JSON_DEPTH, json_depth
+from core.shared.money import format_kes
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

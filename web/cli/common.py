@@ -7,7 +7,8 @@ import argparse
 import asyncio
 import getpass
 import logging
-from typing import Awaitable, Callable, NoReturn, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 from pydantic import ValidationError
 

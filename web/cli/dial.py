@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import secrets
 import sys
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 import httpx
 

@@ -39,6 +39,7 @@ def cmd_topup(args: argparse.Namespace) -> None:
 
     topup, outcome = run_with_container(go)
     print(f"manual top-up {topup.id}: KES {topup.amount} for meter {args.meter}: {_outcome(outcome)}")
+    return None
 
 
 def cmd_topup_retry(args: argparse.Namespace) -> None:

@@ -3,9 +3,8 @@
 Revision ID: 0007g
 Revises: 0006
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0007g'
 down_revision = '0007t'

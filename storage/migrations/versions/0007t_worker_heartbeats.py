@@ -3,8 +3,8 @@
 Revision ID: 0007t
 Revises: 0006
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0007t'
 down_revision = '0006'

@@ -4,9 +4,8 @@ Revision ID: 0007w
 Revises: 0006
 Create Date: 2026-12-02 10:00:00
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0007w"
 down_revision = '0007g'

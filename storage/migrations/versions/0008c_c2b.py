@@ -3,8 +3,8 @@
 Revision ID: 0008c
 Revises: 0007t
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0008c'
 down_revision = '0008r'

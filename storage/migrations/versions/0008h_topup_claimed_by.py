@@ -3,8 +3,8 @@
 Revision ID: 0008h
 Revises: 0007t
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0008h'
 down_revision = '0007w'
