@@ -33,9 +33,8 @@ from bench import wrk
 from bench.seed import add_bench_meters, add_history, add_pending_payments, add_stack_meters, count, run_sql
 from storage.db import create_engine
 from storage.migrate import upgrade
-from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, settings_env
 from tests.servers import ServerThread, reserve_port
-from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, add_meters, settings_env
+from tests.stack import API_KEY, CALLBACK_TOKEN, DARAJA, SMS, TUYA, settings_env
 from web.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -95,7 +94,7 @@ class Process:
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
         # Its log goes to a file, never to a pipe nobody reads: once a pipe's 64 KB are full, every log
         # line blocks the server's event loop (it froze the USSD and payment runs at ~20/s and 0/s).
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (open while the server runs)
         self.popen = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
 
     def log_tail(self) -> str:

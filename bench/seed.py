@@ -89,10 +89,8 @@ def add_stack_meters(url: str, sandboxes) -> None:
     """A101, B201, OFF1 and the tenant Wanjiku, as tests/stack.py's `add_meters` gives a Stack."""
     from types import SimpleNamespace
 
-    from tests.stack import add_meters
+    from tests.stack import TUYA, add_meters
     from web.settings import Settings
-
-    from tests.stack import TUYA
 
     add_meters(SimpleNamespace(tuya=sandboxes.tuya, settings=Settings(
         _env_file=None, database_url=url, tuya_endpoint=sandboxes.tuya_url, tuya_access_id=TUYA["access_id"],

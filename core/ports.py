@@ -17,7 +17,6 @@ from core.dialogue.types import PaymentLine
 from core.jobs.model import Job
 from core.meters.model import Meter
 from core.notify.model import SentNotice
-from core.tenants.model import Tenant
 from core.payments.model import Payment
 from core.shared.errors import UpstreamError
 from core.tenants.model import Tenant

@@ -175,7 +175,7 @@ class SmsSandbox:
         with self._lock:
             return [r for r in self._reports if to is None or digits(r.phoneNumber) == digits(to)]
 
-    def report_for(self, record: "SmsRecord") -> DeliveryReport:
+    def report_for(self, record: SmsRecord) -> DeliveryReport:
         with self._lock:
             status, reason = self._report_scripts.get(digits(record.to), ("Success", ""))
         return DeliveryReport(record.messageId, status, record.to, SAFARICOM, reason)

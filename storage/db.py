@@ -5,8 +5,8 @@ PostgreSQL: a pool, row locks with FOR UPDATE and SKIP LOCKED in the repositorie
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url

@@ -10,14 +10,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.meters.model import Meter
 from core.notify.model import SentNotice
-from core.tenants.model import Tenant
 from core.payments.model import Channel, Payment, PaymentStatus
 from core.shared.errors import Conflict
 from core.tenants.model import Tenant
 from core.topups.model import ClaimLost, TopUp, TopUpStatus
 from storage.rows import from_row, insert_or_nothing, select_by, to_row, update_by_id
-from storage.tables import (audit_log, meter_access, meters, mpesa_callbacks, notifications, payments, tenants, topups,
-                            worker_heartbeats)
+from storage.tables import (
+    audit_log,
+    meter_access,
+    meters,
+    mpesa_callbacks,
+    notifications,
+    payments,
+    tenants,
+    topups,
+    worker_heartbeats,
+)
 
 
 class _Repository:

@@ -16,7 +16,7 @@ from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
 from storage.db import one_statement
 from storage.rows import insert_or_nothing, select_by
-from storage.tables import payments, meters, ussd_sessions
+from storage.tables import meters, payments, ussd_sessions
 
 MAX_TEXT = 2000  # Africa's Talking's cumulative `text`; the endpoint refuses longer ones before this
 

@@ -10,7 +10,6 @@ from decimal import Decimal
 from core.jobs.model import Job
 from core.meters.model import Meter
 from core.notify.model import SentNotice
-from core.tenants.model import Tenant
 from core.payments.model import Payment
 from core.ports import DpReport, StkPushAccepted, StkPushRequest, StkQueryResult
 from core.shared.errors import Conflict, DeviceOffline, UpstreamError

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,7 @@ from tests.test_dashboard_browser import chromium, context, log_in, page, shot  
 async def _history(database_url: str) -> None:
     """30 days of meter A101: a balance falling with the hours of the day, a manual top-up each week,
     a payment most days."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     engine = create_engine(database_url)
     try:
         async with SqlUnitOfWork(engine) as uow:
@@ -63,7 +64,7 @@ async def _history(database_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(chromium, tmp_path_factory, sqlite_template):  # noqa: F811
+def stack(chromium, tmp_path_factory, sqlite_template):
     path = tmp_path_factory.mktemp("charts") / "charts.db"
     shutil.copy(sqlite_template, path)
     stack = start_stack(f"sqlite+aiosqlite:///{path}")
@@ -72,7 +73,7 @@ def stack(chromium, tmp_path_factory, sqlite_template):  # noqa: F811
     stack.stop()
 
 
-def test_overview_and_meter_charts(page, stack):  # noqa: F811
+def test_overview_and_meter_charts(page, stack):
     paid = stack.pay(amount=250)  # today's money, and a top-up applied now (a marker at the right end)
     assert paid.status_code == 200, paid.text
     stack.wait_for(paid.json()["paymentId"], lambda p: p["topUpStatus"] == "APPLIED", timeout=20)
@@ -102,7 +103,7 @@ def test_overview_and_meter_charts(page, stack):  # noqa: F811
     shot(page, "22-meter-no-readings")
 
 
-def test_charts_fit_a_phone(page, stack):  # noqa: F811
+def test_charts_fit_a_phone(page, stack):
     page.set_viewport_size({"width": 390, "height": 844})
     log_in(page, stack, "boss")
     page.wait_for_url(f"{stack.url}/admin")
@@ -116,7 +117,7 @@ def test_charts_fit_a_phone(page, stack):  # noqa: F811
         shot(page, name)
 
 
-def test_statement_downloads_from_meter_and_ledger(page, stack):  # noqa: F811
+def test_statement_downloads_from_meter_and_ledger(page, stack):
     log_in(page, stack, "watcher")  # reading statements needs no admin rights
     page.wait_for_url(f"{stack.url}/admin")
     page.goto(f"{stack.url}/admin/meters/A101")
@@ -124,13 +125,13 @@ def test_statement_downloads_from_meter_and_ledger(page, stack):  # noqa: F811
     with page.expect_download() as pdf:
         page.locator(f"a[href='/admin/statement.pdf?month={month}&meter=A101']").click()
     assert pdf.value.suggested_filename == f"lipameter-statement_{month}_A101.pdf"
-    assert open(pdf.value.path(), "rb").read(5) == b"%PDF-"
+    assert Path(pdf.value.path()).read_bytes()[:5] == b"%PDF-"
     page.goto(f"{stack.url}/admin/ledger")
     shot(page, "25-ledger-statements")
     with page.expect_download() as csv:
         page.get_by_role("button", name="CSV").click()
     assert csv.value.suggested_filename == f"lipameter-statement_{month}_property.csv"
-    text = open(csv.value.path(), encoding="utf-8").read()
+    text = Path(csv.value.path()).read_text(encoding="utf-8")
     assert text.startswith("meter,kind,date,reference") and "ALL,check,,,credited <= paid: ok" in text
     page.goto(f"{stack.url}/admin/statement.csv?month=2999-01")
     assert "has not begun yet" in page.locator("main").inner_text()

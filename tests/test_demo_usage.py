@@ -3,7 +3,8 @@ balance now, stored and rolled up like real sampling, so days left and the daily
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import itertools
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from core.admin.registry import AddMeter, add_meter
@@ -11,9 +12,9 @@ from core.usage.derive import daily_usage, nairobi_day
 from core.usage.model import ReadingSource
 from core.usage.service import summarise
 from tests.stack import with_container
-from web.demo_usage import simulated_past, backfill
+from web.demo_usage import backfill, simulated_past
 
-NOW = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
 
 def test_a_simulated_month_ends_at_the_balance_now_and_stays_positive():
@@ -21,7 +22,7 @@ def test_a_simulated_month_ends_at_the_balance_now_and_stays_positive():
     assert len(readings) == 30 * 24 + 1 and readings[-1].at == NOW and readings[-1].balance == Decimal(150)
     assert readings[0].at == NOW - timedelta(days=30)
     assert all(r.balance > 0 for r in readings) and all(r.source is ReadingSource.SAMPLE for r in readings)
-    assert all(b.at - a.at == timedelta(hours=1) for a, b in zip(readings, readings[1:]))
+    assert all(b.at - a.at == timedelta(hours=1) for a, b in itertools.pairwise(readings))
     days = daily_usage("m1", readings)
     whole = [d for d in days if d.covered_s == 86_400]
     assert len(whole) >= 29
@@ -30,7 +31,7 @@ def test_a_simulated_month_ends_at_the_balance_now_and_stays_positive():
     assert 5 <= sum(1 for d in days if d.manual_credits > 0) <= 15
     # The evening uses more than the night: the hour ending 20:00 Nairobi (17 UTC) against the one ending 03:00.
     drops = {0: Decimal(0), 17: Decimal(0)}
-    for a, b in zip(readings, readings[1:]):
+    for a, b in itertools.pairwise(readings):
         if b.at.hour in drops and b.balance < a.balance:  # not an hour with credit added
             drops[b.at.hour] += a.balance - b.balance
     assert drops[17] > 4 * drops[0]
@@ -56,7 +57,7 @@ def test_backfill_stores_and_rolls_up_once(database_url):
         return rolled, raw, summary
 
     rolled, raw, summary = with_container(database_url, go)
-    today = nairobi_day(datetime.now(timezone.utc))
+    today = nairobi_day(datetime.now(UTC))
     assert 27 <= len(rolled) <= 30 and rolled[-1].day < today - timedelta(days=0)
     assert len(raw) <= 3 * 24  # the older readings were rolled up into daily rows and pruned
     assert summary.balance == Decimal(150) and summary.average is not None and summary.days_left in (0, 1, 2)

@@ -10,9 +10,25 @@ import pytest
 from core.dialogue import machine as dialogue
 from core.dialogue import texts
 from core.dialogue.types import (
-    AlertInfo, AlertSaved, BalanceInfo, BalanceRead, Caller, DialogueState, FindMeter, LanguageSaved, ListPayments,
-    MeterChoice, MeterFound, SaveAlert,
-    PaymentLine, PaymentRequested, PaymentsListed, ReadBalance, SaveLanguage, StartPayment, Step,
+    AlertInfo,
+    AlertSaved,
+    BalanceInfo,
+    BalanceRead,
+    Caller,
+    DialogueState,
+    FindMeter,
+    LanguageSaved,
+    ListPayments,
+    MeterChoice,
+    MeterFound,
+    PaymentLine,
+    PaymentRequested,
+    PaymentsListed,
+    ReadBalance,
+    SaveAlert,
+    SaveLanguage,
+    StartPayment,
+    Step,
 )
 
 A101 = MeterChoice(number="A101", name="Flat A1")

@@ -8,7 +8,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -52,7 +52,7 @@ class FakeTelegram:
 
 
 def _store(chat_id: int | None = 4242) -> FakeStore:
-    store, now = FakeStore(), datetime(2026, 11, 27, 9, tzinfo=timezone.utc)
+    store, now = FakeStore(), datetime(2026, 11, 27, 9, tzinfo=UTC)
     store.meters["m"] = Meter(id="m", number="A101", name="Flat A1", device_id="d")
     store.tenants["t"] = Tenant(id="t", phone=PHONE, telegram_user_id=chat_id, telegram_chat_id=chat_id)
     store.payments["p"] = Payment(id="p", amount=100, phone=PHONE, meter_id="m", channel=Channel.API,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal as D
 
 import pytest
@@ -150,7 +150,7 @@ def test_month_parsing_refuses_bad_and_future_months():
     assert str(parse_month(" 2026-11 ", today=today)) == "2026-11"
     assert parse_month("2026-02", today=today).days == 28
     assert parse_month("2025-12", today=today).next == date(2026, 1, 1)
-    for bad in ("2026-13", "2026-1", "26-11", "november", "", "2026-11-01", "1999-12", "２０２６-11"):
+    for bad in ("2026-13", "2026-1", "26-11", "november", "", "2026-11-01", "1999-12", "\uff12\uff10\uff12\uff16-11"):
         with pytest.raises(InvalidInput, match="must look like"):
             parse_month(bad, today=today)
     with pytest.raises(InvalidInput, match="has not begun"):
@@ -160,7 +160,7 @@ def test_month_parsing_refuses_bad_and_future_months():
 # --- the command line and the PDF -----------------------------------------------------------------
 
 @pytest.fixture
-def november_db(sqlite_url):  # noqa: F811
+def november_db(sqlite_url):
     import asyncio
 
     async def seed():

@@ -6,8 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 from decimal import Decimal as D
 
-from web.admin.charts import (BOTTOM, HEIGHT, TOP, Bar, Mark, Point, Tick, bar_chart, compact, line_chart,
-                              nice_scale)
+from web.admin.charts import BOTTOM, HEIGHT, TOP, Bar, Mark, Point, Tick, bar_chart, compact, line_chart, nice_scale
 
 SVG = "{http://www.w3.org/2000/svg}"
 

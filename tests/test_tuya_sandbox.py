@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import httpx
@@ -210,12 +210,12 @@ def test_background_consumption_rate(cloud):
     assert has(cloud[1].describe(meter)["status"], balance_energy=7, forward_energy_total=230)
 
 
-EVENING_PEAK = datetime(2026, 11, 2, 16, 0, tzinfo=timezone.utc).timestamp()  # 19:00 in Nairobi
+EVENING_PEAK = datetime(2026, 11, 2, 16, 0, tzinfo=UTC).timestamp()  # 19:00 in Nairobi
 
 
 def test_consumption_follows_the_hour_of_the_day_in_nairobi():
     """Low at night, a morning peak, the highest in the evening; a whole day uses the mean load x 24 h."""
-    midnight = datetime(2026, 11, 1, 21, 0, tzinfo=timezone.utc).timestamp()  # 00:00 in Nairobi
+    midnight = datetime(2026, 11, 1, 21, 0, tzinfo=UTC).timestamp()  # 00:00 in Nairobi
     rate = D("0.5")
     by_hour = [shaped_kwh(rate, midnight + h * 3600, midnight + (h + 1) * 3600) for h in range(24)]
     assert shaped_kwh(rate, midnight, midnight + 86_400) == sum(by_hour) == rate * 24
@@ -229,7 +229,7 @@ def test_consumption_follows_the_hour_of_the_day_in_nairobi():
 
 def test_a_sandbox_meter_runs_down_faster_in_the_evening_than_at_night(cloud):
     meter = cloud[1].add_device("shape1", "seed", balance="1000", price="25", rate_kw="0.5")
-    clock, wall = [0.0], [datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc).timestamp()]  # 03:00 Nairobi
+    clock, wall = [0.0], [datetime(2026, 11, 2, 0, 0, tzinfo=UTC).timestamp()]  # 03:00 Nairobi
     meter.clock, meter._last_tick, meter.wall = (lambda: clock[0]), 0.0, (lambda: wall[0])
 
     def spend_an_hour() -> D:

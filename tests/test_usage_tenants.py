@@ -5,7 +5,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -30,7 +30,7 @@ def seed_history(database_url: str, number: str, *, per_day: int, days: int = 4,
     last a minute ago."""
 
     async def go(c: Container) -> None:
-        now = datetime.now(timezone.utc) - timedelta(minutes=1)
+        now = datetime.now(UTC) - timedelta(minutes=1)
         async with c.uow() as uow:
             meter = await uow.meters.get_by_number(number)
             for hour in range(days * 24, -1, -1):

@@ -13,8 +13,22 @@ from core.dialogue import machine as dialogue
 from core.dialogue import texts
 from core.dialogue.screens import BUILDERS, draw, goodbye
 from core.dialogue.types import (
-    AlertInfo, AlertSaved, BalanceInfo, BalanceRead, Caller, DialogueState, Frame, LanguageSaved, Line, MeterChoice, MeterFound, Option,
-    PaymentLine, PaymentRequested, PaymentsListed, Screen,
+    AlertInfo,
+    AlertSaved,
+    BalanceInfo,
+    BalanceRead,
+    Caller,
+    DialogueState,
+    Frame,
+    LanguageSaved,
+    Line,
+    MeterChoice,
+    MeterFound,
+    Option,
+    PaymentLine,
+    PaymentRequested,
+    PaymentsListed,
+    Screen,
 )
 from core.payments.model import PaymentStatus
 from ussd.render import LIMIT, ascii_only, to_text

@@ -40,7 +40,16 @@ from core.notify.service import WhatsAppReceipts, notify
 from core.payments.model import Channel
 from core.payments.reconcile import reconcile_payments, verify_payment
 from core.payments.service import PaymentLimits, push_payment
-from core.ports import Clock, MeterBalanceReader, MeterGateway, PaymentGateway, SmsSender, TelegramSender, UnitOfWork, WhatsAppChatStore
+from core.ports import (
+    Clock,
+    MeterBalanceReader,
+    MeterGateway,
+    PaymentGateway,
+    SmsSender,
+    TelegramSender,
+    UnitOfWork,
+    WhatsAppChatStore,
+)
 from core.shared.clock import SystemClock
 from core.topups.service import TopUpEngine, TopUpPolicy, requeue_stale_topups
 from core.usage import service as usage

@@ -107,8 +107,8 @@ def sandbox_mounts(tuya_app, callback_delay_s: float = 3.0, *, base_url: str = "
 def _sandbox_meters(tuya_app) -> dict:
     """number -> (balance now, mean load, price or None when the balance is in kWh), for the backfill."""
     fleet, meters = tuya_app.state.tuya, {}
-    for number, _, device, profile, _ in DEMO_METERS:
-        device = fleet.meter(device)
+    for number, _, device_id, profile, _ in DEMO_METERS:
+        device = fleet.meter(device_id)
         device.tick()
         meters[number] = ((device.balance_kes, device.rate_kw, device.price) if profile == "seed"
                           else (device.balance_kwh, device.rate_kw, None))

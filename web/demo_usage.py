@@ -3,8 +3,8 @@ history from the first minute. The meters' past is simulated with the Tuya sandb
 (sandbox.tuya_meters.DAY_SHAPE) backwards from each sandbox meter's balance now: every hour the balance was
 higher by what the hour used; where that would pass a tenant's usual top-up size, credit was added there.
 No payment stands behind that simulated credit, so it is not a top-up reading: the usage derivation records
-it as credit added at the meter itself (a manual credit), and the books stay true. The readings are stored through storage like the sampler's, then
-rolled up into daily rows by core's roll-up, as a month of real sampling would have left them."""
+it as credit added at the meter itself (a manual credit), and the books stay true. The readings are stored
+through storage like the sampler's, then rolled up into daily rows by core's roll-up, as a month of real sampling would have left them."""
 
 from __future__ import annotations
 

@@ -3,9 +3,9 @@ can filter it) or PDF (fpdf2, its built-in fonts). Used by the dashboard and `li
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterator
 
 from fpdf import FPDF, FontFace
 from fpdf.enums import XPos, YPos

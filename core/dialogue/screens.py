@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Callable
 
 from core.dialogue import texts
 from core.dialogue.types import Caller, DialogueState, Line, MeterChoice, Option, Screen

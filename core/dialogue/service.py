@@ -10,22 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
-from typing import Callable, Mapping
 
 from core.dialogue import texts
 from core.dialogue.types import (
-    AlertInfo, AlertSaved, BalanceInfo, BalanceRead, Caller, Effect, FindMeter, LanguageSaved, ListPayments,
-    MeterChoice, MeterFound, Outcome, PaymentRequested, PaymentsListed, ReadBalance, SaveAlert, SaveLanguage,
+    AlertInfo,
+    AlertSaved,
+    BalanceInfo,
+    BalanceRead,
+    Caller,
+    Effect,
+    FindMeter,
+    LanguageSaved,
+    ListPayments,
+    MeterChoice,
+    MeterFound,
+    Outcome,
+    PaymentRequested,
+    PaymentsListed,
+    ReadBalance,
+    SaveAlert,
+    SaveLanguage,
     StartPayment,
 )
-from core.meters.profiles import MeterProfile
-from core.usage.model import TenantAlert
-from core.usage.service import summarise, unit_of
-from core.shared.errors import Conflict, DomainError
 from core.meters.model import Meter
+from core.meters.profiles import MeterProfile
 from core.payments.model import Channel
 from core.payments.service import InitiatePayment, PaymentLimits, request_payment
 from core.ports import Clock, MeterBalanceReader, PaymentHistory, UnitOfWork
@@ -33,6 +45,8 @@ from core.shared.errors import Conflict, DomainError
 from core.shared.ids import new_id
 from core.shared.phone import can_get_stk_prompt, mask_phone
 from core.tenants.model import Tenant
+from core.usage.model import TenantAlert
+from core.usage.service import summarise, unit_of
 
 log = logging.getLogger("lipameter.dialogue")
 

@@ -171,7 +171,7 @@ class SaveAlert:
     automatic: bool = False
 
 
-Effect = Union[FindMeter, ReadBalance, ListPayments, StartPayment, SaveLanguage, SaveAlert]
+Effect = FindMeter | ReadBalance | ListPayments | StartPayment | SaveLanguage | SaveAlert
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ class AlertSaved:
     alert: AlertInfo | None  # None: not saved (the meter is not the caller's)
 
 
-Outcome = Union[MeterFound, BalanceRead, PaymentsListed, PaymentRequested, LanguageSaved, AlertSaved]
+Outcome = MeterFound | BalanceRead | PaymentsListed | PaymentRequested | LanguageSaved | AlertSaved
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Mapping
+from datetime import timedelta
 
 from core.jobs.kinds import Notify, NotifyEvent, enqueue
-from core.notify.model import SentNotice
 from core.ports import Clock, UnitOfWork, WhatsAppChatStore
 from core.shared.errors import InvalidInput
 from core.shared.phone import mask_phone

@@ -34,6 +34,9 @@ from core.ports import (
     WhatsAppChatStore,
     WhatsAppSender,
 )
+from core.shared.errors import UpstreamError
+from core.shared.money import format_kes
+from core.shared.phone import mask_phone
 from core.usage.derive import days_left
 from core.usage.service import summarise
 from core.usage.texts import days_left_text

@@ -33,7 +33,7 @@ async def overview_charts(container: Container) -> dict[str, Markup]:
     days = last_days(today)
     money = await money_per_day(container.engine, days)
     money_chart = bar_chart(
-        [Bar(_day_label(day), value, title=f"{day:%a %d %b}: {format_kes(value)}") for day, value in zip(days, money)],
+        [Bar(_day_label(day), value, title=f"{day:%a %d %b}: {format_kes(value)}") for day, value in zip(days, money, strict=False)],
         label="Money in per day, last 30 days (KES)", empty="No payments in the last 30 days.", label_every=7)
     outcomes = await topups_by_outcome(container.engine, since=day_start(days[0]))
     outcome_chart = bar_chart(

@@ -7,10 +7,10 @@ Values are exact (Decimal); they become floats only as pixel positions."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from html import escape
-from typing import Callable, Sequence
 
 from markupsafe import Markup
 

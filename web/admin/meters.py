@@ -9,6 +9,9 @@ import uuid
 from starlette.responses import Response
 
 from core.admin.operator import manual_topup, meter_command
+from core.admin.registry import AddMeter, register_meter
+from core.shared.errors import DomainError
+from core.shared.money import parse_price
 from core.usage.service import set_meter_threshold, summarise, unit_of
 from storage.dashboard import meter_detail, meters_with_last_topup
 from web.admin.chart_views import meter_charts

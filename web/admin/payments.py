@@ -8,6 +8,7 @@ from starlette.responses import Response
 from core.admin.operator import RESOLUTIONS, resolve_review, retry_topup
 from core.payments.model import Channel
 from core.shared.clock import NAIROBI
+from core.shared.errors import DomainError, InvalidInput
 from core.shared.phone import normalize_kenyan_mobile
 from storage.dashboard import (
     PAYMENT_FILTERS,

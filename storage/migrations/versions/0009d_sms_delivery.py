@@ -3,8 +3,8 @@
 Revision ID: 0009d
 Revises: 0008c
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0009d'
 down_revision = '0008c'
