@@ -23,6 +23,7 @@ import httpx
 
 from core.ports import Blocked
 from core.shared.errors import UpstreamError
+from gateways.json_http import post_json
 
 log = logging.getLogger("lipameter.telegram")
 
@@ -81,23 +82,8 @@ class TelegramBotApi:
         raise AssertionError("unreachable")
 
     async def _call(self, method: str, payload: dict) -> tuple[int, dict]:
-        client = self._client or httpx.AsyncClient()
-        try:
-            response = await client.post(f"{self._url}/{method}", json=payload, timeout=self._timeout_s)
-        except httpx.HTTPError as error:  # its text may hold the URL, hence the token: type name only
-            raise UpstreamError(f"Telegram unreachable ({type(error).__name__})", code="telegram_network",
-                                transient=True) from None
-        finally:
-            if self._client is None:
-                await client.aclose()
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise UpstreamError(f"Telegram answered HTTP {response.status_code} without JSON",
-                                code="telegram_bad_answer", transient=response.status_code >= 500)
-        return response.status_code, answer
+        return await post_json(self._client, f"{self._url}/{method}", payload, service="Telegram", code="telegram",
+                               timeout_s=self._timeout_s)
 
 
 def _retry_after(answer: dict) -> float | None:

@@ -23,6 +23,7 @@ import httpx
 
 from core.ports import OutsideWindow
 from core.shared.errors import UpstreamError
+from gateways.json_http import post_json
 
 log = logging.getLogger("lipameter.whatsapp")
 
@@ -56,26 +57,12 @@ class WhatsAppCloudApi:
     async def send(self, wa_id: str, content: dict) -> str:
         """Send one message (`content` is its `type` and that type's object); Meta's message id."""
         payload = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": wa_id, **content}
-        client = self._client or httpx.AsyncClient()
-        try:
-            response = await client.post(self._url, json=payload, headers=self._headers, timeout=self._timeout_s)
-        except httpx.HTTPError as error:
-            raise UpstreamError(f"WhatsApp unreachable ({type(error).__name__})", code="whatsapp_network",
-                                transient=True) from None
-        finally:
-            if self._client is None:
-                await client.aclose()
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise UpstreamError(f"WhatsApp answered HTTP {response.status_code} without JSON",
-                                code="whatsapp_bad_answer", transient=response.status_code >= 500)
+        status, answer = await post_json(self._client, self._url, payload, service="WhatsApp", code="whatsapp",
+                                         timeout_s=self._timeout_s, headers=self._headers)
         messages = answer.get("messages")
-        if response.status_code < 300 and isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        if status < 300 and isinstance(messages, list) and messages and isinstance(messages[0], dict):
             return str(messages[0].get("id") or "")
-        raise _error(response.status_code, answer)
+        raise _error(status, answer)
 
 
 def _error(status: int, answer: dict) -> UpstreamError:

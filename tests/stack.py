@@ -5,7 +5,6 @@ on its own port; the callback crosses real HTTP back to the app."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -14,17 +13,18 @@ from typing import Any, TypeVar
 import httpx
 import sqlalchemy as sa
 
+from bench.seed import run_sql
 from core.admin.registry import AddMeter, AddTenant, add_tenant, register_meter
 from sandbox.daraja import create_daraja_sandbox
 from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox
 from sandbox.tuya import create_tuya_sandbox
 from sandbox.whatsapp import create_whatsapp_sandbox
-from storage.db import create_engine
 from tests.servers import ServerThread, reserve_port
 from ussd.hop import UssdConfig
 from web.app import create_app
 from web.bootstrap import Container, build_container
+from web.cli.common import run_with_container
 from web.settings import Settings
 
 T = TypeVar("T")
@@ -147,34 +147,13 @@ class Stack:
         return run_sql(self.database_url, query, **params)
 
 
-def run_sql(database_url: str, query: str, **params: Any) -> list[sa.Row]:
-    async def go():
-        engine = create_engine(database_url)
-        try:
-            async with engine.connect() as conn:
-                result = await conn.execute(sa.text(query), params)
-                rows = list(result) if result.returns_rows else []
-                await conn.commit()
-                return rows
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
 
 
 def with_container(settings: Settings | str, fn: Callable[[Container], Awaitable[T]]) -> T:
     """Run `fn` against a container of its own (settings, or just a database URL), then close it."""
     if isinstance(settings, str):
         settings = Settings(_env_file=None, database_url=settings)
-
-    async def go() -> T:
-        container = build_container(settings)
-        try:
-            return await fn(container)
-        finally:
-            await container.aclose()
-
-    return asyncio.run(go())
+    return run_with_container(fn, settings=settings)
 
 
 def add_meters(stack: Stack) -> None:

@@ -5,7 +5,6 @@ read is kept and refused with 400; anything else is answered as Daraja expects."
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from starlette.requests import Request
@@ -15,7 +14,7 @@ from starlette.routing import Route
 from core.payments.c2b import OTHER_ERROR, ValidationAnswer, receive_c2b_confirmation, validate_c2b
 from core.shared.errors import DomainError
 from web.bootstrap import Container, container_of
-from web.http import HttpError, address_allowed, client_address, error_response, read_body
+from web.http import HttpError, error_response, guard_secret_path, read_body
 
 log = logging.getLogger("lipameter.c2b")
 ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
@@ -23,15 +22,7 @@ ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
 def _guard(request: Request, services: Container) -> tuple[Response | None, str | None]:
     settings = services.settings
-    expected = settings.callback_token.get_secret_value().encode()
-    presented = request.path_params["token"].encode()
-    if not expected or not hmac.compare_digest(presented, expected):
-        return error_response(404, "not found", "not_found"), None  # nothing written, nothing revealed
-    source = client_address(request, settings.trusted_proxy_list)
-    if not address_allowed(source, settings.allowed_callback_ips):
-        log.warning("C2B request refused from %s (not in CALLBACK_ALLOWED_IPS)", source)
-        return error_response(403, "source address not allowed", "forbidden"), source
-    return None, source
+    return guard_secret_path(request, settings, settings.allowed_callback_ips, what="C2B request")
 
 
 async def c2b_validate(request: Request) -> Response:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from core.shared.errors import Conflict, DomainError, InvalidInput, NotFound, UpstreamError
 from core.shared.inbound import MAX_JSON_DEPTH, TooLarge, has_nul, json_depth, read_capped
 
+log = logging.getLogger("lipameter.http")
 
 class HttpError(Exception):
     def __init__(self, status: int, message: str, code: str) -> None:
@@ -147,3 +149,18 @@ class SourceAllowlist:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def guard_secret_path(request: Request, settings: Any, allowed: list, *, what: str) -> tuple[Response | None, str | None]:
+    """The Daraja and Africa's Talking callbacks' door: the secret path token (CALLBACK_TOKEN, compared in
+    constant time; a wrong one is 404, nothing written, nothing revealed), then the source address against
+    `allowed` (403). Returns (the refusal or None, the client's address)."""
+    expected = settings.callback_token.get_secret_value().encode()
+    presented = request.path_params["token"].encode()
+    if not expected or not hmac.compare_digest(presented, expected):
+        return error_response(404, "not found", "not_found"), None
+    source = client_address(request, settings.trusted_proxy_list)
+    if not address_allowed(source, allowed):
+        log.warning("%s refused from %s (not in its allowlist)", what, source)
+        return error_response(403, "source address not allowed", "forbidden"), source
+    return None, source

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from starlette.requests import Request
@@ -17,11 +16,10 @@ from storage.views import payment_view
 from web.bootstrap import container_of
 from web.http import (
     HttpError,
-    address_allowed,
     check_json_depth,
-    client_address,
     domain_status,
     error_response,
+    guard_secret_path,
     read_body,
     read_json_object,
     require_api_key,
@@ -105,14 +103,9 @@ def _started_response(started: PaymentStarted) -> JSONResponse:
 async def mpesa_callback(request: Request) -> Response:
     services = container_of(request)
     settings = services.settings
-    expected = settings.callback_token.get_secret_value().encode()
-    presented = request.path_params["token"].encode()
-    if not expected or not hmac.compare_digest(presented, expected):
-        return error_response(404, "not found", "not_found")  # nothing written, nothing revealed
-    source = client_address(request, settings.trusted_proxy_list)
-    if not address_allowed(source, settings.allowed_callback_ips):
-        log.warning("callback refused from %s (not in CALLBACK_ALLOWED_IPS)", source)
-        return error_response(403, "source address not allowed", "forbidden")
+    refused, source = guard_secret_path(request, settings, settings.allowed_callback_ips, what="callback")
+    if refused is not None:
+        return refused
     try:
         body = await read_body(request, settings.max_body_bytes)
         check_json_depth(body)  # refused before it is stored: the dashboard renders every stored body

@@ -9,7 +9,6 @@ so one that cannot be stored (the database is away) is logged and answered 200.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from urllib.parse import parse_qs
 
@@ -21,7 +20,7 @@ from core.notify.delivery import parse_report, record_delivery
 from core.shared.errors import DomainError
 from core.shared.inbound import NUL_IN_FORM, TooLarge, has_nul, read_capped
 from web.bootstrap import container_of
-from web.http import address_allowed, client_address, error_response
+from web.http import error_response, guard_secret_path
 
 log = logging.getLogger("lipameter.sms")
 MAX_BODY = 4 * 1024  # a report is a handful of short fields
@@ -38,14 +37,9 @@ async def _form(request: Request) -> dict[str, str]:
 async def sms_delivery_report(request: Request) -> Response:
     services = container_of(request)
     settings = services.settings
-    expected = settings.callback_token.get_secret_value().encode()
-    presented = request.path_params["token"].encode()
-    if not expected or not hmac.compare_digest(presented, expected):
-        return error_response(404, "not found", "not_found")
-    source = client_address(request, settings.trusted_proxy_list)
-    if not address_allowed(source, settings.allowed_sms_report_ips):
-        log.warning("SMS delivery report refused from %s (not in the allowlist)", source)
-        return error_response(403, "source address not allowed", "forbidden")
+    refused, _ = guard_secret_path(request, settings, settings.allowed_sms_report_ips, what="SMS delivery report")
+    if refused is not None:
+        return refused
     try:
         report = parse_report(await _form(request))
     except TooLarge as error:

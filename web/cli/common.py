@@ -59,8 +59,10 @@ def by_option() -> argparse.ArgumentParser:
     return by
 
 
-def run_with_container(fn: Callable[[Container], Awaitable[T]], *, need_tuya: bool = False) -> T:
-    settings = load_settings()
+def run_with_container(fn: Callable[[Container], Awaitable[T]], *, need_tuya: bool = False,
+                       settings: Settings | None = None) -> T:
+    """Run `fn` against a container built from `settings` (default: the environment's), then close it."""
+    settings = settings or load_settings()
     if need_tuya and not settings.tuya_enabled:
         fail("this needs the Tuya cloud: set TUYA_ENDPOINT, TUYA_ACCESS_ID and TUYA_ACCESS_SECRET")
 
