@@ -71,3 +71,12 @@ def test_line_goes_through_its_points_and_marks_stay_in_range():
     assert [t.text for t in svg.findall(f"{SVG}text") if re.search(r"[a-z]", t.text)] == ["1 Nov"]  # not "later"
     one = parse(line_chart([Point(0, D(3))], label="l", empty="e"))
     assert one.find(f"{SVG}circle") is not None  # one reading: a dot
+
+
+def test_values_are_written_above_the_bars_only_when_asked():
+    """A 30-day chart with a number over every bar is unreadable on a phone (seen in the demo)."""
+    bars = [Bar(str(day), D("135.0355")) for day in range(30)]
+    plain_texts = [t.text for t in parse(bar_chart(bars, label="Use", empty="none")).findall(f"{SVG}text")]
+    assert "135.0355" not in plain_texts and not any(text and "135" in text for text in plain_texts)
+    asked = [t.text for t in parse(bar_chart(bars[:3], label="Use", empty="none", values=True)).findall(f"{SVG}text")]
+    assert sum(1 for text in asked if text and text.startswith("135")) == 3

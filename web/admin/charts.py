@@ -124,10 +124,10 @@ def bar_chart(bars: Sequence[Bar], *, label: str, empty: str, unit: str = "",
               fmt: Callable[[Decimal], str] = compact, label_every: int = 1, values: bool = False) -> Markup:
     """Vertical bars, one a category or a day (`values`: each bar's value written above it). All None or
     zero is `empty`: nothing happened."""
-    values = [bar.value for bar in bars if bar.value is not None]
-    if not any(values):
+    numbers = [bar.value for bar in bars if bar.value is not None]  # not `values`: that flag is the caller's
+    if not any(numbers):
         return empty_chart(empty)
-    frame = _Frame(nice_scale(min(values), max(values)), fmt)
+    frame = _Frame(nice_scale(min(numbers), max(numbers)), fmt)
     parts = frame.axes()
     slot = (frame.x1 - frame.x0) / len(bars)
     width = max(1.0, slot * 0.72)
