@@ -173,12 +173,19 @@ def callback_proxy(replicas: list[str], tally: Tally, rng: random.Random, tasks:
             tally.callbacks_sent += copies
             for _ in range(copies):
                 _spawn(tasks, deliver(body, rng.uniform(0, 2.0)))
-            if b'"ResultCode": 0' in body and rng.random() < 0.15:
+            if _paid(body) and rng.random() < 0.15:
                 tally.late_failures += 1
                 _spawn(tasks, deliver(late_failure(body), rng.uniform(2.0, 4.0)))
         return JSONResponse({"ResultCode": 0, "ResultDesc": "Accepted"})
 
     return Starlette(routes=[Route("/payments/callback/{token}", receive, methods=["POST"])])
+
+
+def _paid(body: bytes) -> bool:
+    try:
+        return json.loads(body)["Body"]["stkCallback"]["ResultCode"] in (0, "0")
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _spawn(tasks: set, coroutine) -> None:
