@@ -4,6 +4,9 @@ tests/test_openapi.py checks it against the app's routes and answers."""
 from __future__ import annotations
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+# The secret path of every callback Safaricom or Africa's Talking posts to.
+_TOKEN = [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+           "description": "CALLBACK_TOKEN; anything else answers 404 and writes nothing."}]
 # Safaricom's mobile ranges as Kenya's numbering plan has them (phonenumbers' metadata for KE mobiles).
 KENYAN_MOBILE = r"^(\+?254|0)(7[0-9]{2}|1(0[0-8]|1[0-7]|2[014]|30))[0-9]{6}$"
 
@@ -139,8 +142,7 @@ def _document(schemas: dict) -> dict:
             }},
             "/mpesa/callback/{token}": {"post": {
                 "summary": "Daraja's STK callback, the seed's path (same handler as /payments/callback/{token})",
-                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
-                                "description": "CALLBACK_TOKEN; anything else answers 404 and writes nothing."}],
+                "parameters": _TOKEN,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StkCallback"}}}},
                 "responses": {"200": _json({"$ref": "#/components/schemas/CallbackAck"}, "Stored and applied at most once."),
                               "400": _json({"$ref": "#/components/schemas/CallbackAck"}, "Not an STK callback (stored for review)."),
@@ -149,8 +151,7 @@ def _document(schemas: dict) -> dict:
             }},
             "/payments/callback/{token}": {"post": {
                 "summary": "Daraja's STK callback (Safaricom only); the CallBackURL of every STK push",
-                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
-                                "description": "CALLBACK_TOKEN; anything else answers 404 and writes nothing."}],
+                "parameters": _TOKEN,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StkCallback"}}}},
                 "responses": {"200": _json({"$ref": "#/components/schemas/CallbackAck"}, "Stored and applied at most once."),
                               "400": _json({"$ref": "#/components/schemas/CallbackAck"}, "Not an STK callback (stored for review)."),
@@ -159,16 +160,14 @@ def _document(schemas: dict) -> dict:
             }},
             "/payments/c2b/validate/{token}": {"post": {
                 "summary": "Daraja's C2B validation (Paybill/Till, when external validation is on): accept or reject",
-                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
-                                "description": "CALLBACK_TOKEN; anything else answers 404 and writes nothing."}],
+                "parameters": _TOKEN,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/C2bBody"}}}},
                 "responses": {"200": _json({"$ref": "#/components/schemas/C2bAnswer"}, "ResultCode 0 accepts; C2B00012 (account), C2B00013 (amount), C2B00015 (shortcode) or C2B00016 (other) rejects, and the money stays with the payer."),
                               "403": _error("Source address not in CALLBACK_ALLOWED_IPS."), "404": _error("Wrong token.")},
             }},
             "/payments/c2b/confirm/{token}": {"post": {
                 "summary": "Daraja's C2B confirmation: stored raw first, credited once per TransID (or a review)",
-                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
-                                "description": "CALLBACK_TOKEN; anything else answers 404 and writes nothing."}],
+                "parameters": _TOKEN,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/C2bBody"}}}},
                 "responses": {"200": _json({"$ref": "#/components/schemas/CallbackAck"}, "Stored; applied at most once."),
                               "400": _json({"$ref": "#/components/schemas/CallbackAck"}, "Not a C2B confirmation (stored for review)."),
@@ -177,8 +176,7 @@ def _document(schemas: dict) -> dict:
             }},
             "/sms/delivery/{token}": {"post": {
                 "summary": "Africa's Talking SMS delivery report (form-encoded: id, status, phoneNumber, networkCode, failureReason)",
-                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
-                                "description": "CALLBACK_TOKEN; anything else answers 404 and writes nothing."}],
+                "parameters": _TOKEN,
                 "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["id", "status"], "properties": {"id": {"type": "string"}, "status": {"type": "string"}, "failureReason": {"type": "string"}}}}}},
                 "responses": {"200": {"description": "Recorded (or an id we never sent: accepted and logged)."},
                               "400": _error("Not a delivery report."), "403": _error("Source address not allowed."),
