@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from core.admin.auth import create_admin_user
 from tests.stack import Stack, with_container
@@ -98,3 +99,26 @@ def failed_payment(stack: Stack, amount: int = 600) -> str:
 
 def count(stack: Stack, table: str, where: str = "1=1", **params: Any) -> int:
     return stack.sql(f"SELECT count(*) AS n FROM {table} WHERE {where}", **params)[0].n
+
+
+# The dashboard's test stack on each engine, and a logged-in admin ("boss") and viewer ("watcher"); test
+# modules import them as fixtures.
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def stack(request, tmp_path_factory, sqlite_template):
+    stack = start_stack(module_database(request, tmp_path_factory, sqlite_template))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def boss(stack):
+    client = logged_in(stack, "boss")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def watcher(stack):
+    client = logged_in(stack, "watcher")
+    yield client
+    client.close()

@@ -7,28 +7,18 @@ from decimal import Decimal
 
 import pytest
 
-from tests.admin_helpers import Browser, count, failed_payment, logged_in, module_database, start_stack, wait_until
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def stack(request, tmp_path_factory, sqlite_template):
-    stack = start_stack(module_database(request, tmp_path_factory, sqlite_template))
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture
-def boss(stack):
-    client = logged_in(stack, "boss")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def watcher(stack):
-    client = logged_in(stack, "watcher")
-    yield client
-    client.close()
+from tests.admin_helpers import (  # noqa: F401 (fixtures)
+    Browser,
+    boss,
+    count,
+    failed_payment,
+    logged_in,
+    module_database,
+    stack,
+    start_stack,
+    wait_until,
+    watcher,
+)
 
 
 def snapshot(stack) -> tuple:

@@ -9,22 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.admin_helpers import Browser, count, logged_in, module_database, start_stack
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def stack(request, tmp_path_factory, sqlite_template):
-    stack = start_stack(module_database(request, tmp_path_factory, sqlite_template))
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture
-def boss(stack):
-    client = logged_in(stack, "boss")
-    yield client
-    client.close()
-
+from tests.admin_helpers import Browser, boss, count, logged_in, module_database, stack, start_stack  # noqa: F401 (fixtures)
 
 PHONES = iter(range(712000100, 712999999))
 
