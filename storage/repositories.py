@@ -166,10 +166,11 @@ _ORPHANS_FOR = (sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body)
 
 class SqlCallbackRepository(_Repository):
     async def add(self, *, body: str, source: str | None, received_at: datetime, kind: str = "stk",
-                  outcome: str = "received", trans_id: str | None = None, note: str | None = None) -> int:
+                  outcome: str = "received", trans_id: str | None = None, note: str | None = None,
+                  checkout_request_id: str | None = None) -> int:
         result = await self.conn.execute(_ADD_CALLBACK, {
             "body": body, "source": source, "received_at": received_at, "outcome": outcome, "kind": kind,
-            "trans_id": trans_id, "note": note})
+            "trans_id": trans_id, "note": note, "checkout_request_id": checkout_request_id})
         return result.inserted_primary_key[0]
 
     async def set_c2b_outcome(self, callback_id: int, *, outcome: str, trans_id: str | None, payment_id: str | None,
@@ -230,6 +231,23 @@ class SqlCallbackRepository(_Repository):
             if result.rowcount == 1:
                 return True
         return False
+
+    async def received(self, limit: int) -> list[int]:
+        """STK callbacks kept and not applied yet, oldest first (a partial index holds only these)."""
+        query = (sa.select(mpesa_callbacks.c.id)
+                 .where(mpesa_callbacks.c.outcome == "received", mpesa_callbacks.c.kind == "stk")
+                 .order_by(mpesa_callbacks.c.id).limit(limit))
+        return list((await self.conn.execute(query)).scalars())
+
+    async def claim_received(self, callback_id: int, *, wait: bool) -> str | None:
+        """Lock a kept, unapplied callback for this transaction and return its body; None when it is
+        applied already or (wait=False) another worker is applying it now. The outcome written before
+        commit releases it; a rollback leaves it `received` for the next drain."""
+        query = sa.select(mpesa_callbacks.c.body).where(
+            mpesa_callbacks.c.id == callback_id, mpesa_callbacks.c.outcome == "received")
+        if self.locks_rows:
+            query = query.with_for_update(skip_locked=not wait)
+        return await self.conn.scalar(query)
 
     async def lock_checkout(self, checkout_request_id: str) -> None:
         """Serialise the push answer and the callback for one CheckoutRequestID (PostgreSQL; on SQLite

@@ -128,6 +128,9 @@ mpesa_callbacks = sa.Table(
     sa.Column("trans_id", sa.String(32), nullable=True, index=True),
     sa.Column("note", sa.String(255), nullable=True),  # why a C2B body was refused or waits for a person
     sa.Index("ix_mpesa_callbacks_kind_outcome", "kind", "outcome"),
+    # The inbox: callbacks kept and not applied yet, oldest first (migration 0010i).
+    sa.Index("ix_mpesa_callbacks_received", "id", postgresql_where=sa.text("outcome = 'received'"),
+             sqlite_where=sa.text("outcome = 'received'")),
 )
 
 topups = sa.Table(

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.db import one_statement
+from storage.inbox import GroupCommitInbox
 from storage.job_queue import SqlJobQueue
 from storage.repositories import (
     SqlAuditLog,
@@ -27,8 +28,9 @@ class SqlUnitOfWork:
     so that no transaction stays open across a network call.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, inbox: GroupCommitInbox | None = None) -> None:
         self.engine = engine
+        self.inbox = inbox  # the process's group commit for raw callbacks (None: one statement each)
         self.conn: AsyncConnection | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
@@ -58,9 +60,14 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         await self.conn.commit()
 
-    async def keep_callback(self, *, body: str, source: str | None, received_at: datetime) -> int:
+    async def keep_callback(self, *, body: str, source: str | None, received_at: datetime, outcome: str = "received",
+                            checkout_request_id: str | None = None) -> int:
+        if self.inbox is not None:
+            return await self.inbox.keep(body=body, source=source, received_at=received_at, outcome=outcome,
+                                         checkout_request_id=checkout_request_id)
         async with one_statement(self.engine) as conn:  # autocommit: durable once it returns
-            return await SqlCallbackRepository(conn).add(body=body, source=source, received_at=received_at)
+            return await SqlCallbackRepository(conn).add(body=body, source=source, received_at=received_at,
+                                                         outcome=outcome, checkout_request_id=checkout_request_id)
 
     async def rollback(self) -> None:
         await self.conn.rollback()

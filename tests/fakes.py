@@ -133,9 +133,10 @@ class FakePayments(_Repo):
 
 
 class FakeCallbacks(_Repo):
-    async def add(self, *, body, source, received_at, kind="stk", outcome="received", trans_id=None, note=None):
+    async def add(self, *, body, source, received_at, kind="stk", outcome="received", trans_id=None, note=None,
+                  checkout_request_id=None):
         self.data.callbacks.append({"id": len(self.data.callbacks) + 1, "body": body, "source": source,
-                                    "outcome": outcome, "checkout_request_id": None, "payment_id": None,
+                                    "outcome": outcome, "checkout_request_id": checkout_request_id, "payment_id": None,
                                     "kind": kind, "trans_id": trans_id, "note": note})
         return len(self.data.callbacks)
 
@@ -163,6 +164,13 @@ class FakeCallbacks(_Repo):
 
     async def lock_checkout(self, checkout_request_id):
         return None  # one process, no concurrency
+
+    async def received(self, limit):
+        return [c["id"] for c in self.data.callbacks if c["outcome"] == "received" and c["kind"] == "stk"][:limit]
+
+    async def claim_received(self, callback_id, *, wait):
+        callback = self.data.callbacks[callback_id - 1]
+        return callback["body"] if callback["outcome"] == "received" else None
 
     async def orphans_for(self, checkout_request_id):
         return [(c["id"], c["body"]) for c in self.data.callbacks
@@ -329,9 +337,10 @@ class FakeUnitOfWork:
         self._committed = True
         self.commits += 1
 
-    async def keep_callback(self, *, body, source, received_at):
+    async def keep_callback(self, *, body, source, received_at, outcome="received", checkout_request_id=None):
         self.commits += 1
-        return await FakeCallbacks(self.store).add(body=body, source=source, received_at=received_at)
+        return await FakeCallbacks(self.store).add(body=body, source=source, received_at=received_at, outcome=outcome,
+                                                   checkout_request_id=checkout_request_id)
 
 
 class FakeDaraja:

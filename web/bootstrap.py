@@ -39,7 +39,7 @@ from core.meters.profiles import BUILTIN_PROFILES, MeterProfile, load_profiles
 from core.notify.service import WhatsAppReceipts, notify
 from core.payments.model import Channel
 from core.payments.reconcile import reconcile_payments, verify_payment
-from core.payments.service import PaymentLimits, push_payment
+from core.payments.service import PaymentLimits, apply_received_callbacks, push_payment
 from core.ports import (
     Clock,
     MeterBalanceReader,
@@ -64,6 +64,7 @@ from gateways.whatsapp import WhatsAppCloudApi
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
 from storage.db import create_engine
 from storage.heartbeats import Held, SqlHeartbeats
+from storage.inbox import GroupCommitInbox
 from storage.telegram_chats import SqlTelegramAccounts, SqlTelegramChatStore, SqlTelegramUpdates
 from storage.uow import SqlUnitOfWork
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
@@ -156,8 +157,10 @@ def build_container(settings: Settings, *, clock: Clock | None = None, worker_id
     metrics, engine = Metrics(), create_engine(settings.database_url)
     worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
+    inbox = GroupCommitInbox(engine)  # one per process: concurrent callbacks share a commit
+
     def uow() -> SqlUnitOfWork:
-        return SqlUnitOfWork(engine)
+        return SqlUnitOfWork(engine, inbox)
 
     http = daraja_http_client(settings.daraja_timeout_s)  # idle connections expire before any server's
     profiles, limits = build_profiles(settings), PaymentLimits(settings.min_amount, settings.max_amount)
@@ -416,8 +419,11 @@ def build_worker(settings: Settings, *, uow: Callable[[], UnitOfWork], clock: Cl
         await heartbeats.beat(worker, at, Held(job_ids=job_ids, job_lease_s=settings.job_lease_s, topup_ids=attempts,
                                                topup_lease_s=settings.topup_attempt_lease_s))
 
+    async def drain(limit: int) -> int:
+        return await apply_received_callbacks(uow, clock=clock, verify=settings.verify_callbacks, limit=limit)
+
     return Worker(uow_factory=uow, handlers=handler_table(handlers), clock=clock, sweep=sweep, heartbeat=beat,
-                  config=WorkerConfig(worker_id=worker_id, sweep_every_s=settings.sweep_every_s,
+                  drain=drain, config=WorkerConfig(worker_id=worker_id, sweep_every_s=settings.sweep_every_s,
                                       lease_s=settings.job_lease_s, concurrency=settings.worker_concurrency,
                                       heartbeat_every_s=settings.worker_heartbeat_s,
                                       silent_after_s=settings.worker_silent_after_s))

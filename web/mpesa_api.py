@@ -106,18 +106,38 @@ async def mpesa_callback(request: Request) -> Response:
     refused, source = guard_secret_path(request, settings, settings.allowed_callback_ips, what="callback")
     if refused is not None:
         return refused
+    in_flight = _callbacks_in_flight(request)
+    in_flight.count += 1
+    apply_now = in_flight.count <= settings.callback_apply_inline_max  # before any await: the first few apply
     try:
         body = await read_body(request, settings.max_body_bytes)
         check_json_depth(body)  # refused before it is stored: the dashboard renders every stored body
         receipt = await receive_callback(body, source=source, uow=services.uow(), clock=services.clock,
-                                         verify=settings.verify_callbacks)
+                                         verify=settings.verify_callbacks, apply_now=apply_now)
+        if not apply_now:
+            services.worker.wake_inbox()
     except HttpError as error:
         return error_response(error.status, error.message, error.code)
     except DomainError as error:
         services.metrics.callbacks.labels(outcome="malformed").inc()
         return JSONResponse({"ResultCode": 1, "ResultDesc": error.message}, status_code=400)
+    finally:
+        in_flight.count -= 1
     services.metrics.callbacks.labels(outcome=receipt.outcome).inc()
     return JSONResponse(ACK)
+
+
+class _InFlight:
+    count = 0
+
+
+def _callbacks_in_flight(request: Request) -> _InFlight:
+    """Callbacks this process is handling now: few means apply each before answering (the tenant's
+    credit starts at once); many means a rush, where answering fast and draining the inbox keeps up."""
+    state = request.app.state
+    if not hasattr(state, "callbacks_in_flight"):
+        state.callbacks_in_flight = _InFlight()
+    return state.callbacks_in_flight
 
 
 async def get_payment(request: Request) -> Response:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = Field(5, gt=0)  # each worker beats (and renews what it runs) this often
     worker_silent_after_s: float = Field(15, gt=0)  # a worker silent this long is dead: its claims are taken over
     worker_concurrency: int = Field(8, ge=1, le=256)  # jobs one worker runs at once (one top-up per meter still)
+    # While at most this many callbacks are in flight in one process, each is applied before its answer;
+    # past it (a rush) the answer goes out once the body is committed and a worker applies it (the inbox).
+    callback_apply_inline_max: int = Field(4, ge=0, le=1024)
     reconcile_after_s: float = Field(120, gt=0)
     reconcile_give_up_s: float = Field(3600, gt=0)
     sweep_every_s: float = Field(30, gt=0)

@@ -59,6 +59,7 @@ class WorkerConfig:
     heartbeat_every_s: float = 5.0
     silent_after_s: float = 15.0  # a worker whose heartbeat is this old is dead: its jobs are taken over
     concurrency: int = 8  # jobs in flight at once in this worker (WORKER_CONCURRENCY)
+    drain_batch: int = 64  # kept callbacks listed per inbox drain; a full list means more wait: drain again
 
 
 class Worker:
@@ -71,6 +72,7 @@ class Worker:
         config: WorkerConfig,
         sweep: Callable[[], Awaitable[object]] | None = None,
         heartbeat: Heartbeat | None = None,
+        drain: Callable[[int], Awaitable[int]] | None = None,
     ) -> None:
         self.uow_factory = uow_factory
         self.handlers = handlers
@@ -81,6 +83,14 @@ class Worker:
         self.heartbeat = heartbeat  # "this worker is alive": `lipameter doctor`, and its claims renewed
         self._last_beat = float("-inf")
         self._running_ids: set[int] = set()  # jobs this worker is running now
+        # The callback inbox: applies what the web answered without applying (a rush), or what a process
+        # that died kept. Woken by this process's callback handler, else it looks every poll.
+        self.drain = drain
+        self._inbox_wake = asyncio.Event()
+
+    def wake_inbox(self) -> None:
+        """A callback was kept and not applied: drain now rather than at the next poll."""
+        self._inbox_wake.set()
 
     async def run_once(self) -> int:
         """Claim and run one batch of due jobs (all at once, up to `concurrency`); returns how many ran."""
@@ -164,6 +174,23 @@ class Worker:
             except TimeoutError:
                 await self._beat()
 
+    async def _keep_draining(self, stop: asyncio.Event) -> None:
+        if self.drain is None:
+            return
+        while not stop.is_set():
+            self._inbox_wake.clear()  # a wake during the drain below stays set: the wait returns at once
+            try:
+                listed = await self.drain(self.config.drain_batch)
+            except Exception:
+                log.exception("inbox drain failed; will try again")
+                listed = 0
+            if listed >= self.config.drain_batch:
+                continue
+            waits = {asyncio.ensure_future(self._inbox_wake.wait()), asyncio.ensure_future(stop.wait())}
+            await asyncio.wait(waits, timeout=self.config.poll_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Keep up to `concurrency` jobs running until `stop` is set; then let the running ones finish
         (a SIGTERM ends the current jobs, it does not cut a top-up in half)."""
@@ -175,6 +202,7 @@ class Worker:
         finished = asyncio.Event()
         await self._beat()  # before the first claim: this worker's row exists while it holds anything
         beating = asyncio.create_task(self._keep_beating(finished), name="heartbeat")
+        draining = asyncio.create_task(self._keep_draining(stop), name="inbox")
         try:
             while not stop.is_set():
                 running = self._still_running(running)
@@ -195,6 +223,7 @@ class Worker:
                                    return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
+            await asyncio.gather(draining, return_exceptions=True)  # the callbacks it is applying finish
             if running:
                 log.info("worker %s finishing %d running job(s)", self.config.worker_id, len(running))
                 await asyncio.gather(*running, return_exceptions=True)

@@ -6,7 +6,9 @@ calls happen outside transactions; state changes happen inside one, with the job
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -221,19 +223,46 @@ class CallbackReceipt:
 
 
 async def receive_callback(
-    body: bytes, *, source: str | None, uow: UnitOfWork, clock: Clock, verify: bool
+    body: bytes, *, source: str | None, uow: UnitOfWork, clock: Clock, verify: bool, apply_now: bool = True
 ) -> CallbackReceipt:
-    """Store the raw body first, in its own transaction, then apply it once. Malformed bodies are kept
-    and refused; a failure while applying is recorded on the stored callback (`error`), for a person."""
-    callback_id = await uow.keep_callback(body=storable_body(body), source=(source or "")[:64] or None,
-                                          received_at=clock.now())
+    """Keep the raw body first, committed on its own, then apply it once. Malformed bodies are kept and
+    refused. With `apply_now` it is applied before this returns; without, it waits `received` in the
+    inbox for `apply_received_callbacks` (a worker), and the answer goes out as soon as it is kept."""
+    text, source, now = storable_body(body), (source or "")[:64] or None, clock.now()
     try:
-        parsed = parse_stk_callback(storable_body(body))
+        parsed = parse_stk_callback(text)
     except MalformedCallback as error:
-        await _set_outcome(uow, callback_id, "malformed", None, None)
+        await uow.keep_callback(body=text, source=source, received_at=now, outcome="malformed")
         raise InvalidInput(str(error), code="malformed_callback") from None
+    callback_id = await uow.keep_callback(body=text, source=source, received_at=now,
+                                          checkout_request_id=parsed.checkout_request_id)
+    if not apply_now:
+        return CallbackReceipt(callback_id, "queued", None)
+    return await apply_kept_callback(callback_id, uow=uow, clock=clock, verify=verify, parsed=parsed)
+
+
+async def apply_kept_callback(
+    callback_id: int, *, uow: UnitOfWork, clock: Clock, verify: bool, parsed: StkCallback | None = None,
+    wait: bool = True,
+) -> CallbackReceipt:
+    """Apply one kept callback exactly once: its row is locked and moved off `received` in the same
+    transaction that applies it, so the request that kept it and any number of draining workers may all
+    try; one applies, the others find it taken. A failure is recorded on it (`error`), for a person."""
+    checkout_id = parsed.checkout_request_id if parsed else None
     try:
         async with uow:
+            kept = await uow.callbacks.claim_received(callback_id, wait=wait)
+            if kept is None:
+                return CallbackReceipt(callback_id, "taken", None)
+            if parsed is None:
+                try:
+                    parsed = parse_stk_callback(kept)
+                except MalformedCallback:  # kept by an older version before it was parsed
+                    await uow.callbacks.set_outcome(callback_id, outcome="malformed", checkout_request_id=None,
+                                                    payment_id=None)
+                    await uow.commit()
+                    return CallbackReceipt(callback_id, "malformed", None)
+                checkout_id = parsed.checkout_request_id
             payment = await uow.payments.get_by_checkout_id(parsed.checkout_request_id, for_update=True)
             if payment is None:
                 # The push's answer may be committing this id right now: wait for it, then look again.
@@ -246,12 +275,32 @@ async def receive_callback(
             await uow.commit()
     except Exception:
         # Never lose the body nor answer 5xx for it: the stored callback shows in the review list.
-        log.exception("callback %s for %s could not be applied", callback_id, mask_checkout_id(parsed.checkout_request_id))
-        await _set_outcome(uow, callback_id, "error", parsed.checkout_request_id, None)
+        log.exception("callback %s for %s could not be applied", callback_id, mask_checkout_id(checkout_id or "?"))
+        await _set_outcome(uow, callback_id, "error", checkout_id, None)
         return CallbackReceipt(callback_id, "error", None)
     log.info("callback %s for %s: result %s -> %s", callback_id, mask_checkout_id(parsed.checkout_request_id),
              parsed.result_code, outcome)
     return CallbackReceipt(callback_id, outcome, payment.id if payment else None)
+
+
+async def apply_received_callbacks(uow: Callable[[], UnitOfWork], *, clock: Clock, verify: bool, limit: int = 64,
+                                   at_once: int = 4) -> int:
+    """Drain the inbox: apply the callbacks kept but not applied (answered under a rush, or kept by a
+    process that died before applying), oldest first, `at_once` at a time. Returns how many were listed;
+    rows another worker is applying are skipped, not waited for."""
+    async with uow() as unit:
+        ids = await unit.callbacks.received(limit)
+    gate = asyncio.Semaphore(at_once)
+
+    async def apply(callback_id: int) -> None:
+        async with gate:
+            try:
+                await apply_kept_callback(callback_id, uow=uow(), clock=clock, verify=verify, wait=False)
+            except Exception:  # the database went away: the row stays `received` for the next drain
+                log.warning("callback %s stays in the inbox; will try again", callback_id, exc_info=True)
+
+    await asyncio.gather(*(apply(callback_id) for callback_id in ids))
+    return len(ids)
 
 
 def storable_body(body: bytes) -> str:
