@@ -30,7 +30,15 @@ import httpx
 import sqlalchemy as sa
 
 from bench import wrk
-from bench.seed import add_bench_meters, add_history, add_pending_payments, add_stack_meters, count, run_sql
+from bench.seed import (
+    add_bench_meters,
+    add_history,
+    add_meter_payments,
+    add_pending_payments,
+    add_stack_meters,
+    count,
+    run_sql,
+)
 from storage.db import create_engine
 from storage.migrate import upgrade
 from tests.servers import ServerThread, reserve_port
@@ -39,7 +47,7 @@ from web.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 VENV_BIN = Path(sys.executable).parent
-PENDING = 60_000  # distinct pending payments for the callback runs
+PENDING = 120_000  # distinct pending payments for the callback runs (the growth run uses the second half)
 METERS = 100
 TUYA_LATENCY_S = 0.1
 DARAJA_LATENCY_S = 0.1
@@ -179,17 +187,13 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> wrk.Resu
         body = '{"Body": {"stkCallback": {"CheckoutRequestID": "x", "ResultCode": 0}}}'
         base = measure(bare_url + "/ack", "plain_post", args.seconds, content_type="application/json", body=body)
         calls = measure(f"{public}/mpesa/callback/{CALLBACK_TOKEN}", "callback", args.seconds)
-        report.vs_bare("Daraja callback (distinct pending)", calls, base, 0.35)
+        report.vs_bare("Callback ingestion (kept, answered)", calls, base, 0.35)
 
         form = "sessionId=bare&serviceCode=%2A384%2A1%23&phoneNumber=%2B254712345678&networkCode=63902&text="
         base = measure(bare_url + "/ussd", "plain_post", args.seconds, content_type="application/x-www-form-urlencoded",
                        body=form)
         hops = measure(public + "/ussd", "ussd", args.seconds)
         report.vs_bare("USSD first hop", hops, base, 0.5)
-        # Counted once the callbacks still in flight when wrk stopped have landed.
-        completed, topups = (count(url, f"SELECT count(*) FROM {table}") for table in
-                             ("payments WHERE status = 'completed'", "topups"))
-        report.line("    callbacks: completed / top-ups", f"{completed} / {topups}", "one top-up each", completed == topups)
 
         sandboxes.daraja.slow_next_pushes(1_000_000, DARAJA_LATENCY_S)
         pays = measure(public + "/mpesa/payments", "payment", args.seconds, api_key=API_KEY)
@@ -198,6 +202,7 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> wrk.Resu
                     f"p99 {pays.p99_ms:5.0f} ms{bad}", ">= 200/s per process", pays.rate / args.workers >= 200)
         sandboxes.daraja.reset()
         served = sum(r.requests for r in (calls, hops, pays)) * 2  # the warm-ups are about as long again
+        served += soak(url, public, SOAK_REQUESTS - served)
         rss = ours.rss_mb()
         report.line("Memory (serving process RSS)", f"{rss:.0f} MB after ~{served:,} requests",
                     "<= 150 MB after 100k", rss <= 150 if args.workers == 1 else None)
@@ -205,6 +210,59 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> wrk.Resu
         ours.stop()
         bare.stop()
     return calls
+
+
+SOAK_REQUESTS = 100_000
+SOAK_OFFSET = 50_000_000  # CheckoutRequestIDs no payment has: the soak's callbacks are orphans
+
+
+def soak(url: str, public: str, missing: int) -> int:
+    """More callbacks until the serving process has answered SOAK_REQUESTS (its memory after them is the
+    goal). They name no payment; their kept rows are removed after, so the drain measures the real ones."""
+    if missing <= 0:
+        return 0
+    before = count(url, "SELECT coalesce(max(id), 0) FROM mpesa_callbacks")
+    served = 0
+    while served < missing:
+        served += wrk.run(f"{public}/mpesa/callback/{CALLBACK_TOKEN}", "callback", seconds=10,
+                          offset=SOAK_OFFSET + served).requests
+    run_sql(url, f"DELETE FROM mpesa_callbacks WHERE id > {before} AND outcome = 'received'")
+    return served
+
+
+def drain_phase(url: str, sandboxes: Sandboxes, report: Report, args, label: str = "Inbox drain") -> float:
+    """The callbacks the rush left `received`, applied by one process's drain (what a worker runs:
+    `apply_received_callbacks`, 4 at once, two drains side by side); returns callbacks applied per second."""
+    waiting = count(url, "SELECT count(*) FROM mpesa_callbacks WHERE outcome = 'received'")
+    settings = settings_for(url, sandboxes, "http://127.0.0.1:9", args.concurrency)
+    started = time.monotonic()
+    asyncio.run(drain_all(settings))
+    elapsed = time.monotonic() - started
+    left = count(url, "SELECT count(*) FROM mpesa_callbacks WHERE outcome = 'received'")
+    rate = (waiting - left) / elapsed if elapsed else 0.0
+    report.line(f"{label}, one process", f"{waiting - left:,} applied in {elapsed:.1f} s ({rate:.0f}/s), {left} left",
+                "reported", None if not left else False)
+    completed, made = (count(url, f"SELECT count(*) FROM {table}") for table in
+                       ("payments WHERE status = 'completed'", "topups WHERE payment_id IS NOT NULL"))
+    report.line("    payments completed / top-ups", f"{completed:,} / {made:,}", "one top-up each", completed == made)
+    return rate
+
+
+async def drain_all(settings: Settings) -> None:
+    from core.payments.service import apply_received_callbacks
+    from web.bootstrap import build_container
+
+    services = build_container(settings)
+
+    async def drain() -> None:
+        while await apply_received_callbacks(services.uow, clock=services.clock, verify=settings.verify_callbacks,
+                                             limit=64):
+            pass
+
+    try:
+        await asyncio.gather(drain(), drain())
+    finally:
+        await services.aclose()
 
 
 def topup_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> None:
@@ -243,6 +301,72 @@ def topup_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> None:
                 "reported", None)
 
 
+LATENCY_RATE = 20  # payments a second
+LATENCY_SECONDS = 10
+
+
+def latency_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> None:
+    """Callback -> meter credited -> receipt sent, at 20 payments/s for 10 s, through `lipameter serve` with
+    its worker (the one-process deployment), on the 100 meters whose every Tuya call takes 100 ms."""
+    n = LATENCY_RATE * LATENCY_SECONDS
+    run_sql(url, "UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')")  # earlier phases' leftovers
+    add_meter_payments(url, [f"BM{i % METERS:03d}" for i in range(n)], prefix="lat")
+    port = reserve_port()
+    public = f"http://127.0.0.1:{port}"
+    env = settings_env(settings_for(url, sandboxes, public, args.concurrency),
+                       **({"TOPUP_POLL_INTERVAL_S": args.poll} if args.poll else {}))
+    ours = Process([str(VENV_BIN / "lipameter"), "serve", "--port", str(port)], env)
+    try:
+        ours.wait_http(public + "/healthz")
+        sent = asyncio.run(send_callbacks_at_rate(f"{public}/mpesa/callback/{CALLBACK_TOKEN}", n, LATENCY_RATE))
+        query = ("SELECT count(*) FROM notifications WHERE status = 'sent' AND event = 'topup_applied' "
+                 "AND payment_id LIKE 'lat-%'")
+        deadline = time.monotonic() + 60
+        while count(url, query) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        ours.stop()
+    rows = run_sql(url, "SELECT p.checkout_request_id, t.applied_at, min(n.at) AS told FROM payments p "
+                        "JOIN topups t ON t.payment_id = p.id LEFT JOIN notifications n ON n.payment_id = p.id "
+                        "AND n.status = 'sent' AND n.event = 'topup_applied' WHERE p.id LIKE 'lat-%' "
+                        "GROUP BY p.checkout_request_id, t.applied_at")
+    credited = sorted(_seconds(r.applied_at) - sent[r.checkout_request_id] for r in rows if r.applied_at)
+    told = sorted(_seconds(r.told) - sent[r.checkout_request_id] for r in rows if r.told)
+    if not told:
+        report.line("Callback -> credited -> receipt", f"no receipt sent ({len(credited)} credited)", "p95 <= 3 s", False)
+        return
+    report.line("Callback -> credited -> receipt", f"p50 {statistics.median(told):.2f} s, p95 {percentile(told, 95):.2f} s "
+                f"({len(told)}/{n} told, {LATENCY_RATE}/s)", "p95 <= 3 s at 20/s",
+                len(told) == n and percentile(told, 95) <= 3)
+    report.line("    callback -> credited", f"p50 {statistics.median(credited):.2f} s, p95 {percentile(credited, 95):.2f} s",
+                "", None)
+
+
+async def send_callbacks_at_rate(url: str, n: int, rate: float) -> dict[str, float]:
+    """Paid callbacks for lat-0 .. lat-(n-1), one every 1/rate s whatever the answers take; returns each
+    CheckoutRequestID's send time (epoch seconds: the database's timestamps are compared with it)."""
+    sent: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        async def one(i: int) -> None:
+            checkout = f"ws_CO_lat_{i}"
+            body = {"Body": {"stkCallback": {
+                "MerchantRequestID": f"lat-{i}", "CheckoutRequestID": checkout, "ResultCode": 0,
+                "ResultDesc": "The service request is processed successfully.",
+                "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 100.0}, {"Name": "MpesaReceiptNumber",
+                                              "Value": f"LAT{i:07d}"}, {"Name": "TransactionDate", "Value": 20261127101500},
+                                             {"Name": "PhoneNumber", "Value": 254700000000}]}}}}
+            sent[checkout] = time.time()
+            answer = await client.post(url, json=body)
+            answer.raise_for_status()
+
+        tasks, started = [], time.monotonic()
+        for i in range(n):
+            await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return sent
+
+
 async def queue_topups(settings: Settings, numbers: list[str]) -> list[str]:
     from core.admin.operator import Actor, manual_topup
     from web.bootstrap import build_container
@@ -255,8 +379,9 @@ async def queue_topups(settings: Settings, numbers: list[str]) -> list[str]:
         await services.aclose()
 
 
-def growth_phase(url: str, sandboxes: Sandboxes, report: Report, args, small: wrk.Result) -> None:
-    """Callbacks again with `--growth` settled payments stored; the ratio to the first callback run."""
+def growth_phase(url: str, sandboxes: Sandboxes, report: Report, args, small: wrk.Result, small_drain: float) -> None:
+    """Callbacks again (ingestion, then the drain) with `--growth` more settled payments stored; each as
+    a ratio to its run on the small tables."""
     started = time.monotonic()
     add_history(url, args.growth)
     filled = time.monotonic() - started
@@ -270,8 +395,11 @@ def growth_phase(url: str, sandboxes: Sandboxes, report: Report, args, small: wr
     finally:
         ours.stop()
     ratio = big.rate / small.rate
-    report.line(f"Growth: callbacks, +{args.growth:,} rows", f"{big.rate:7.0f}/s, {ratio:.2f} of the small table "
-                f"(rows written in {filled:.0f} s)", ">= 0.9", ratio >= 0.9)
+    report.line(f"Growth: +{args.growth:,} payments", f"rows written in {filled:.0f} s", "", None)
+    report.line("    callback ingestion", f"{big.rate:7.0f}/s, {ratio:.2f} of the small tables", ">= 0.9", ratio >= 0.9)
+    drained = drain_phase(url, sandboxes, report, args, label="    inbox drain")
+    report.line("    inbox drain", f"{drained:7.0f}/s, {drained / small_drain:.2f} of the small tables", ">= 0.9",
+                drained / small_drain >= 0.9)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -321,9 +449,11 @@ def bench_engine(engine: str, args) -> Report:
             add_stack_meters(url, sandboxes)  # A101, B201, OFF1 and the tenant Wanjiku, as the tests have them
             add_pending_payments(url, PENDING, amount=100)
             callbacks = http_phase(url, sandboxes, report, args)
+            drained = drain_phase(url, sandboxes, report, args)
             topup_phase(url, sandboxes, report, args)
+            latency_phase(url, sandboxes, report, args)
             if args.growth:
-                growth_phase(url, sandboxes, report, args, callbacks)
+                growth_phase(url, sandboxes, report, args, callbacks, drained)
         finally:
             sandboxes.stop()
     return report
@@ -337,7 +467,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="WORKER_CONCURRENCY for the top-up run")
     parser.add_argument("--poll", type=float, default=None, help="TOPUP_POLL_INTERVAL_S for the top-up run "
                         "(default: the product's)")
-    parser.add_argument("--growth", type=int, default=0, help="also measure callbacks with this many more rows")
+    parser.add_argument("--growth", type=int, default=1_000_000,
+                        help="payments added for the growth run (0: skip it)")
     args = parser.parse_args()
     if not wrk.available():
         sys.exit("bench needs wrk (Debian/Ubuntu: apt-get install wrk)")
