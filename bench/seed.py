@@ -49,8 +49,8 @@ def add_pending_payments(url: str, n: int, *, amount: int) -> None:
 
 def add_meter_payments(url: str, meters: list[str], *, prefix: str, amount: int = 100) -> None:
     """One pending payment per entry of `meters` (a meter number), ids <prefix>-<i>, CheckoutRequestIDs
-    ws_CO_<prefix>_<i>, each from its own phone."""
-    values = ", ".join(f"('{prefix}-{i}', {amount}, '2543{i:08d}', (SELECT id FROM meters WHERE number = '{number}'), "
+    ws_CO_<prefix>_<i>, each from its own Safaricom line (25419..., apart from add_pending_payments' 25410...)."""
+    values = ", ".join(f"('{prefix}-{i}', {amount}, '25419{i:07d}', (SELECT id FROM meters WHERE number = '{number}'), "
                        f"'api', '', 'pending', 'ws_CO_{prefix}_{i}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                        for i, number in enumerate(meters))
     run_sql(url, f"INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES {values}")

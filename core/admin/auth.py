@@ -5,6 +5,7 @@ LoginAttempts), implemented in storage/admin_users.py."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -68,7 +69,10 @@ def verify_password(password: str, encoded: str) -> bool:
 
 
 # Checked when the username is unknown, so that a miss costs as long as a wrong password.
-_DUMMY_HASH = hash_password("not a password", salt=b"\0" * 16)
+@functools.cache
+def _dummy_hash() -> str:
+    # Made on the first login, not at import: scrypt's ~50 ms would slow every command and server start.
+    return hash_password("not a password", salt=b"\0" * 16)
 
 
 def normalize_username(username: str | None) -> str:
@@ -174,7 +178,7 @@ async def authenticate(username: str, password: str, *, address: str, users: Adm
             await attempts.forget(attempt_id)  # a flood: enough of it is on record to keep the throttle shut
         raise Throttled(refused)
     user = await users.get(name) if name else None
-    ok = await verify(password or "", user.password_hash if user else _DUMMY_HASH)
+    ok = await verify(password or "", user.password_hash if user else _dummy_hash())
     if not (ok and user and user.active):
         raise BadCredentials("wrong username or password")
     await attempts.record(at=now, username=name, address=address, success=True)
