@@ -103,3 +103,24 @@ def test_a_hanging_meter_delays_no_other_meter(stack):
     # And the hanging meter is still credited, exactly once, once it answers again.
     stack.wait_for(hanging.json()["paymentId"], lambda p: p["topUpStatus"] == "APPLIED", timeout=60)
     assert stack.tuya.total_credits("dev-a101") == 100 and stack.tuya.total_credits("dev-b201") == 2
+
+
+async def test_a_wake_starts_a_job_queued_in_this_process_without_waiting_for_the_poll(engine):
+    """poll_s is an hour: only the wake can start the job queued after the worker went idle."""
+    ran = asyncio.Event()
+
+    async def quick(payload):
+        ran.set()
+
+    worker = Worker(uow_factory=lambda: SqlUnitOfWork(engine), handlers={"quick": quick},
+                    clock=FakeClock(datetime.now(UTC)), config=WorkerConfig(worker_id="w", poll_s=3600))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(0.3)  # it claimed nothing and waits
+    await enqueue(engine, 1, kind="quick")
+    worker.wake_jobs()
+    try:
+        await asyncio.wait_for(ran.wait(), 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

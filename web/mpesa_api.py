@@ -116,6 +116,8 @@ async def mpesa_callback(request: Request) -> Response:
                                          verify=settings.verify_callbacks, apply_now=apply_now)
         if not apply_now:
             services.worker.wake_inbox()
+        elif receipt.outcome == "completed":
+            services.worker.wake_jobs()  # its top-up is queued: this process's worker starts it now
     except HttpError as error:
         return error_response(error.status, error.message, error.code)
     except DomainError as error:

@@ -87,10 +87,16 @@ class Worker:
         # that died kept. Woken by this process's callback handler, else it looks every poll.
         self.drain = drain
         self._inbox_wake = asyncio.Event()
+        self._jobs_wake = asyncio.Event()
 
     def wake_inbox(self) -> None:
         """A callback was kept and not applied: drain now rather than at the next poll."""
         self._inbox_wake.set()
+
+    def wake_jobs(self) -> None:
+        """This process just queued a job (a callback applied by its request): claim now, not at the next
+        poll. Workers in other processes still find it within `poll_s`."""
+        self._jobs_wake.set()
 
     async def run_once(self) -> int:
         """Claim and run one batch of due jobs (all at once, up to `concurrency`); returns how many ran."""
@@ -184,6 +190,8 @@ class Worker:
             except Exception:
                 log.exception("inbox drain failed; will try again")
                 listed = 0
+            if listed:
+                self._jobs_wake.set()  # what it applied queued top-ups: claim them now
             if listed >= self.config.drain_batch:
                 continue
             waits = {asyncio.ensure_future(self._inbox_wake.wait()), asyncio.ensure_future(stop.wait())}
@@ -206,6 +214,7 @@ class Worker:
         try:
             while not stop.is_set():
                 running = self._still_running(running)
+                self._jobs_wake.clear()  # before the claim: a job queued during it wakes the wait below
                 claimed = 0
                 try:
                     await self.maybe_sweep(loop.time())
@@ -218,9 +227,11 @@ class Worker:
                     log.exception("worker loop error; backing off")
                 if claimed and len(running) < self.config.concurrency:
                     continue  # more may be due: claim again at once
-                # Wait for a free slot, new work (poll), or stop.
-                await asyncio.wait({*running, stopping}, timeout=self.config.poll_s,
+                # Wait for a free slot, new work (a wake since the claim began, or the poll), or stop.
+                woken = asyncio.ensure_future(self._jobs_wake.wait())
+                await asyncio.wait({*running, stopping, woken}, timeout=self.config.poll_s,
                                    return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
         finally:
             stopping.cancel()
             await asyncio.gather(draining, return_exceptions=True)  # the callbacks it is applying finish
