@@ -187,6 +187,7 @@ def test_a_callback_kept_while_no_worker_runs_is_applied_when_one_starts(databas
         assert httpx.post(stack.callback_url, content=raw).status_code == 200
         assert [r.outcome for r in stack.sql("SELECT outcome FROM mpesa_callbacks")] == ["received"]
         assert stack.payment(body["paymentId"])["status"] == "PENDING"
+        assert "lipameter_callbacks_waiting 1.0" in httpx.get(f"{stack.url}/metrics").text  # what to watch
         stack.restart_app()  # with its worker
         assert stack.wait_for(body["paymentId"], lambda p: p["topUpStatus"] == "APPLIED")["status"] == "COMPLETED"
     finally:

@@ -137,5 +137,6 @@ def test_end_to_end_a_review_item_reaches_the_landlord_by_one_sms(database_url):
         assert 'lipameter_reviews_open{kind="payment"} 2.0' in metrics
         assert 'lipameter_audit_violations{check="credited_le_paid"} 0.0' in metrics
         assert "lipameter_jobs_queue_depth" in metrics and "lipameter_topup_oldest_waiting_seconds" in metrics
+        assert "lipameter_callbacks_waiting 0.0" in metrics  # every callback applied
     finally:
         stack.stop()

@@ -36,6 +36,9 @@ class Metrics:
         self.queue_depth = Gauge("lipameter_jobs_queue_depth", "Jobs queued or running", registry=self.registry)
         self.oldest_job = Gauge("lipameter_jobs_oldest_waiting_seconds",
                                 "How long the oldest due job has waited to run", registry=self.registry)
+        self.callbacks_waiting = Gauge("lipameter_callbacks_waiting",
+                                       "Callbacks kept and not applied yet (the inbox a worker drains)",
+                                       registry=self.registry)
         self._job_kinds: set[str] = set()
 
     def export_audit(self, report: AuditReport, facts: Facts, *, at: datetime) -> None:
@@ -49,6 +52,7 @@ class Metrics:
         self.oldest_topup.set(facts.oldest_waiting_topup_s)
         self.queue_depth.set(sum(facts.jobs_waiting.values()))
         self.oldest_job.set(facts.oldest_job_age_s)
+        self.callbacks_waiting.set(len(facts.callbacks_without_outcome))
         self._job_kinds |= set(facts.jobs_waiting)
         for kind in self._job_kinds:  # a kind that drained reads 0, not its last value
             self.jobs_waiting.labels(kind=kind).set(facts.jobs_waiting.get(kind, 0))
