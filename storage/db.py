@@ -73,14 +73,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 ONE_STATEMENT = "lipameter_one_statement"
 
 
+async def autocommit(conn: AsyncConnection) -> AsyncConnection:
+    """`conn` set to run each statement on its own, outside any transaction, committed when execute()
+    returns. PostgreSQL sends no BEGIN and COMMIT or ROLLBACK; SQLite runs in autocommit (the driver's
+    isolation_level is None, see _configure_sqlite) without BEGIN IMMEDIATE. Two writes are two transactions."""
+    if conn.dialect.name == "sqlite":
+        return await conn.execution_options(**{ONE_STATEMENT: True})
+    return await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 @contextlib.asynccontextmanager
 async def one_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for ONE statement, outside any transaction: a SELECT (consistent on its own), or a
-    write that stands alone, committed when execute() returns. PostgreSQL sends no BEGIN and COMMIT or
-    ROLLBACK (one round trip instead of three); SQLite runs it in autocommit (the driver's isolation_level
-    is None, see _configure_sqlite) without BEGIN IMMEDIATE. Two writes through it are two transactions."""
+    """A connection for ONE statement, outside any transaction (see `autocommit`): a SELECT (consistent on
+    its own), or a write that stands alone. One round trip instead of three on PostgreSQL."""
     async with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            yield await conn.execution_options(**{ONE_STATEMENT: True})
-        else:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield await autocommit(conn)
