@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 
 from core.meters.model import Meter
@@ -112,3 +113,71 @@ async def test_push_answer_after_reconcile_sent_it_to_review_keeps_the_review(en
     assert payment.status is stored.status is PaymentStatus.NEEDS_REVIEW
     assert stored.review_reason == "no answer in time"
     assert (stored.merchant_request_id, stored.checkout_request_id) == ("MR-1", "ws_CO_1")
+
+
+async def test_sqlite_connection_returned_in_a_transaction_is_rolled_back(tmp_path, sqlite_template, monkeypatch):
+    """The pool's reset is storage.db's: a connection given back with SQLite's transaction still open (the
+    writer lock held) is rolled back; one given back after COMMIT is not sent a ROLLBACK for nothing."""
+    import shutil
+
+    import aiosqlite
+
+    from storage.db import create_engine
+
+    path = tmp_path / "reset.db"
+    shutil.copy(sqlite_template, path)
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    rollbacks = 0
+    real_rollback = aiosqlite.Connection.rollback
+
+    async def counted(self):
+        nonlocal rollbacks
+        rollbacks += 1
+        return await real_rollback(self)
+
+    monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
+    try:
+        await _seed(engine, with_payment=False)  # the first connection's setup rolls back once
+        rollbacks = 0
+        async with SqlUnitOfWork(engine) as uow:
+            await uow.meters.get(METER)
+            await uow.commit()
+        assert rollbacks == 0  # committed: nothing to roll back on return
+        async with engine.connect() as conn:  # a transaction the Connection does not know about
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.execute("BEGIN IMMEDIATE")
+            await driver.execute("UPDATE meters SET name = 'half-done'")
+        assert rollbacks == 1
+        async with SqlUnitOfWork(engine) as uow:  # the writer lock is free again, the write undone
+            assert (await uow.meters.get(METER)).name == "Flat"
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_pool_keeps_the_connections_a_burst_opened(pg_url):
+    """A burst's connections stay open for the next one (an overflow connection was closed on return and
+    opened again, ~3 ms of the event loop and a server process each), and no more than before are opened."""
+    import asyncio
+
+    from storage.db import PG_POOL_SIZE, create_engine
+
+    engine = create_engine(pg_url)
+    try:
+        held = asyncio.Event()
+
+        async def hold() -> None:
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+                await held.wait()
+
+        burst = [asyncio.create_task(hold()) for _ in range(PG_POOL_SIZE + 5)]
+        while engine.pool.checkedout() < PG_POOL_SIZE:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert engine.pool.checkedout() == PG_POOL_SIZE == 20  # the rest wait in the pool's queue
+        held.set()
+        await asyncio.gather(*burst)
+        assert engine.pool.checkedin() == PG_POOL_SIZE
+    finally:
+        await engine.dispose()
