@@ -43,7 +43,7 @@ from gateways.daraja_errors import (
     parse_answer,
     refusal_message,
 )
-from gateways.spread_transport import SpreadTransport
+from gateways.spread_transport import SpreadClient
 
 log = logging.getLogger("lipameter.daraja")
 TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
@@ -65,9 +65,8 @@ KEEPALIVE_EXPIRY_S = 2.0
 
 def daraja_http_client(timeout_s: float, *, keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S) -> httpx.AsyncClient:
     """Concurrent pushes spread over small pools (gateways/spread_transport.py); no limit on connections,
-    as before."""
-    transport = SpreadTransport(limits=httpx.Limits(keepalive_expiry=keepalive_expiry_s))
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), transport=transport)
+    and proxies from the environment (HTTPS_PROXY, NO_PROXY), as httpx's own client."""
+    return SpreadClient(timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(keepalive_expiry=keepalive_expiry_s))
 
 
 def environment_warnings(base_url: str, shortcode: str, passkey: str) -> list[str]:

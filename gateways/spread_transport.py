@@ -1,4 +1,4 @@
-"""An httpx transport that spreads concurrent requests over several small connection pools.
+"""An httpx client whose requests are spread over several small connection pools.
 
 httpcore's pool (1.0.x, under httpx) walks all its connections on every request and every response
 close, and for each idle one counts all of them again and polls its socket (encode/httpcore#1035, open):
@@ -13,17 +13,33 @@ made one after another reuse one connection, as with a single pool. The limits a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import httpx
 
 POOLS = 10
 
 
+class SpreadClient(httpx.AsyncClient):
+    """httpx.AsyncClient, each of whose transports (the direct one, and one per proxy the environment
+    names, as httpx builds them) is a SpreadTransport of POOLS of them."""
+
+    def _init_transport(self, **options: Any) -> httpx.AsyncBaseTransport:
+        if options.get("transport") is not None:
+            return options["transport"]
+        init = super()._init_transport
+        return SpreadTransport([init(**options) for _ in range(POOLS)])
+
+    def _init_proxy_transport(self, proxy: httpx.Proxy, **options: Any) -> httpx.AsyncBaseTransport:
+        init = super()._init_proxy_transport
+        return SpreadTransport([init(proxy, **options) for _ in range(POOLS)])
+
+
 class SpreadTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, limits: httpx.Limits, pools: int = POOLS) -> None:
-        self._pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(pools)]
-        self._in_flight = [0] * pools
+    def __init__(self, pools: Sequence[httpx.AsyncBaseTransport]) -> None:
+        self._pools = list(pools)
+        self._in_flight = [0] * len(self._pools)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         index = min(range(len(self._pools)), key=self._in_flight.__getitem__)

@@ -39,6 +39,10 @@ class HeldServer:
         self.url = self.server.url + "/hold"
 
 
+def pools(n: int) -> SpreadTransport:
+    return SpreadTransport([httpx.AsyncHTTPTransport() for _ in range(n)])
+
+
 @pytest.fixture
 def held():
     server = HeldServer()
@@ -48,7 +52,7 @@ def held():
 
 
 async def test_concurrent_requests_are_spread_and_released(held):
-    transport = SpreadTransport(limits=httpx.Limits(max_connections=10, max_keepalive_connections=10), pools=3)
+    transport = pools(3)
     async with httpx.AsyncClient(transport=transport, timeout=5) as client:
         held.release.clear()
         calls = [asyncio.create_task(client.get(held.url)) for _ in range(6)]
@@ -62,7 +66,7 @@ async def test_concurrent_requests_are_spread_and_released(held):
 
 
 async def test_calls_one_after_another_reuse_one_connection(held):
-    transport = SpreadTransport(limits=httpx.Limits(max_connections=10, max_keepalive_connections=10), pools=3)
+    transport = pools(3)
     async with httpx.AsyncClient(transport=transport, timeout=5) as client:
         for _ in range(4):
             assert (await client.get(held.url)).status_code == 200
@@ -70,7 +74,7 @@ async def test_calls_one_after_another_reuse_one_connection(held):
 
 
 async def test_a_failed_request_frees_its_place():
-    transport = SpreadTransport(limits=httpx.Limits(max_connections=10), pools=2)
+    transport = pools(2)
     async with httpx.AsyncClient(transport=transport, timeout=2) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{reserve_port()}/")  # nothing listens there
@@ -89,3 +93,25 @@ async def test_daraja_client_spreads_concurrent_pushes(held):
         assert transport.in_flight == (3,) * POOLS
         held.release.set()
         await asyncio.gather(*calls)
+
+
+async def test_daraja_client_goes_through_the_environments_proxy(held, monkeypatch):
+    """HTTP_PROXY is honoured as by httpx's own client (a client given a transport would ignore it)."""
+    seen: list[str] = []
+
+    async def proxy(scope, receive, send):  # answers as the origin would: enough to see the request came here
+        if scope["type"] == "http":
+            seen.append(scope["path"])
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+    server = ServerThread(proxy).start()
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        async with daraja_http_client(5) as client:
+            assert (await client.get(held.url)).status_code == 200
+    finally:
+        server.stop()
+    assert seen == [held.url] and held.ports == []  # the absolute URL, as a forward proxy receives it
