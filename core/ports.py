@@ -17,7 +17,7 @@ from core.dialogue.types import PaymentLine
 from core.jobs.model import Job
 from core.meters.model import Meter
 from core.notify.model import SentNotice
-from core.payments.model import Payment
+from core.payments.model import Payment, PaymentStatus
 from core.shared.errors import UpstreamError
 from core.tenants.model import Tenant
 from core.topups.model import TopUp
@@ -96,6 +96,10 @@ class PaymentRepository(Protocol):
     async def stale(self, status: str, *, before: datetime, limit: int = 100) -> list[Payment]: ...
     async def in_review(self) -> list[Payment]: ...
     async def save(self, payment: Payment) -> None: ...
+    async def save_if(self, payment: Payment, *, was: PaymentStatus) -> bool:
+        """save() in one guarded UPDATE, no locking read first: True when the stored row was still in
+        status `was` (now written, and locked until commit), False when another transaction moved it on."""
+        ...
 
 
 class CallbackRepository(Protocol):
@@ -214,6 +218,11 @@ class UnitOfWork(Protocol):
     async def __aenter__(self) -> UnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
     async def commit(self) -> None: ...
+    def autocommit(self) -> UnitOfWork:
+        """This unit of work, whose next `async with` opens no transaction: each statement commits on its
+        own when it returns, and nothing is rolled back. For work whose only write is one statement: it
+        saves the BEGIN and COMMIT round trips."""
+        ...
     async def keep_callback(self, *, body: str, source: str | None, received_at: datetime, outcome: str = "received",
                             checkout_request_id: str | None = None) -> int:
         """Store a callback's raw body on its own, committed when this returns (call it with the unit of

@@ -43,6 +43,7 @@ from gateways.daraja_errors import (
     parse_answer,
     refusal_message,
 )
+from gateways.spread_transport import SpreadClient
 
 log = logging.getLogger("lipameter.daraja")
 TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
@@ -63,7 +64,9 @@ KEEPALIVE_EXPIRY_S = 2.0
 
 
 def daraja_http_client(timeout_s: float, *, keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(keepalive_expiry=keepalive_expiry_s))
+    """Concurrent pushes spread over small pools (gateways/spread_transport.py); no limit on connections,
+    and proxies from the environment (HTTPS_PROXY, NO_PROXY), as httpx's own client."""
+    return SpreadClient(timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(keepalive_expiry=keepalive_expiry_s))
 
 
 def environment_warnings(base_url: str, shortcode: str, passkey: str) -> list[str]:

@@ -111,6 +111,9 @@ class SqlTenantRepository(_Repository):
         return result.rowcount > 0
 
 
+_SAVE_IF = update_by_id(payments).where(payments.c.status == sa.bindparam("was"))
+
+
 def _payment(row) -> Payment | None:
     return from_row(Payment, row, status=PaymentStatus, channel=Channel)
 
@@ -156,6 +159,10 @@ class SqlPaymentRepository(_Repository):
 
     async def save(self, payment: Payment) -> None:
         await self.conn.execute(update_by_id(payments), {"row_id": payment.id, **to_row(payment, payments)})
+
+    async def save_if(self, payment: Payment, *, was: PaymentStatus) -> bool:
+        result = await self.conn.execute(_SAVE_IF, {"row_id": payment.id, "was": was.value, **to_row(payment, payments)})
+        return result.rowcount == 1
 
 
 _ADD_CALLBACK = mpesa_callbacks.insert()

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.db import one_statement
+from storage.db import autocommit, one_statement
 from storage.inbox import GroupCommitInbox
 from storage.job_queue import SqlJobQueue
 from storage.repositories import (
@@ -32,12 +32,23 @@ class SqlUnitOfWork:
         self.engine = engine
         self.inbox = inbox  # the process's group commit for raw callbacks (None: one statement each)
         self.conn: AsyncConnection | None = None
+        self._autocommit = False
+
+    def autocommit(self) -> SqlUnitOfWork:
+        """The next `async with` opens no transaction: each statement commits on its own (see
+        storage.db.autocommit)."""
+        self._autocommit = True
+        return self
 
     async def __aenter__(self) -> SqlUnitOfWork:
         if self.conn is not None:
             raise RuntimeError("unit of work is already open")
+        plain, self._autocommit = self._autocommit, False
         self.conn = await self.engine.connect()
-        await self.conn.begin()
+        if plain:
+            await autocommit(self.conn)
+        else:
+            await self.conn.begin()
         self.meters = SqlMeterRepository(self.conn)
         self.tenants = SqlTenantRepository(self.conn)
         self.payments = SqlPaymentRepository(self.conn)

@@ -131,6 +131,13 @@ class FakePayments(_Repo):
     async def save(self, payment):
         self.data.payments[payment.id] = copy.deepcopy(payment)
 
+    async def save_if(self, payment, *, was):
+        stored = self.data.payments.get(payment.id)
+        if stored is None or stored.status is not was:
+            return False
+        await self.save(payment)
+        return True
+
 
 class FakeCallbacks(_Repo):
     async def add(self, *, body, source, received_at, kind="stk", outcome="received", trans_id=None, note=None,
@@ -316,9 +323,15 @@ class FakeUnitOfWork:
     def __init__(self, store: FakeStore | None = None) -> None:
         self.store = store or FakeStore()
         self.commits = 0
+        self._plain = False
+
+    def autocommit(self):
+        self._plain = True  # the next `async with`: every write stays, nothing is rolled back
+        return self
 
     async def __aenter__(self):
-        self._snapshot = copy.deepcopy(self.store)
+        self._snapshot = None if self._plain else copy.deepcopy(self.store)
+        self._plain = False
         self.meters, self.tenants = FakeMeters(self.store), FakeTenants(self.store)
         self.payments, self.callbacks = FakePayments(self.store), FakeCallbacks(self.store)
         self.topups, self.jobs = FakeTopUps(self.store), FakeJobs(self.store)
@@ -328,7 +341,7 @@ class FakeUnitOfWork:
         return self
 
     async def __aexit__(self, *exc):
-        if not self._committed:
+        if not self._committed and self._snapshot is not None:
             restored = self._snapshot
             for name in vars(restored):
                 setattr(self.store, name, getattr(restored, name))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -73,10 +73,12 @@ async def _record_request(
     push_delay_s: float = 0.0, claim_push: bool = False,
 ) -> tuple[PaymentStarted, Meter]:
     """request_payment's work, and the meter. With `claim_push` the row is written with `pushed_at` set:
-    the intent to push is recorded in the same transaction as the payment (see `_claim_push`)."""
+    the intent to push is recorded in the same statement as the payment (see `_claim_push`)."""
     amount = parse_whole_kes(cmd.amount, minimum=limits.min_amount, maximum=limits.max_amount)
     phone = normalize_kenyan_mobile(cmd.phone)
-    async with uow:
+    # Without a job to enqueue, the payment's INSERT is the only write: no transaction around it (two round
+    # trips fewer). The unique indexes refuse a second active payment or a reused key all the same.
+    async with uow if defer_push else uow.autocommit():
         meter = await find_meter(uow, cmd.meter_ref)
         if not meter.active:
             raise InvalidInput(f"meter {meter.number} is not active", code="meter_inactive")
@@ -147,7 +149,7 @@ async def _send_push(payment: Payment, meter: Meter, *, uow: UnitOfWork, gateway
             log.error("payment %s: STK push outcome unknown (%s)", payment_id, error.code)
             return payment
         return await _record_push_failure(payment_id, error, uow=uow, clock=clock)
-    return await _record_push_accepted(payment_id, accepted, uow=uow, clock=clock, verify=verify)
+    return await _record_push_accepted(payment_id, accepted, uow=uow, clock=clock, verify=verify, sent=payment)
 
 
 async def _claim_push(payment_id: str, *, uow: UnitOfWork, clock: Clock) -> tuple[Payment, Meter | None]:
@@ -178,18 +180,21 @@ async def _record_push_failure(payment_id: str, error: UpstreamError, *, uow: Un
 
 
 async def _record_push_accepted(payment_id: str, accepted, *, uow: UnitOfWork, clock: Clock,
-                                verify: bool = False) -> Payment:
+                                verify: bool = False, sent: Payment | None = None) -> Payment:
+    """`sent`: the payment as the push left it (claimed, `requested`), when the caller has it."""
     checkout_id = accepted.checkout_request_id
     async with uow:
         await uow.callbacks.lock_checkout(checkout_id)  # a callback for it waits for this transaction
-        payment = await uow.payments.get_for_update(payment_id)
-        if payment.status is PaymentStatus.REQUESTED:
-            pm.mark_pushed(payment, merchant_request_id=accepted.merchant_request_id,
-                           checkout_request_id=checkout_id, now=clock.now())
-        elif payment.checkout_request_id is None:
-            # Reconcile sent it to review while the push was slow: keep the ids so its callback is linked.
-            payment.merchant_request_id, payment.checkout_request_id = accepted.merchant_request_id, checkout_id
-        await uow.payments.save(payment)
+        payment = await _mark_sent_pushed(uow, sent, accepted, now=clock.now()) if sent else None
+        if payment is None:
+            payment = await uow.payments.get_for_update(payment_id)
+            if payment.status is PaymentStatus.REQUESTED:
+                pm.mark_pushed(payment, merchant_request_id=accepted.merchant_request_id,
+                               checkout_request_id=checkout_id, now=clock.now())
+            elif payment.checkout_request_id is None:
+                # Reconcile sent it to review while the push was slow: keep the ids so its callback is linked.
+                payment.merchant_request_id, payment.checkout_request_id = accepted.merchant_request_id, checkout_id
+            await uow.payments.save(payment)
         # Daraja can call back before we have written its CheckoutRequestID: such a callback was
         # kept as an orphan, and is applied now.
         for callback_id, body in await uow.callbacks.orphans_for(checkout_id):
@@ -200,11 +205,24 @@ async def _record_push_accepted(payment_id: str, accepted, *, uow: UnitOfWork, c
     return payment
 
 
+async def _mark_sent_pushed(uow: UnitOfWork, sent: Payment, accepted, *, now: datetime) -> Payment | None:
+    """The common case in one UPDATE instead of a locking read and an UPDATE: `sent`, moved to `pending`,
+    written if the stored row is still `requested`. While it is, the row is `sent`: the push claim
+    (`pushed_at`) is the only change to a requested payment that keeps it requested, and `sent` carries it;
+    every other one (reconcile's review) moves it on, and then None: the caller reads the row again."""
+    if sent.status is not PaymentStatus.REQUESTED:
+        return None
+    payment = replace(sent)
+    pm.mark_pushed(payment, merchant_request_id=accepted.merchant_request_id,
+                   checkout_request_id=accepted.checkout_request_id, now=now)
+    return payment if await uow.payments.save_if(payment, was=PaymentStatus.REQUESTED) else None
+
+
 async def initiate_payment(
     cmd: InitiatePayment, *, uow: UnitOfWork, gateway: PaymentGateway, limits: PaymentLimits, clock: Clock,
     verify: bool = False,
 ) -> PaymentStarted:
-    # The payment is written already claimed for this push (one transaction, not two): nothing else
+    # The payment is written already claimed for this push (one INSERT, no transaction): nothing else
     # pushes a payment the API started, and a crash before the push leaves it to reconcile, as before.
     started, meter = await _record_request(cmd, uow=uow, limits=limits, clock=clock, claim_push=True)
     if started.replayed:
