@@ -1,8 +1,9 @@
 """USSD sessions (core.ports.UssdSessionStore) and the recent-payments read the dialogue shows
 (core.ports.PaymentHistory).
 
-Each call is its own short transaction: a hop reads its session, runs the dialogue (whose effects open
-their own units of work) and writes the session back only if no other hop got there first.
+Each call is one statement on its own (storage/db.py:one_statement: no BEGIN and COMMIT around it): a hop
+reads its session, runs the dialogue (whose effects open their own units of work) and writes the session
+back only if no other hop got there first, the guard being in the write's own WHERE (or ON CONFLICT).
 """
 
 from __future__ import annotations
@@ -24,6 +25,29 @@ MAX_TEXT = 2000  # Africa's Talking's cumulative `text`; the endpoint refuses lo
 # Built once (see storage/rows.py): a hop's session moves on only from the hop count it was read at.
 _UPDATE_AT_HOPS = ussd_sessions.update().where(ussd_sessions.c.session_id == sa.bindparam("sid"),
                                                ussd_sessions.c.hops == sa.bindparam("expected_hops"))
+_END = ussd_sessions.update().where(ussd_sessions.c.session_id == sa.bindparam("sid"))
+
+
+def _open_query() -> sa.Select:
+    """The session by id, and when there is none, the phone's sessions opened since a time: one row always
+    (a one-row anchor LEFT JOIN the session), so that a first hop reads both in one statement. The count
+    runs only in the CASE's branch for a missing session."""
+    recent = ussd_sessions.alias("recent")
+    opened = (sa.select(sa.func.count()).select_from(recent)
+              .where(recent.c.phone == sa.bindparam("phone"), recent.c.created_at >= sa.bindparam("since"))
+              .scalar_subquery())
+    anchor = sa.select(sa.literal_column("1").label("one")).subquery("anchor")
+    return (sa.select(ussd_sessions, sa.case((ussd_sessions.c.session_id.is_(None), opened)).label("opened"))
+            .select_from(anchor.outerjoin(ussd_sessions, ussd_sessions.c.session_id == sa.bindparam("sid"))))
+
+
+_OPEN = _open_query()
+_SESSION_COLUMNS = tuple(ussd_sessions.c.keys())
+
+
+def _session(values: dict) -> UssdSession:
+    values["end_report"] = values.get("end_report") or {}
+    return UssdSession(**values)
 
 
 class SqlUssdSessionStore:
@@ -33,21 +57,27 @@ class SqlUssdSessionStore:
     async def get(self, session_id: str) -> UssdSession | None:
         async with one_statement(self.engine) as conn:
             row = (await conn.execute(select_by(ussd_sessions, "session_id"), {"value": session_id})).first()
-        if row is None:
-            return None
-        values = dict(row._mapping)
-        values["end_report"] = values.get("end_report") or {}
-        return UssdSession(**values)
+        return None if row is None else _session(dict(row._mapping))
+
+    async def open(self, session_id: str, *, phone: str, since: datetime) -> tuple[UssdSession | None, int]:
+        """The session, or None and how many sessions `phone` opened since `since` (0 when it exists)."""
+        async with one_statement(self.engine) as conn:
+            row = (await conn.execute(_OPEN, {"sid": session_id, "phone": phone, "since": since})).one()
+        if row.session_id is None:
+            return None, int(row.opened or 0)
+        mapping = row._mapping
+        return _session({name: mapping[name] for name in _SESSION_COLUMNS}), 0
 
     async def save(self, record: UssdSession, *, expected_hops: int | None) -> bool:
-        """Insert a new session, or update one still at `expected_hops`. False: another hop won the race."""
+        """Insert a new session, or update one still at `expected_hops`. False: another hop won the race.
+        One statement, its guard in itself (ON CONFLICT, WHERE hops =): nothing to wrap in a transaction."""
         row = {
             "session_id": record.session_id, "phone": record.phone, "service_code": record.service_code,
             "network_code": record.network_code, "state": record.state, "last_text": record.last_text[:MAX_TEXT],
             "last_answer": record.last_answer, "hops": record.hops, "ended": record.ended,
             "payment_id": record.payment_id, "created_at": record.created_at, "updated_at": record.updated_at,
         }
-        async with self.engine.begin() as conn:
+        async with one_statement(self.engine) as conn:
             if expected_hops is None:
                 # ON CONFLICT DO NOTHING, not a savepoint around a failing INSERT: one round trip, not three.
                 result = await conn.execute(insert_or_nothing(ussd_sessions, conn.dialect.name), row)
@@ -59,10 +89,9 @@ class SqlUssdSessionStore:
 
     async def record_end(self, session_id: str, *, status: str, report: dict, at: datetime) -> bool:
         """Africa's Talking's end-of-session report, kept on the session for support; moves no money."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                ussd_sessions.update().where(ussd_sessions.c.session_id == session_id)
-                .values(end_status=status[:16], end_report=report, ended=True, updated_at=at))
+        async with one_statement(self.engine) as conn:
+            result = await conn.execute(_END, {"sid": session_id, "end_status": status[:16], "end_report": report,
+                                               "ended": True, "updated_at": at})
             return result.rowcount == 1
 
     async def purge(self, *, before: datetime, unpaid_before: datetime | None = None) -> int:
@@ -74,12 +103,6 @@ class SqlUssdSessionStore:
         async with self.engine.begin() as conn:
             result = await conn.execute(ussd_sessions.delete().where(stale))
             return result.rowcount
-
-    async def started_since(self, phone: str, since: datetime) -> int:
-        query = (sa.select(sa.func.count()).select_from(ussd_sessions)
-                 .where(ussd_sessions.c.phone == phone, ussd_sessions.c.created_at >= since))
-        async with one_statement(self.engine) as conn:
-            return int(await conn.scalar(query) or 0)
 
 
 class SqlPaymentHistory:

@@ -270,7 +270,8 @@ def build_channel_deps(engine: AsyncEngine, *, uow: Callable[[], UnitOfWork], li
         metrics.payments_started.labels(channel=channel.value).inc()
 
     dialogue = DialogueDeps(uow=uow, limits=limits, clock=clock, history=history, balance_reader=balance_reader,
-                            on_payment_started=started, paybill=paybill, profiles=dict(profiles or {}))
+                            on_payment_started=started, paybill=paybill, profiles=dict(profiles or {}),
+                            reads=lambda: SqlUnitOfWork(engine, transaction=False))
     ussd = UssdDeps(dialogue=dialogue, sessions=ussd_sessions, **({"config": ussd_config} if ussd_config else {}))
     bot = BotDeps(dialogue=dialogue, chats=SqlTelegramChatStore(engine), accounts=SqlTelegramAccounts(engine))
     return dialogue, ussd, bot

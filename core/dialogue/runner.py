@@ -33,7 +33,8 @@ class DialogueRunner:
     async def caller(self, phone: str, *, payment_key: str | None, network_code: str = "") -> Caller:
         """Who is talking, loaded afresh for each input (a landlord may have linked a meter meanwhile).
         `network_code` is the mobile network the gateway says the caller is on (USSD), if known."""
-        return await load_caller(phone, uow=self.deps.uow(), limits=self.deps.limits, payment_key=payment_key,
+        reads = self.deps.reads or self.deps.uow
+        return await load_caller(phone, uow=reads(), limits=self.deps.limits, payment_key=payment_key,
                                  network_code=network_code, paybill=self.deps.paybill)
 
     def restore(self, stored: dict | None, *, where: str) -> DialogueState | None:

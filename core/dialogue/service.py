@@ -63,6 +63,9 @@ class DialogueDeps:
     on_payment_started: Callable[[Channel], None] | None = None  # metrics, labelled by channel
     paybill: str = ""  # PAYBILL_NUMBER, shown on the balance screen ("" shows nothing)
     profiles: Mapping[str, MeterProfile] = field(default_factory=dict)  # a meter's unit and how its use is derived
+    # Units of work for lookups that need no transaction (who is calling, read on every input): each
+    # statement stands alone, with no BEGIN and ROLLBACK around it. None: `uow`.
+    reads: Callable[[], UnitOfWork] | None = None
 
 
 @dataclass(frozen=True)
