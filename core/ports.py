@@ -299,6 +299,14 @@ class WhatsAppSender(Protocol):
 # --- conversations (core.dialogue) --------------------------------------------------------------
 
 
+class CallerLookup(Protocol):
+    """Who is calling, read on every input of every conversation (core.dialogue.runner)."""
+
+    async def lookup(self, phone: str) -> tuple[Tenant | None, list[Meter]]:
+        """The tenant whose phone this is (None: not a tenant) and the meters linked to them, by number."""
+        ...
+
+
 class PaymentHistory(Protocol):
     """A phone's latest payments, newest first."""
 

@@ -97,11 +97,7 @@ async def one_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     ROLLBACK (one round trip instead of three); SQLite runs it in autocommit (the driver's isolation_level
     is None, see _configure_sqlite) without BEGIN IMMEDIATE. Two writes through it are two transactions."""
     async with engine.connect() as conn:
-        yield await standalone(conn)
-
-
-async def standalone(conn: AsyncConnection) -> AsyncConnection:
-    """`conn` (just checked out) set so that each of its statements stands alone, as in one_statement."""
-    if conn.dialect.name == "sqlite":
-        return await conn.execution_options(**{ONE_STATEMENT: True})
-    return await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if conn.dialect.name == "sqlite":
+            yield await conn.execution_options(**{ONE_STATEMENT: True})
+        else:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.db import one_statement, standalone
+from storage.db import one_statement
 from storage.inbox import GroupCommitInbox
 from storage.job_queue import SqlJobQueue
 from storage.repositories import (
@@ -28,21 +28,16 @@ class SqlUnitOfWork:
     so that no transaction stays open across a network call.
     """
 
-    def __init__(self, engine: AsyncEngine, inbox: GroupCommitInbox | None = None, *, transaction: bool = True) -> None:
+    def __init__(self, engine: AsyncEngine, inbox: GroupCommitInbox | None = None) -> None:
         self.engine = engine
         self.inbox = inbox  # the process's group commit for raw callbacks (None: one statement each)
-        # False: reads only, each statement on its own (storage/db.py:one_statement), nothing to commit.
-        self.transaction = transaction
         self.conn: AsyncConnection | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
         if self.conn is not None:
             raise RuntimeError("unit of work is already open")
         self.conn = await self.engine.connect()
-        if self.transaction:
-            await self.conn.begin()
-        else:
-            await standalone(self.conn)
+        await self.conn.begin()
         self.meters = SqlMeterRepository(self.conn)
         self.tenants = SqlTenantRepository(self.conn)
         self.payments = SqlPaymentRepository(self.conn)
@@ -63,8 +58,6 @@ class SqlUnitOfWork:
             await conn.close()
 
     async def commit(self) -> None:
-        if not self.transaction:
-            raise RuntimeError("a unit of work without a transaction is for reads: it has nothing to commit")
         await self.conn.commit()
 
     async def keep_callback(self, *, body: str, source: str | None, received_at: datetime, outcome: str = "received",
