@@ -308,6 +308,14 @@ class WhatsAppSender(Protocol):
 # --- conversations (core.dialogue) --------------------------------------------------------------
 
 
+class CallerLookup(Protocol):
+    """Who is calling, read on every input of every conversation (core.dialogue.runner)."""
+
+    async def lookup(self, phone: str) -> tuple[Tenant | None, list[Meter]]:
+        """The tenant whose phone this is (None: not a tenant) and the meters linked to them, by number."""
+        ...
+
+
 class PaymentHistory(Protocol):
     """A phone's latest payments, newest first."""
 
@@ -317,13 +325,16 @@ class PaymentHistory(Protocol):
 class UssdSessionStore(Protocol):
     async def get(self, session_id: str) -> UssdSession | None: ...
 
+    async def open(self, session_id: str, *, phone: str, since: datetime) -> tuple[UssdSession | None, int]:
+        """What a hop reads first, in one go: the session, or None and how many sessions `phone` opened
+        since `since` (for the cap on new sessions; 0 when the session exists)."""
+        ...
+
     async def save(self, record: UssdSession, *, expected_hops: int | None) -> bool:
         """Insert (expected_hops None) or update if still at `expected_hops`; False if another hop won."""
         ...
 
     async def record_end(self, session_id: str, *, status: str, report: dict, at: datetime) -> bool: ...
-
-    async def started_since(self, phone: str, since: datetime) -> int: ...  # sessions this phone opened
 
 
 class TelegramChatStore(Protocol):

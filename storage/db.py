@@ -85,6 +85,23 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         if not connection.get_execution_options().get(ONE_STATEMENT):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    # SQLAlchemy rolls a connection back when it is done with it (a one_statement connection too) and again
+    # when the pool takes it back. Through aiosqlite each is a trip to the driver's thread and back through
+    # the event loop, made while the one connection is held, and for nothing when no transaction is open
+    # (sqlite3's own rollback() does nothing then). Asked here, in_transaction is read without that trip.
+    dialect = engine.sync_engine.dialect
+    rollback = dialect.do_rollback
+
+    def do_rollback(dbapi_connection) -> None:
+        try:
+            idle = not dbapi_connection.driver_connection.in_transaction
+        except (AttributeError, ValueError):  # closed or invalidated: the driver's own rollback decides
+            idle = False
+        if not idle:
+            rollback(dbapi_connection)
+
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
 
 ONE_STATEMENT = "lipameter_one_statement"
 

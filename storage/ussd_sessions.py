@@ -1,12 +1,15 @@
 """USSD sessions (core.ports.UssdSessionStore) and the recent-payments read the dialogue shows
 (core.ports.PaymentHistory).
 
-Each call is its own short transaction: a hop reads its session, runs the dialogue (whose effects open
-their own units of work) and writes the session back only if no other hop got there first.
+No statement here needs a transaction around it (storage/db.py:one_statement): a hop reads its session,
+runs the dialogue (whose effects open their own units of work) and writes the session back only if no
+other hop got there first, the guard being in the write itself (ON CONFLICT, WHERE hops =). Under a rush,
+the hops' reads and their new sessions' INSERTs share statements (storage/batch.py).
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -14,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
+from storage.batch import MAX_BATCH, Coalescer
 from storage.db import one_statement
 from storage.rows import insert_or_nothing, select_by
 from storage.tables import meters, payments, ussd_sessions
@@ -24,45 +28,135 @@ MAX_TEXT = 2000  # Africa's Talking's cumulative `text`; the endpoint refuses lo
 # Built once (see storage/rows.py): a hop's session moves on only from the hop count it was read at.
 _UPDATE_AT_HOPS = ussd_sessions.update().where(ussd_sessions.c.session_id == sa.bindparam("sid"),
                                                ussd_sessions.c.hops == sa.bindparam("expected_hops"))
+_END = ussd_sessions.update().where(ussd_sessions.c.session_id == sa.bindparam("sid"))
+_BY_IDS = sa.select(ussd_sessions).where(ussd_sessions.c.session_id.in_(sa.bindparam("ids", expanding=True)))
+_RECENT = (sa.select(ussd_sessions.c.phone, ussd_sessions.c.created_at)
+           .where(ussd_sessions.c.phone.in_(sa.bindparam("phones", expanding=True)),
+                  ussd_sessions.c.created_at >= sa.bindparam("since")))
+
+
+@functools.cache
+def _inserted_ids(dialect: str) -> sa.Insert:
+    """Several sessions' INSERT … ON CONFLICT DO NOTHING RETURNING the ids it inserted (built once)."""
+    return insert_or_nothing(ussd_sessions, dialect).returning(ussd_sessions.c.session_id)
+
+
+def _open_query() -> sa.Select:
+    """One hop's read: the session by id, and when there is none, the phone's sessions opened since a
+    time: one row always (a one-row anchor LEFT JOIN the session). The count runs only in the CASE's
+    branch for a missing session."""
+    recent = ussd_sessions.alias("recent")
+    opened = (sa.select(sa.func.count()).select_from(recent)
+              .where(recent.c.phone == sa.bindparam("phone"), recent.c.created_at >= sa.bindparam("since"))
+              .scalar_subquery())
+    anchor = sa.select(sa.literal_column("1").label("one")).subquery("anchor")
+    return (sa.select(ussd_sessions, sa.case((ussd_sessions.c.session_id.is_(None), opened)).label("opened"))
+            .select_from(anchor.outerjoin(ussd_sessions, ussd_sessions.c.session_id == sa.bindparam("sid"))))
+
+
+_OPEN = _open_query()
+_SESSION_COLUMNS = tuple(ussd_sessions.c.keys())
+
+Ask = tuple[str, str, datetime]  # an open(): session id, phone, since
+
+
+def _session(mapping) -> UssdSession:
+    values = {name: mapping[name] for name in _SESSION_COLUMNS}
+    values["end_report"] = values["end_report"] or {}
+    return UssdSession(**values)
 
 
 class SqlUssdSessionStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
+        self.opens: Coalescer[Ask, tuple[UssdSession | None, int]] = Coalescer(
+            self._open_batch, name="ussd-session-reads", max_batch=max_batch)
+        self.inserts: Coalescer[dict, bool] = Coalescer(
+            self._insert_batch, name="ussd-session-inserts", max_batch=max_batch)
 
     async def get(self, session_id: str) -> UssdSession | None:
         async with one_statement(self.engine) as conn:
             row = (await conn.execute(select_by(ussd_sessions, "session_id"), {"value": session_id})).first()
-        if row is None:
-            return None
-        values = dict(row._mapping)
-        values["end_report"] = values.get("end_report") or {}
-        return UssdSession(**values)
+        return None if row is None else _session(row._mapping)
+
+    async def open(self, session_id: str, *, phone: str, since: datetime) -> tuple[UssdSession | None, int]:
+        """The session, or None and how many sessions `phone` opened since `since` (0 when it exists)."""
+        return await self.opens((session_id, phone, since))
+
+    async def _open_batch(self, asks: list[Ask]) -> list[tuple[UssdSession | None, int]]:
+        if len(asks) == 1:
+            [(session_id, phone, since)] = asks
+            async with one_statement(self.engine) as conn:
+                row = (await conn.execute(_OPEN, {"sid": session_id, "phone": phone, "since": since})).one()
+            return [(None, int(row.opened or 0)) if row.session_id is None else (_session(row._mapping), 0)]
+        # Several hops at once: their sessions in one statement, then the recent sessions of the phones
+        # whose session is new, each counted from its own hop's `since`.
+        async with one_statement(self.engine) as conn:
+            found = {row.session_id: row._mapping
+                     for row in await conn.execute(_BY_IDS, {"ids": sorted({sid for sid, _, _ in asks})})}
+            new = [(phone, since) for sid, phone, since in asks if sid not in found]
+            opened: dict[str, list[datetime]] = {}
+            if new:
+                query = {"phones": sorted({phone for phone, _ in new}), "since": min(since for _, since in new)}
+                for phone, created_at in await conn.execute(_RECENT, query):
+                    opened.setdefault(phone, []).append(created_at)
+        return [(_session(found[sid]), 0) if sid in found else
+                (None, sum(1 for at in opened.get(phone, ()) if at >= since)) for sid, phone, since in asks]
 
     async def save(self, record: UssdSession, *, expected_hops: int | None) -> bool:
-        """Insert a new session, or update one still at `expected_hops`. False: another hop won the race."""
+        """Insert a new session, or update one still at `expected_hops`. False: another hop won the race.
+        One statement, its guard in itself (ON CONFLICT, WHERE hops =): nothing to wrap in a transaction."""
         row = {
             "session_id": record.session_id, "phone": record.phone, "service_code": record.service_code,
             "network_code": record.network_code, "state": record.state, "last_text": record.last_text[:MAX_TEXT],
             "last_answer": record.last_answer, "hops": record.hops, "ended": record.ended,
             "payment_id": record.payment_id, "created_at": record.created_at, "updated_at": record.updated_at,
         }
-        async with self.engine.begin() as conn:
-            if expected_hops is None:
-                # ON CONFLICT DO NOTHING, not a savepoint around a failing INSERT: one round trip, not three.
-                result = await conn.execute(insert_or_nothing(ussd_sessions, conn.dialect.name), row)
-                return result.rowcount == 1
-            del row["created_at"]
+        if expected_hops is None:
+            return await self.inserts(row)
+        del row["created_at"]
+        async with one_statement(self.engine) as conn:
             result = await conn.execute(_UPDATE_AT_HOPS, {"sid": record.session_id, "expected_hops": expected_hops,
                                                           **row})
             return result.rowcount == 1
 
+    async def _insert_batch(self, rows: list[dict]) -> list[bool | Exception]:
+        """New sessions, ON CONFLICT DO NOTHING (not a savepoint around a failing INSERT): True for each row
+        inserted. The same session twice in a batch (a gateway retry racing its original) is written once:
+        the first one wins, as the first of two single INSERTs would."""
+        first: dict[str, int] = {}
+        for i, row in enumerate(rows):
+            first.setdefault(row["session_id"], i)
+        unique = [rows[i] for i in first.values()]
+        try:
+            inserted = await self._insert_rows(unique)
+        except (sa.exc.IntegrityError, sa.exc.DataError):
+            if len(unique) == 1:
+                raise
+            # A row the database refuses must fail its own hop only: each on its own, then.
+            outcomes: dict[str, bool | Exception] = {}
+            for row in unique:
+                try:
+                    outcomes[row["session_id"]] = bool(await self._insert_rows([row]))
+                except (sa.exc.IntegrityError, sa.exc.DataError) as error:
+                    outcomes[row["session_id"]] = error
+            return [outcomes[row["session_id"]] if first[row["session_id"]] == i else False
+                    for i, row in enumerate(rows)]
+        return [first[row["session_id"]] == i and row["session_id"] in inserted for i, row in enumerate(rows)]
+
+    async def _insert_rows(self, rows: list[dict]) -> set[str]:
+        """The session ids inserted (those not already there)."""
+        async with one_statement(self.engine) as conn:
+            if len(rows) == 1:
+                result = await conn.execute(insert_or_nothing(ussd_sessions, conn.dialect.name), rows[0])
+                return {rows[0]["session_id"]} if result.rowcount == 1 else set()
+            return set((await conn.execute(_inserted_ids(conn.dialect.name), rows)).scalars())
+
     async def record_end(self, session_id: str, *, status: str, report: dict, at: datetime) -> bool:
         """Africa's Talking's end-of-session report, kept on the session for support; moves no money."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                ussd_sessions.update().where(ussd_sessions.c.session_id == session_id)
-                .values(end_status=status[:16], end_report=report, ended=True, updated_at=at))
+        async with one_statement(self.engine) as conn:
+            result = await conn.execute(_END, {"sid": session_id, "end_status": status[:16], "end_report": report,
+                                               "ended": True, "updated_at": at})
             return result.rowcount == 1
 
     async def purge(self, *, before: datetime, unpaid_before: datetime | None = None) -> int:
@@ -74,12 +168,6 @@ class SqlUssdSessionStore:
         async with self.engine.begin() as conn:
             result = await conn.execute(ussd_sessions.delete().where(stale))
             return result.rowcount
-
-    async def started_since(self, phone: str, since: datetime) -> int:
-        query = (sa.select(sa.func.count()).select_from(ussd_sessions)
-                 .where(ussd_sessions.c.phone == phone, ussd_sessions.c.created_at >= since))
-        async with one_statement(self.engine) as conn:
-            return int(await conn.scalar(query) or 0)
 
 
 class SqlPaymentHistory:

@@ -12,11 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from core.admin.registry import AddMeter, AddTenant, add_meter, add_tenant
-from core.dialogue.service import DialogueDeps
+from core.dialogue.service import DialogueDeps, find_caller
 from core.dialogue.sessions import UssdSession
 from core.payments.model import Channel, Payment, PaymentStatus
 from core.payments.service import PaymentLimits
 from core.shared.clock import SystemClock
+from storage.callers import SqlCallerLookup
 from storage.migrate import alembic_config, upgrade
 from storage.uow import SqlUnitOfWork
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
@@ -26,8 +27,9 @@ NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 
 def record(session_id: str = "s1", hops: int = 1, text: str = "", **extra) -> UssdSession:
-    return UssdSession(session_id=session_id, phone="254712345678", state={"language": "en"}, last_text=text,
-                         last_answer="CON x", hops=hops, ended=False, created_at=NOW, updated_at=NOW, **extra)
+    values = dict(phone="254712345678", created_at=NOW, updated_at=NOW) | extra
+    return UssdSession(session_id=session_id, state={"language": "en"}, last_text=text, last_answer="CON x",
+                       hops=hops, ended=False, **values)
 
 
 async def test_session_store_lets_one_hop_win(engine):
@@ -44,6 +46,56 @@ async def test_session_store_lets_one_hop_win(engine):
     ended = await store.get("s1")
     assert ended.ended and ended.end_status == "Success" and ended.end_report == {"hopsCount": "2"}
     assert await store.purge(before=NOW + timedelta(seconds=1)) == 1 and await store.get("s1") is None
+
+
+async def test_a_rush_of_hops_shares_reads_and_inserts_with_the_same_outcomes(engine):
+    """Hops that arrive together read in one batch and insert in one: each still gets its own session or
+    the count of its phone's sessions since its own `since`, and a session is inserted once, by the
+    first of two hops racing with it."""
+    store = SqlUssdSessionStore(engine)
+    for minutes, session_id in ((50, "old-50"), (30, "old-30"), (10, "old-10")):
+        at = NOW - timedelta(minutes=minutes)
+        assert await store.save(record(session_id, created_at=at, updated_at=at), expected_hops=None)
+    asks = [("old-30", NOW - timedelta(hours=1)), ("new-a", NOW - timedelta(hours=1)),
+            ("new-b", NOW - timedelta(minutes=40)), ("new-c", NOW - timedelta(minutes=20)), ("new-d", NOW)]
+    opened = await asyncio.gather(*(store.open(sid, phone="254712345678", since=since) for sid, since in asks))
+    assert [(r.session_id if r else None, n) for r, n in opened] == [
+        ("old-30", 0), (None, 3), (None, 2), (None, 1), (None, 0)]
+    assert opened[0][0].created_at == NOW - timedelta(minutes=30) and opened[0][0].end_report == {}
+    assert (await store.open("nobody", phone="254799999999", since=NOW - timedelta(hours=1))) == (None, 0)
+    assert store.opens.batches == 2 and store.opens.items == 6  # the five together, then the lone one
+
+    hops = ["s1", "s2", "s1", "s3", "old-10", "s2"]  # s1 and s2 twice: a retry racing its original
+    before = store.inserts.batches
+    saved = await asyncio.gather(*(store.save(record(sid, text=f"#{i}"), expected_hops=None)
+                                   for i, sid in enumerate(hops)))
+    assert saved == [True, True, False, True, False, False]
+    assert [(await store.get(sid)).last_text for sid in ("s1", "s2", "s3")] == ["#0", "#1", "#3"]
+    assert store.inserts.batches == before + 1  # the six hops in one INSERT
+
+
+async def test_a_row_the_database_refuses_fails_its_own_hop_only(engine):
+    store = SqlUssdSessionStore(engine)
+    broken = record("broken", phone=None)  # NOT NULL: refused by both engines
+    saved = await asyncio.gather(*(store.save(r, expected_hops=None) for r in (record("ok-1"), broken, record("ok-2"))),
+                                 return_exceptions=True)
+    assert saved[0] is True and saved[2] is True and isinstance(saved[1], sa.exc.IntegrityError)
+    assert await store.get("ok-1") and await store.get("ok-2") and await store.get("broken") is None
+
+
+async def test_caller_lookup_gives_each_caller_what_a_unit_of_work_gives(engine):
+    await seed(engine)
+    phones = ["254712345678", "254799999999", "254712345678", "254722000111"]
+    lookup = SqlCallerLookup(engine)
+    found = await asyncio.gather(*(lookup.lookup(phone) for phone in phones))
+    assert lookup.lookups.batches == 1
+    for phone, (tenant, meters) in zip(phones, found, strict=True):
+        assert (tenant, meters) == await find_caller(phone, SqlUnitOfWork(engine))
+    tenant, meters = found[0]
+    assert tenant.phone == "254712345678" and [m.number for m in meters] == ["A101", "OFF1"]
+    assert found[1] == (None, []) and found[3] == (None, [])
+    assert found[0][0] is not found[2][0] and found[0][1][0] is not found[2][1][0]  # each caller its own
+    assert [m.number for m in (await lookup.lookup("254712345678"))[1]] == ["A101", "OFF1"]  # alone, too
 
 
 async def seed(engine) -> None:

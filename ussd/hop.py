@@ -99,20 +99,22 @@ def new_input(text: str, last_text: str) -> str:
 
 
 async def answer(hop: Hop, deps: UssdDeps) -> Answer:
-    record = await deps.sessions.get(hop.session_id)
-    if record is not None and record.last_text == hop.text and _same_phone(record.phone, hop.phone):
-        return Answer(record.last_answer, "replay")
     try:
         phone = normalize_kenyan_mobile(hop.phone)
-    except InvalidInput:
+    except InvalidInput:  # nor is it ever a replay: that is only for the phone that made the hop
         return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
+    # The session and, for a new one, the phone's recent sessions: one read.
+    record, opened = await deps.sessions.open(hop.session_id, phone=phone,
+                                              since=deps.dialogue.clock.now() - timedelta(hours=1))
+    # A replay is only for the phone that made the hop (it may show a balance or a history).
+    if record is not None and record.last_text == hop.text and record.phone == phone:
+        return Answer(record.last_answer, "replay")
     runner = deps.runner()
     state = _resumable(record, phone, runner)
     if len(hop.text) > MAX_TEXT or (record is not None and state is None):
         # A hop we cannot place (a session already over, or another phone's): never guess, never pay.
         return Answer(ending(_expired(record)), "expired")
-    if record is None and await deps.sessions.started_since(
-            phone, deps.dialogue.clock.now() - timedelta(hours=1)) >= MAX_NEW_SESSIONS_PER_HOUR:
+    if record is None and opened >= MAX_NEW_SESSIONS_PER_HOUR:
         log.warning("ussd: %s opened %d sessions in an hour; refused", mask_phone(phone), MAX_NEW_SESSIONS_PER_HOUR)
         return Answer(ending(texts.BILINGUAL_TOO_MANY), "refused")
     caller = await runner.caller(phone, payment_key=f"ussd:{hop.session_id}", network_code=hop.network_code)
@@ -146,14 +148,6 @@ async def _first_hop(text: str, caller: Caller, runner: DialogueRunner) -> Step:
             break
         step = await runner.drive(dialogue.handle(step.state, entry, caller), caller)
     return step
-
-
-def _same_phone(stored: str, given: str) -> bool:
-    """A replay is only for the phone that made the hop (it may show a balance or a history)."""
-    try:
-        return normalize_kenyan_mobile(given) == stored
-    except InvalidInput:
-        return False
 
 
 def _resumable(record: UssdSession | None, phone: str, runner: DialogueRunner) -> DialogueState | None:

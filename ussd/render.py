@@ -25,9 +25,10 @@ SPACES = re.compile(r" {2,}")
 
 def ascii_only(value: str) -> str:
     """Printable ASCII on one line: accents dropped, fancy punctuation made plain, the rest removed."""
-    value = unicodedata.normalize("NFKD", value.translate(PUNCTUATION))
-    value = "".join(ch for ch in value if not unicodedata.combining(ch))
-    value = CONTROL.sub(" ", value.encode("ascii", "ignore").decode("ascii"))
+    if not (value.isascii() and value.isprintable()):  # most text already is: nothing to fold, character by character
+        value = unicodedata.normalize("NFKD", value.translate(PUNCTUATION))
+        value = "".join(ch for ch in value if not unicodedata.combining(ch))
+        value = CONTROL.sub(" ", value.encode("ascii", "ignore").decode("ascii"))
     return SPACES.sub(" ", value).strip()
 
 

@@ -62,6 +62,7 @@ from gateways.tuya import TuyaMeterGateway
 from gateways.tuya_pool import PooledTuyaGateway
 from gateways.whatsapp import WhatsAppCloudApi
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
+from storage.callers import SqlCallerLookup
 from storage.db import create_engine
 from storage.heartbeats import Held, SqlHeartbeats
 from storage.inbox import GroupCommitInbox
@@ -270,7 +271,8 @@ def build_channel_deps(engine: AsyncEngine, *, uow: Callable[[], UnitOfWork], li
         metrics.payments_started.labels(channel=channel.value).inc()
 
     dialogue = DialogueDeps(uow=uow, limits=limits, clock=clock, history=history, balance_reader=balance_reader,
-                            on_payment_started=started, paybill=paybill, profiles=dict(profiles or {}))
+                            on_payment_started=started, paybill=paybill, profiles=dict(profiles or {}),
+                            callers=SqlCallerLookup(engine))
     ussd = UssdDeps(dialogue=dialogue, sessions=ussd_sessions, **({"config": ussd_config} if ussd_config else {}))
     bot = BotDeps(dialogue=dialogue, chats=SqlTelegramChatStore(engine), accounts=SqlTelegramAccounts(engine))
     return dialogue, ussd, bot

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from core.dialogue import machine
 from core.dialogue.screens import draw
-from core.dialogue.service import ChannelRules, DialogueDeps, load_caller, perform
+from core.dialogue.service import ChannelRules, DialogueDeps, caller_of, find_caller, perform
 from core.dialogue.types import Caller, DialogueState, ListPayments, PaymentsListed, Step
 
 log = logging.getLogger("lipameter.dialogue")
@@ -33,8 +33,12 @@ class DialogueRunner:
     async def caller(self, phone: str, *, payment_key: str | None, network_code: str = "") -> Caller:
         """Who is talking, loaded afresh for each input (a landlord may have linked a meter meanwhile).
         `network_code` is the mobile network the gateway says the caller is on (USSD), if known."""
-        return await load_caller(phone, uow=self.deps.uow(), limits=self.deps.limits, payment_key=payment_key,
-                                 network_code=network_code, paybill=self.deps.paybill)
+        if self.deps.callers is not None:
+            tenant, meters = await self.deps.callers.lookup(phone)
+        else:
+            tenant, meters = await find_caller(phone, self.deps.uow())
+        return caller_of(phone, tenant, meters, limits=self.deps.limits, payment_key=payment_key,
+                         network_code=network_code, paybill=self.deps.paybill)
 
     def restore(self, stored: dict | None, *, where: str) -> DialogueState | None:
         """The state a channel stored as JSON, or None to start afresh (nothing stored, or written by an

@@ -40,7 +40,7 @@ from core.meters.model import Meter
 from core.meters.profiles import MeterProfile
 from core.payments.model import Channel
 from core.payments.service import InitiatePayment, PaymentLimits, request_payment
-from core.ports import Clock, MeterBalanceReader, PaymentHistory, UnitOfWork
+from core.ports import CallerLookup, Clock, MeterBalanceReader, PaymentHistory, UnitOfWork
 from core.shared.errors import Conflict, DomainError
 from core.shared.ids import new_id
 from core.shared.phone import can_get_stk_prompt, mask_phone
@@ -63,6 +63,7 @@ class DialogueDeps:
     on_payment_started: Callable[[Channel], None] | None = None  # metrics, labelled by channel
     paybill: str = ""  # PAYBILL_NUMBER, shown on the balance screen ("" shows nothing)
     profiles: Mapping[str, MeterProfile] = field(default_factory=dict)  # a meter's unit and how its use is derived
+    callers: CallerLookup | None = None  # who is calling, in one read (None: read in a unit of work)
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,17 @@ def choice(meter: Meter) -> MeterChoice:
     return MeterChoice(number=meter.number, name=meter.name)
 
 
-async def load_caller(phone: str, *, uow: UnitOfWork, limits: PaymentLimits,
-                      payment_key: str | None = None, network_code: str = "", paybill: str = "") -> Caller:
-    """The tenant behind `phone` (if any), their language and the active meters they may pick."""
+async def find_caller(phone: str, uow: UnitOfWork) -> tuple[Tenant | None, list[Meter]]:
+    """The tenant behind `phone` (if any) and their linked meters, as core.ports.CallerLookup gives them."""
     async with uow:
         tenant = await uow.tenants.get_by_phone(phone)
         meters = await uow.tenants.meters_of(tenant.id) if tenant else []
+    return tenant, meters
+
+
+def caller_of(phone: str, tenant: Tenant | None, meters: list[Meter], *, limits: PaymentLimits,
+              payment_key: str | None = None, network_code: str = "", paybill: str = "") -> Caller:
+    """The caller: the tenant's language (if a tenant) and the active meters they may pick."""
     return Caller(
         phone=phone, language=tenant.language if tenant else texts.DEFAULT_LANGUAGE,
         meters=tuple(choice(m) for m in meters if m.active), min_amount=limits.min_amount,

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -16,7 +17,13 @@ def normalize_kenyan_mobile(raw: object) -> str:
     """Accepts `0712…`, `0112…`, `+254712…`, `254712…` (spaces and dashes allowed); returns `254712…`."""
     if not isinstance(raw, (str, int)) or isinstance(raw, bool):
         raise InvalidInput("phoneNumber must be a Kenyan mobile number such as 0712345678", code="invalid_phone")
-    text = str(raw).strip()
+    return _normalized(str(raw).strip())
+
+
+# phonenumbers walks Kenya's numbering plan for each call (about 50 µs); a phone comes back hop after hop
+# of a USSD session and message after message of a chat. Only valid numbers are kept (a refusal raises).
+@functools.lru_cache(maxsize=4096)
+def _normalized(text: str) -> str:
     if text.startswith("254"):
         text = "+" + text
     try:
@@ -56,6 +63,7 @@ SAFARICOM_NETWORK_CODE = "63902"  # MCC 639 (Kenya) + MNC 02, as Africa's Talkin
 KENYA_MCC = "639"
 
 
+@functools.lru_cache(maxsize=4096)  # as _normalized: asked on every input of a conversation
 def carrier_of(phone: str) -> str:
     """The network a `2547…`/`2541…` number was allocated to ("Safaricom", "Airtel", "Telkom", …), from
     phonenumbers' carrier data; "" when the range is unknown to it. A number ported to another network

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -58,7 +59,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ[SERVE_WORKER_ENV] = "0" if args.no_worker else "1"
         uvicorn.run("web.cli.serve:serve_app", factory=True, workers=args.workers, **options)
         return
-    uvicorn.run(create_app(build_container(settings), run_worker=not args.no_worker), **options)
+    app = create_app(build_container(settings), run_worker=not args.no_worker)
+    freeze_startup_objects()
+    uvicorn.run(app, **options)
 
 
 SERVE_WORKER_ENV = "LIPAMETER_SERVE_RUNS_WORKER"
@@ -66,7 +69,17 @@ SERVE_WORKER_ENV = "LIPAMETER_SERVE_RUNS_WORKER"
 
 def serve_app():
     """The app of one `serve --workers N` process (uvicorn imports and calls this)."""
-    return create_app(build_container(load_settings()), run_worker=os.environ.get(SERVE_WORKER_ENV, "1") == "1")
+    app = create_app(build_container(load_settings()), run_worker=os.environ.get(SERVE_WORKER_ENV, "1") == "1")
+    freeze_startup_objects()
+    return app
+
+
+def freeze_startup_objects() -> None:
+    """Keep what the process built to start (modules, the app, ~190k objects) out of the garbage
+    collector's full passes: each walked them all, stalling the event loop ~0.2 s of CPU, a few times a
+    minute under load. They live as long as the process; nothing of theirs is ever garbage."""
+    gc.collect()
+    gc.freeze()
 
 
 def _positive(text: str) -> int:

@@ -1,0 +1,61 @@
+"""storage/batch.py: calls that arrive while a batch is in flight share the next one; each caller gets
+its own result or error, and one caller leaving does not take the others' results with it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from storage.batch import Coalescer
+
+
+class Doubler:
+    """Doubles numbers in batches; fails a batch holding 13, and returns an error for 7 alone."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = asyncio.Event()
+
+    async def run(self, items: list[int]) -> list[int | Exception]:
+        self.batches.append(items)
+        await self.gate.wait()
+        if 13 in items:
+            raise RuntimeError("database away")
+        return [ValueError("seven") if n == 7 else 2 * n for n in items]
+
+
+async def test_calls_during_a_batch_go_together_in_the_next():
+    doubler = Doubler()
+    coalescer = Coalescer(doubler.run, name="test", max_batch=3)
+    first = asyncio.create_task(coalescer(1))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(coalescer(n)) for n in (2, 3, 4, 5)]
+    await asyncio.sleep(0)
+    doubler.gate.set()
+    assert [await first, *[await task for task in rest]] == [2, 4, 6, 8, 10]
+    assert doubler.batches == [[1], [2, 3, 4], [5]]  # at most max_batch at once, in arrival order
+
+
+async def test_an_error_reaches_its_batch_only():
+    doubler = Doubler()
+    doubler.gate.set()
+    coalescer = Coalescer(doubler.run, name="test")
+    results = await asyncio.gather(coalescer(12), coalescer(13), coalescer(7), return_exceptions=True)
+    assert [type(r) for r in results] == [RuntimeError, RuntimeError, RuntimeError]
+    results = await asyncio.gather(coalescer(6), coalescer(7), return_exceptions=True)
+    assert results[0] == 12 and isinstance(results[1], ValueError)  # 7's own error, 6 unharmed
+    assert await coalescer(1) == 2
+
+
+async def test_a_caller_that_leaves_does_not_stop_the_batch():
+    doubler = Doubler()
+    coalescer = Coalescer(doubler.run, name="test")
+    leaving, staying = asyncio.create_task(coalescer(1)), asyncio.create_task(coalescer(2))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    doubler.gate.set()
+    assert await staying == 4
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert doubler.batches == [[1, 2]]  # its item still went (what was written stays written)
