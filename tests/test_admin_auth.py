@@ -3,9 +3,6 @@ both engines, the 0004 migration, and `lipameter admin create`."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +18,7 @@ from core.admin.auth import (
 from core.admin.model import AdminUser, Role
 from core.shared.errors import Conflict, InvalidInput
 from storage.admin_users import SqlAdminUsers, SqlLoginAttempts
+from tests.cli_helpers import lipameter, with_database
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -159,27 +157,21 @@ def test_migration_0004_goes_down_and_up(tmp_path):
         engine.dispose()
 
 
-def lipameter(*args: str, database_url: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run([sys.executable, "-m", "web.cli", *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
-
-
 def test_cli_admin_create(tmp_path, sqlite_template):
     import shutil
 
     shutil.copy(sqlite_template, tmp_path / "cli.db")
-    url = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
+    env = with_database(f"sqlite+aiosqlite:///{tmp_path}/cli.db")
     made = lipameter("admin", "create", "--username", "Wanjiru", "--role", "viewer", "--password-stdin",
-                     database_url=url, stdin="a-long-password\n")
+                     env=env, stdin="a-long-password\n")
     assert made.returncode == 0, made.stderr
     assert "wanjiru (viewer) created" in made.stdout and "a-long-password" not in made.stdout
-    again = lipameter("admin", "create", "--username", "wanjiru", "--password-stdin", database_url=url,
+    again = lipameter("admin", "create", "--username", "wanjiru", "--password-stdin", env=env,
                       stdin="a-long-password\n")
     assert again.returncode == 2 and again.stderr.strip() == "lipameter: dashboard user 'wanjiru' exists"
-    short = lipameter("admin", "create", "--username", "kamau", "--password-stdin", database_url=url, stdin="short\n")
+    short = lipameter("admin", "create", "--username", "kamau", "--password-stdin", env=env, stdin="short\n")
     assert short.returncode == 2 and "password must be" in short.stderr and "Traceback" not in short.stderr
-    no_tty = lipameter("admin", "create", "--username", "kamau", database_url=url)
+    no_tty = lipameter("admin", "create", "--username", "kamau", env=env)
     assert no_tty.returncode == 2 and "--password-stdin" in no_tty.stderr
-    bad_role = lipameter("admin", "create", "--username", "kamau", "--role", "root", database_url=url)
+    bad_role = lipameter("admin", "create", "--username", "kamau", "--role", "root", env=env)
     assert bad_role.returncode == 2 and "invalid choice" in bad_role.stderr

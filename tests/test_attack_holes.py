@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.admin_helpers import Browser, boss, count, logged_in, module_database, stack, start_stack  # noqa: F401 (fixtures)
+from tests.cli_helpers import lipameter, with_database
 
 PHONES = iter(range(712000100, 712999999))
 
@@ -150,9 +151,7 @@ def test_no_log_line_carries_the_payers_number_inside_a_checkout_id(stack, caplo
 # --- sessions -------------------------------------------------------------------------------------
 
 def lipameter_admin(stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    from tests.test_admin_auth import lipameter
-
-    return lipameter("admin", *args, database_url=stack.database_url, stdin=stdin)
+    return lipameter("admin", *args, env=with_database(stack.database_url), stdin=stdin)
 
 
 def test_logout_revokes_the_cookie_server_side(stack):

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from decimal import Decimal
 
 import pytest
 
 from core.audit.checks import audit
 from core.audit.facts import Facts, MeterMoney, TopUpInFlight
+from tests.cli_helpers import lipameter, with_database
 from tests.stack import Stack, run_sql
 from tests.test_e2e_topups import FAST, pay_and_wait
 
@@ -46,9 +45,7 @@ def test_work_within_its_grace_is_not_a_violation():
 
 
 def run_audit(database_url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run([sys.executable, "-m", "web.cli", "audit", *args], capture_output=True, text=True, env=env,
-                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    return lipameter("audit", *args, env=with_database(database_url))
 
 
 def test_audit_of_real_books_then_of_broken_ones(database_url):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import threading
 import uuid
 
 from storage.db import is_sqlite
+from tests import cli_helpers
 from tests.conftest import PG_ADMIN_URL, _pg_exec
 from tests.stack import Stack, run_sql
 from tests.test_e2e_topups import FAST
@@ -18,9 +17,7 @@ PHONES = [f"07{n:08d}" for n in range(12345600, 12345608)]
 
 
 def lipameter(database_url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run([sys.executable, "-m", "web.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    return cli_helpers.lipameter(*args, env=cli_helpers.with_database(database_url))
 
 
 def pay_many(stack: Stack, started: threading.Event) -> None:

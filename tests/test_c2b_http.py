@@ -4,6 +4,7 @@ the app), the real Tuya client crediting the sandbox meter; on SQLite and Postgr
 
 from __future__ import annotations
 
+import subprocess
 import time
 from decimal import Decimal
 
@@ -11,8 +12,8 @@ import httpx
 import pytest
 
 from tests.c2b_samples import c2b_body
+from tests.cli_helpers import lipameter
 from tests.stack import CALLBACK_TOKEN, DARAJA, Stack, settings_env
-from web.cli import main as cli
 
 PAYBILL = DARAJA["shortcode"]  # DARAJA_C2B_SHORTCODE defaults to DARAJA_SHORTCODE
 
@@ -24,10 +25,14 @@ def stack(database_url):
     stack.stop()
 
 
-def register(stack: Stack, monkeypatch, *, response_type: str = "Completed") -> None:
-    for name, value in settings_env(stack.settings).items():
-        monkeypatch.setenv(name, value)
-    assert cli(["mpesa", "register-urls", "--response-type", response_type]) == 0
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    """`lipameter ARGS` run by the operator of this stack."""
+    return lipameter(*args, env=settings_env(stack.settings))
+
+
+def register(stack: Stack, *, response_type: str = "Completed") -> None:
+    registered = cli(stack, "mpesa", "register-urls", "--response-type", response_type)
+    assert registered.returncode == 0, registered.stderr
     registration = stack.daraja.c2b.registrations[PAYBILL]
     assert registration["ResponseType"] == response_type
     assert registration["ConfirmationURL"] == f"{stack.url}/payments/c2b/confirm/{CALLBACK_TOKEN}"
@@ -61,8 +66,8 @@ def settled(stack: Stack, count: int = 1, timeout: float = 10) -> list:
         time.sleep(0.05)
 
 
-def test_paybill_payment_is_validated_confirmed_and_credited_on_the_meter(stack, monkeypatch):
-    register(stack, monkeypatch)
+def test_paybill_payment_is_validated_confirmed_and_credited_on_the_meter(stack):
+    register(stack)
     stack.daraja.c2b.enable_validation(PAYBILL)
     simulate(stack, account="a-101", amount=150)
     [payment] = settled(stack)
@@ -78,8 +83,8 @@ def test_paybill_payment_is_validated_confirmed_and_credited_on_the_meter(stack,
     assert payment.trans_id in sms.message and "A101" in sms.message and "KES 150" in sms.message
 
 
-def test_a_payer_in_clear_who_is_not_linked_gets_a_receipt_too(stack, monkeypatch):
-    register(stack, monkeypatch)
+def test_a_payer_in_clear_who_is_not_linked_gets_a_receipt_too(stack):
+    register(stack)
     stack.daraja.c2b.script("normal", msisdn_in_clear=True)
     simulate(stack, amount=80, msisdn="254722000111")
     [payment] = settled(stack)
@@ -88,8 +93,8 @@ def test_a_payer_in_clear_who_is_not_linked_gets_a_receipt_too(stack, monkeypatc
     assert payment.trans_id in stack.sms.messages(to="+254722000111")[0].message
 
 
-def test_validation_rejects_an_unknown_account_and_nothing_is_confirmed(stack, monkeypatch):
-    register(stack, monkeypatch)
+def test_validation_rejects_an_unknown_account_and_nothing_is_confirmed(stack):
+    register(stack)
     stack.daraja.c2b.enable_validation(PAYBILL)
     simulate(stack, account="Z999")
     simulate(stack, account="OFF1")
@@ -101,8 +106,8 @@ def test_validation_rejects_an_unknown_account_and_nothing_is_confirmed(stack, m
     assert stack.sql("SELECT count(*) n FROM mpesa_callbacks WHERE kind = 'c2b_validation'")[0].n == 3
 
 
-def test_duplicate_confirmations_credit_once(stack, monkeypatch):
-    register(stack, monkeypatch)
+def test_duplicate_confirmations_credit_once(stack):
+    register(stack)
     stack.daraja.c2b.script("duplicate_confirmation", copies=4)
     simulate(stack, amount=120)
     [payment] = settled(stack)
@@ -113,8 +118,8 @@ def test_duplicate_confirmations_credit_once(stack, monkeypatch):
     assert stack.tuya.total_credits("dev-a101") == Decimal(120)
 
 
-def test_validation_timeout_with_completed_still_confirms(stack, monkeypatch):
-    register(stack, monkeypatch, response_type="Completed")
+def test_validation_timeout_with_completed_still_confirms(stack):
+    register(stack, response_type="Completed")
     stack.daraja.c2b.enable_validation(PAYBILL)
     stack.daraja.c2b.script("validation_timeout")
     simulate(stack, amount=100)
@@ -123,27 +128,26 @@ def test_validation_timeout_with_completed_still_confirms(stack, monkeypatch):
     stack.wait_for(payment.trans_id, lambda p: p["topUpStatus"] == "APPLIED", timeout=20)
 
 
-def test_unknown_account_and_till_go_to_review_then_assigned_and_credited_once(stack, monkeypatch, capsys):
-    register(stack, monkeypatch)  # validation not enabled: M-Pesa takes any account
+def test_unknown_account_and_till_go_to_review_then_assigned_and_credited_once(stack):
+    register(stack)  # validation not enabled: M-Pesa takes any account
     simulate(stack, account="FLAT-9", amount=200)
     simulate(stack, account="", amount=90, command="CustomerBuyGoodsOnline")
     settled(stack, 2)
     assert stack.sql("SELECT count(*) n FROM payments")[0].n == 0
-    capsys.readouterr()
-    assert cli(["review", "list"]) == 0
-    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("c2b")]
+    review = cli(stack, "review", "list")
+    assert review.returncode == 0, review.stderr
+    listed = [line for line in review.stdout.splitlines() if line.startswith("c2b")]
     assert len(listed) == 2 and "FLAT9 names no meter" in listed[0] and "Till payment without an account" in listed[1]
     first, second = (line.split()[1] for line in listed)
-    assert cli(["review", "resolve", first, "--action", "assign", "--meter", "A101", "--reason", "flat 9 is A101",
-                "--by", "alice"]) == 0
-    assert cli(["review", "resolve", first, "--action", "assign", "--meter", "A101", "--reason", "again"]) == 2
-    assert cli(["review", "resolve", second, "--action", "refund", "--reason", "sent back"]) == 0
+    assert cli(stack, "review", "resolve", first, "--action", "assign", "--meter", "A101", "--reason", "flat 9 is A101",
+               "--by", "alice").returncode == 0
+    assert cli(stack, "review", "resolve", first, "--action", "assign", "--meter", "A101", "--reason",
+               "again").returncode == 2
+    assert cli(stack, "review", "resolve", second, "--action", "refund", "--reason", "sent back").returncode == 0
     [receipt] = [r.mpesa_receipt for r in stack.sql("SELECT mpesa_receipt FROM payments")]
     stack.wait_for(receipt, lambda p: p["topUpStatus"] == "APPLIED", timeout=20)
     assert stack.tuya.total_credits("dev-a101") == Decimal(200)
-    capsys.readouterr()
-    cli(["review", "list"])
-    assert "nothing waits for review" in capsys.readouterr().out
+    assert "nothing waits for review" in cli(stack, "review", "list").stdout
 
 
 @pytest.mark.parametrize("body", [b"{", b"[]", b'{"TransID": "' + b"A" * 40 + b'"}', b"\xff\xfe"])
@@ -168,18 +172,18 @@ def test_wrong_token_and_foreign_sources_are_refused(database_url):
         stack.stop()
 
 
-def test_dashboard_lists_assigns_and_filters_c2b_payments(database_url, monkeypatch):
+def test_dashboard_lists_assigns_and_filters_c2b_payments(database_url):
     from tests.admin_helpers import FAST, add_user, logged_in
 
     stack = Stack(database_url, **FAST)
     try:
-        _dashboard_story(stack, monkeypatch, add_user, logged_in)
+        _dashboard_story(stack, add_user, logged_in)
     finally:
         stack.stop()
 
 
-def _dashboard_story(stack, monkeypatch, add_user, logged_in):
-    register(stack, monkeypatch)
+def _dashboard_story(stack, add_user, logged_in):
+    register(stack)
     simulate(stack, account="nobody", amount=75)
     simulate(stack, account="A101", amount=60)
     settled(stack, 2)

@@ -1,14 +1,16 @@
-"""The command line as an operator uses it: real subprocesses, a real database."""
+"""The command line as an operator uses it, against a real database: commands run in the test process
+(tests/cli_helpers.py), and as real processes where the process is what is tested (the installed script,
+`serve` refusing to start)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from sandbox.tuya import create_tuya_sandbox
+from tests import cli_helpers
 from tests.servers import ServerThread
 
 TUYA_ID, TUYA_SECRET = "cli-tuya-id", "cli-tuya-secret"
@@ -42,12 +44,20 @@ def sqlite_url(tmp_path, sqlite_template):
     return f"sqlite+aiosqlite:///{tmp_path}/cli.db"
 
 
-def lipameter(*args: str, database_url: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def operator_env(database_url: str, env: dict | None = None) -> dict[str, str]:
+    """The operator's shell: this database, the Tuya sandbox, none of the developer's own service settings."""
     environment = {k: v for k, v in os.environ.items()
                    if not k.startswith(("DARAJA_", "API_KEYS", "CALLBACK_", "PUBLIC_", "AT_"))}
     environment.update(DATABASE_URL=database_url, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "web.cli", *args], capture_output=True, text=True,
-                          env=environment, timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    return environment
+
+
+def lipameter(*args: str, database_url: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return cli_helpers.lipameter(*args, env=operator_env(database_url, env))
+
+
+def lipameter_process(*args: str, database_url: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return cli_helpers.lipameter_process(*args, env=operator_env(database_url, env))
 
 
 def add_c9(database_url):
@@ -69,15 +79,17 @@ def test_meter_and_tenant_commands(database_url):
     assert tenant.returncode == 0, tenant.stderr
 
 
-@pytest.mark.parametrize("args,message", [
-    (["meter", "add", "--number", "THIS-IS-TOO-LONG", "--name", "x", "--device-id", "d"], "1-12"),
-    (["meter", "add", "--number", "Z1", "--name", "x", "--device-id", "d", "--price", "0"], "more than 0"),
-    (["meter", "add", "--number", "Z1", "--name", "x", "--device-id", "d", "--price", "abc"], "price must be"),
-    (["tenant", "add", "--phone", "0712"], "Kenyan mobile"),
-    (["tenant", "add", "--phone", "0712345678", "--meter", "NOPE"], "no meter"),
+@pytest.mark.parametrize("args,message,run", [
+    # The first as the installed script in its own process: a broken entry point fails here.
+    (["meter", "add", "--number", "THIS-IS-TOO-LONG", "--name", "x", "--device-id", "d"], "1-12", lipameter_process),
+    (["meter", "add", "--number", "Z1", "--name", "x", "--device-id", "d", "--price", "0"], "more than 0", lipameter),
+    (["meter", "add", "--number", "Z1", "--name", "x", "--device-id", "d", "--price", "abc"], "price must be",
+     lipameter),
+    (["tenant", "add", "--phone", "0712"], "Kenyan mobile", lipameter),
+    (["tenant", "add", "--phone", "0712345678", "--meter", "NOPE"], "no meter", lipameter),
 ])
-def test_user_mistakes_are_one_line_and_exit_2(sqlite_url, args, message):
-    result = lipameter(*args, database_url=sqlite_url)
+def test_user_mistakes_are_one_line_and_exit_2(sqlite_url, args, message, run):
+    result = run(*args, database_url=sqlite_url)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -102,8 +114,8 @@ def test_duplicate_meter_number_refused(sqlite_url):
 
 
 def test_serve_names_what_is_missing(tmp_path):
-    result = lipameter("serve", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db",
-                       env={"API_KEYS": "k", "TUYA_ACCESS_SECRET": ""})
+    result = lipameter_process("serve", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db",
+                               env={"API_KEYS": "k", "TUYA_ACCESS_SECRET": ""})
     assert result.returncode == 2
     for name in ("PUBLIC_BASE_URL", "CALLBACK_TOKEN", "DARAJA_CONSUMER_KEY", "DARAJA_PASSKEY", "TUYA_ACCESS_SECRET"):
         assert name in result.stderr
@@ -112,7 +124,7 @@ def test_serve_names_what_is_missing(tmp_path):
 
 def test_migrate_creates_the_schema(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path}/fresh.db"
-    result = lipameter("migrate", database_url=url)
+    result = lipameter_process("migrate", database_url=url)  # the installed script, end to end
     assert result.returncode == 0 and "up to date" in result.stdout
     assert lipameter("meter", "list", database_url=url).returncode == 0
 

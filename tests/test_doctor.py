@@ -1,15 +1,14 @@
-"""`lipameter doctor` as an operator runs it: a real subprocess, against the sandboxes over real HTTP
-(Daraja, Tuya, Africa's Talking, Telegram), a real database and the app's own worker."""
+"""`lipameter doctor` as an operator runs it (in the test process, tests/cli_helpers.py), against the
+sandboxes over real HTTP (Daraja, Tuya, Africa's Talking, Telegram), a real database and the app's own worker."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 
+from tests.cli_helpers import lipameter
 from tests.stack import Stack, settings_env
 
 LIVE_LIKE = dict(public_base_url="https://pay.lipameter.example", callback_allowed_ips="127.0.0.1",
@@ -17,9 +16,7 @@ LIVE_LIKE = dict(public_base_url="https://pay.lipameter.example", callback_allow
 
 
 def doctor(stack: Stack, **env) -> subprocess.CompletedProcess:
-    environment = settings_env(stack.settings, **env)
-    return subprocess.run([sys.executable, "-m", "web.cli", "doctor"], capture_output=True, text=True,
-                          env=environment, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    return lipameter("doctor", env=settings_env(stack.settings, **env))
 
 
 def lines(result: subprocess.CompletedProcess) -> dict[str, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_cli import lipameter
+from tests.test_cli import lipameter_process
 from web.settings import Settings
 
 TOKEN = "7000000001:sandbox-test-token"
@@ -44,6 +44,6 @@ def test_serve_refuses_a_webhook_url_telegram_cannot_use(tmp_path):
            "DARAJA_PASSKEY": "p", "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_SECRET": "s3cret",
            "TELEGRAM_API_BASE": "", "TUYA_ENDPOINT": "https://openapi.tuyaeu.com", "TUYA_ACCESS_ID": "i",
            "TUYA_ACCESS_SECRET": "s"}
-    result = lipameter("serve", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db", env=env)
+    result = lipameter_process("serve", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db", env=env)
     assert result.returncode == 2, result.stderr
     assert "port 8000" in result.stderr and "443, 80, 88, 8443" in result.stderr and TOKEN not in result.stderr
