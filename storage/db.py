@@ -51,10 +51,8 @@ def create_engine(url: str) -> AsyncEngine:
     # more connections only wait in SQLite's busy handler, which sleeps up to 100 ms between tries and
     # collapses under load (measured: 67 callbacks/s at 64 connections). Waiting in the pool's queue
     # instead is first come, first served, without sleeps.
-    # The pool's reset on return is ours (see _on_reset): pool_reset_on_return=None.
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True,
-                                 pool_size=1, max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-                                 pool_reset_on_return=None)
+                                 pool_size=1, max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
     _configure_sqlite(engine)
     return engine
 
@@ -70,15 +68,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
-
-    @sa.event.listens_for(engine.sync_engine, "reset")
-    def _on_reset(dbapi_connection, record, state) -> None:
-        # A connection goes back to the pool rolled back only when SQLite says a transaction is open
-        # (aiosqlite reads sqlite3_get_autocommit, no trip to its thread). The pool's own reset rolled
-        # back after every COMMIT too: a trip to aiosqlite's thread and back for nothing, twice per
-        # payment start, on the one connection every request waits for.
-        if state.asyncio_safe and not state.terminate_only and record.driver_connection.in_transaction:
-            dbapi_connection.rollback()
 
     @sa.event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection) -> None:
