@@ -115,3 +115,19 @@ async def test_daraja_client_goes_through_the_environments_proxy(held, monkeypat
     finally:
         server.stop()
     assert seen == [held.url] and held.ports == []  # the absolute URL, as a forward proxy receives it
+
+
+def test_daraja_client_loads_one_ssl_context(monkeypatch):
+    """Ten pools, one CA bundle loaded (each SSL context loads its own: memory and start-up time)."""
+    import ssl
+
+    made = []
+    real = ssl.create_default_context
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    client = daraja_http_client(5)
+    assert isinstance(client._transport, SpreadTransport) and len(made) == 1
