@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import uvicorn
@@ -43,6 +43,16 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+
+
+def stop_all(servers: Iterable[ServerThread]) -> None:
+    """Stop several servers together: each notices only on its loop's next tick (~0.1 s), so one at a time
+    a stack's sandboxes took that tick each."""
+    servers = list(servers)
+    for server in servers:
+        server.server.should_exit = True
+    for server in servers:
+        server.stop()
 
 
 def reserve_port() -> int:

@@ -20,7 +20,7 @@ from sandbox.sms import create_sms_sandbox
 from sandbox.telegram import create_telegram_sandbox
 from sandbox.tuya import create_tuya_sandbox
 from sandbox.whatsapp import create_whatsapp_sandbox
-from tests.servers import ServerThread, reserve_port
+from tests.servers import ServerThread, reserve_port, stop_all
 from ussd.hop import UssdConfig
 from web.app import create_app
 from web.bootstrap import Container, build_container
@@ -113,15 +113,10 @@ class Stack:
 
     def stop(self) -> None:
         self.client.close()
-        self._app_server.stop()
-        if self._telegram_server is not None:
-            self._telegram_server.stop()
-        if self._whatsapp_server is not None:
-            self._whatsapp_server.stop()
+        self._app_server.stop()  # first: its worker may be talking to the sandboxes until it is down
         self.daraja.reset()
-        self._daraja_server.stop()
-        self._tuya_server.stop()
-        self._sms_server.stop()
+        stop_all(server for server in (self._telegram_server, self._whatsapp_server, self._daraja_server,
+                                       self._tuya_server, self._sms_server) if server is not None)
 
     def pay(self, amount: Any = 100, phone: str = "0712345678", meter: str = "A101", **extra: Any) -> httpx.Response:
         headers = extra.pop("headers", {})

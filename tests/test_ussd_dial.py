@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.cli_helpers import lipameter
 from tests.stack import Stack
 from tests.ussd_helpers import seed_ussd
 from web.cli.common import CliError
@@ -24,10 +23,8 @@ def stack(database_url):
 
 
 def test_dial_command_and_function(stack):
-    result = subprocess.run(
-        [sys.executable, "-m", "web.cli", "dial", "--url", stack.url, "--phone", "0722000111"],
-        input="1\n1\n100\n2\n", capture_output=True, text=True, timeout=60,
-        cwd=os.path.dirname(os.path.dirname(__file__)))
+    result = lipameter("dial", "--url", stack.url, "--phone", "0722000111", env=dict(os.environ),
+                       stdin="1\n1\n100\n2\n")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Dialling *384*1# as +254722000111" in out

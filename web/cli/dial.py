@@ -37,9 +37,10 @@ def gateway_phone(phone: str) -> str:
         return phone
 
 
-def dial(url: str, phone: str, *, read: Callable[[str], str] = input, out: TextIO = sys.stdout,
+def dial(url: str, phone: str, *, read: Callable[[str], str] = input, out: TextIO | None = None,
          client: httpx.Client | None = None) -> int:
     """Run one session; returns the number of hops. Raises CliError when the server is not a USSD endpoint."""
+    out = sys.stdout if out is None else out  # looked up now, not at import: the caller may have redirected it
     endpoint, session_id, replies = ussd_url(url), f"ATUid_{secrets.token_hex(12)}", []
     form = {"sessionId": session_id, "serviceCode": SERVICE_CODE, "phoneNumber": gateway_phone(phone),
             "networkCode": NETWORK_CODE}
