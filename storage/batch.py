@@ -19,6 +19,16 @@ R = TypeVar("R")
 MAX_BATCH = 128  # items per batch: keeps a statement's parameters well under any engine's limit
 
 
+def padded(values: Sequence[T]) -> list[T]:
+    """`values` with the last one repeated up to the next power of two, for a batch's IN list or its
+    multi-row INSERT … ON CONFLICT DO NOTHING (where a repeat changes nothing). A statement's text depends
+    on its number of parameters, and the drivers keep prepared statements by text (asyncpg 100 per
+    connection, sqlite3 128): a few sizes stay prepared, one per batch size would keep being prepared anew."""
+    values = list(values)
+    size = 1 << max(len(values) - 1, 0).bit_length()
+    return values + values[-1:] * (size - len(values))
+
+
 class Coalescer(Generic[T, R]):
     """`await coalescer(item)` returns `run(batch)[i]` for the batch the item went in. `run` gets the items
     in arrival order and returns one result each, in the same order; a result that is an exception is

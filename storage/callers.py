@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.meters.model import Meter
 from core.tenants.model import Tenant
-from storage.batch import MAX_BATCH, Coalescer
+from storage.batch import MAX_BATCH, Coalescer, padded
 from storage.db import one_statement
 from storage.rows import from_row
 from storage.tables import meter_access, meters, tenants
@@ -39,12 +39,12 @@ class SqlCallerLookup:
     async def _lookup_batch(self, phones: list[str]) -> list[tuple[Tenant | None, list[Meter]]]:
         async with one_statement(self.engine) as conn:
             found: dict[str, Tenant] = {}
-            for row in await conn.execute(_TENANTS, {"phones": sorted(set(phones))}):
+            for row in await conn.execute(_TENANTS, {"phones": padded(sorted(set(phones)))}):
                 tenant = from_row(Tenant, row)
                 found[tenant.phone] = tenant
             linked: dict[str, list[Meter]] = {tenant.id: [] for tenant in found.values()}
             if linked:  # most callers of a rush may be no tenant: no second read then
-                for row in await conn.execute(_METERS, {"tenant_ids": sorted(linked)}):
+                for row in await conn.execute(_METERS, {"tenant_ids": padded(sorted(linked))}):
                     linked[row.linked_to].append(from_row(Meter, row))
         # Each caller its own objects, as separate reads would have given them.
         return [(dataclasses.replace(found[phone]), [dataclasses.replace(m) for m in linked[found[phone].id]])

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from storage.batch import Coalescer
+from storage.batch import Coalescer, padded
 
 
 class Doubler:
@@ -59,3 +59,8 @@ async def test_a_caller_that_leaves_does_not_stop_the_batch():
     with pytest.raises(asyncio.CancelledError):
         await leaving
     assert doubler.batches == [[1, 2]]  # its item still went (what was written stays written)
+
+
+def test_batches_are_padded_to_a_few_statement_shapes():
+    assert [len(padded(list(range(n)))) for n in (1, 2, 3, 5, 8, 9, 100)] == [1, 2, 4, 8, 8, 16, 128]
+    assert padded([4, 5, 6]) == [4, 5, 6, 6]  # a repeat: the same in an IN list or an INSERT … ON CONFLICT DO NOTHING

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import phonenumbers
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -31,7 +32,7 @@ from core.meters.profiles import DpSpec, from_raw, to_raw
 from core.payments.callbacks import MalformedCallback, StkCallback, parse_stk_callback
 from core.shared.errors import InvalidInput
 from core.shared.money import parse_whole_kes
-from core.shared.phone import normalize_kenyan_mobile
+from core.shared.phone import normalize_kenyan_mobile, parse
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -78,6 +79,19 @@ def test_kenyan_mobile_is_normalised_once_and_for_all(raw):
         return  # a range Kenya's plan does not use
     assert len(phone) == 12 and phone.startswith(("2547", "2541")) and phone.isdigit()
     assert normalize_kenyan_mobile(phone) == phone
+
+
+@given(st.from_regex(r"\A\+254[0-9]{9}\Z") | st.from_regex(r"\A\+?254[0-9 ]{7,11}\Z") | st.text(max_size=16))
+@settings(max_examples=500)
+def test_the_fast_parse_gives_what_phonenumbers_gives(raw):
+    for region in ("KE", None):
+        try:
+            expected = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            with pytest.raises(phonenumbers.NumberParseException):
+                parse(raw, region)
+            continue
+        assert parse(raw, region) == expected
 
 
 @given(st.one_of(st.text(max_size=30), st.integers(), st.floats(), st.none(), st.booleans()))

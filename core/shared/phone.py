@@ -27,7 +27,7 @@ def _normalized(text: str) -> str:
     if text.startswith("254"):
         text = "+" + text
     try:
-        number = phonenumbers.parse(text, "KE")
+        number = parse(text, "KE")
     except phonenumbers.NumberParseException:
         raise InvalidInput("phoneNumber must be a Kenyan mobile number such as 0712345678", code="invalid_phone") from None
     is_mobile = phonenumbers.number_type(number) in (
@@ -40,6 +40,20 @@ def _normalized(text: str) -> str:
     if len(national) != 9 or national[0] not in "17":
         raise InvalidInput("phoneNumber must be a Kenyan mobile number such as 0712345678", code="invalid_phone")
     return "254" + national
+
+
+# The form Africa's Talking posts and we store (`+254`, then nine digits not starting with 0: nothing for
+# phonenumbers to strip or guess), which it parses to just its country code and national number. Built
+# directly: ~2 µs instead of ~40 (tests/test_properties.py holds the two equal).
+_INTERNATIONAL_KE = re.compile(r"\+254([1-9][0-9]{8})")
+
+
+def parse(text: str, region: str | None = None) -> phonenumbers.PhoneNumber:
+    """phonenumbers.parse(text, region), faster for the `+254…` form."""
+    match = _INTERNATIONAL_KE.fullmatch(text)
+    if match:
+        return phonenumbers.PhoneNumber(country_code=254, national_number=int(match.group(1)))
+    return phonenumbers.parse(text, region)
 
 
 def mask_phone(phone: object) -> str:
@@ -71,7 +85,7 @@ def carrier_of(phone: str) -> str:
     from phonenumbers import carrier
 
     try:
-        return carrier.name_for_number(phonenumbers.parse("+" + phone.lstrip("+")), "en")
+        return carrier.name_for_number(parse("+" + phone.lstrip("+")), "en")
     except phonenumbers.NumberParseException:
         return ""
 
