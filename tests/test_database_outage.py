@@ -53,3 +53,19 @@ def test_a_ussd_caller_is_told_politely(app_without_database):
 
 def test_readiness_says_so(app_without_database):
     assert app_without_database.get("/readyz").status_code == 503
+
+
+def test_a_server_starting_up_is_away_not_a_bug():
+    """Right after a restart PostgreSQL refuses with 57P03, which reaches us as a plain DBAPIError (no
+    disconnect flag): seen as a 500 on a callback in the chaos storm. A query's own error stays a 500."""
+    import asyncpg
+    from sqlalchemy import exc
+
+    from web.outage import is_database_away
+
+    adapted = RuntimeError("the database system is starting up")  # SQLAlchemy's adapter error, asyncpg's as cause
+    adapted.__cause__ = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    assert is_database_away(exc.DBAPIError("SELECT 1", {}, adapted))
+    bug = RuntimeError("column does not exist")
+    bug.__cause__ = asyncpg.exceptions.UndefinedColumnError("column x does not exist")
+    assert not is_database_away(exc.DBAPIError("SELECT 1", {}, bug))

@@ -24,10 +24,25 @@ DATABASE_AWAY: tuple[type[BaseException], ...] = (
 )
 
 
+# PostgreSQL's SQLSTATEs for "no server to work with right now": class 08 (connection exceptions), the
+# server shutting down or starting up (57P01-57P03: "the database system is starting up" after a restart
+# comes as a plain DBAPIError, not a disconnect) and too many connections (53300).
+AWAY_SQLSTATES = ("57P01", "57P02", "57P03", "53300")
+
+
 def is_database_away(error: BaseException) -> bool:
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+    if isinstance(error, sa_exc.DBAPIError) and (error.connection_invalidated or _away_sqlstate(error.orig)):
         return True
     return isinstance(error, DATABASE_AWAY)
+
+
+def _away_sqlstate(error: BaseException | None) -> bool:
+    """The driver's SQLSTATE, on its error or on the asyncpg error it wraps."""
+    for candidate in (error, getattr(error, "__cause__", None)):
+        state = str(getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None) or "")
+        if state.startswith("08") or state in AWAY_SQLSTATES:
+            return True
+    return False
 
 
 async def database_away(request: Request, error: Exception) -> Response:
