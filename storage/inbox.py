@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.batch import Coalescer
+from storage.db import one_statement
 from storage.tables import mpesa_callbacks
 
 MAX_BATCH = 256  # rows per INSERT: a few hundred keeps one statement well under any engine's parameter limit
@@ -40,7 +41,9 @@ class GroupCommitInbox:
                                  "kind": "stk", "checkout_request_id": checkout_request_id})
 
     async def _insert(self, rows: list[dict]) -> list[int]:
-        async with self.engine.begin() as conn:
+        # One statement, autocommitted: a multi-row INSERT is atomic on its own, so BEGIN and COMMIT around
+        # it would only add two round trips (a lone callback paid them before this was written).
+        async with one_statement(self.engine) as conn:
             if len(rows) == 1:
                 result = await conn.execute(mpesa_callbacks.insert(), rows[0])
                 return [result.inserted_primary_key[0]]
