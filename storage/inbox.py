@@ -17,6 +17,12 @@ from storage.tables import mpesa_callbacks
 
 MAX_BATCH = 256  # rows per INSERT: a few hundred keeps one statement well under any engine's parameter limit
 _INSERT = mpesa_callbacks.insert().returning(mpesa_callbacks.c.id, sort_by_parameter_order=True)
+# SQLite: SQLAlchemy cannot promise RETURNING's order there, so with sort_by_parameter_order it falls back
+# to one INSERT per row (measured: 64 statements, ~60 ms for a 64-row batch, a trip to aiosqlite's thread
+# each). Unordered, it is one multi-row INSERT. SQLite gives a row without an explicit id the largest id
+# plus one, row by row in VALUES order, inside one statement nobody else can interleave with: the ids in
+# ascending order are the rows in parameter order, whatever order RETURNING lists them in.
+_INSERT_SQLITE = mpesa_callbacks.insert().returning(mpesa_callbacks.c.id)
 
 
 class GroupCommitInbox:
@@ -47,4 +53,6 @@ class GroupCommitInbox:
             if len(rows) == 1:
                 result = await conn.execute(mpesa_callbacks.insert(), rows[0])
                 return [result.inserted_primary_key[0]]
+            if conn.dialect.name == "sqlite":
+                return sorted(row[0] for row in await conn.execute(_INSERT_SQLITE, rows))
             return [row[0] for row in await conn.execute(_INSERT, rows)]
