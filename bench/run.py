@@ -462,7 +462,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5, help="length of each measured wrk run")
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--workers", type=int, default=1, help="serve processes (lipameter serve --workers)")
-    parser.add_argument("--concurrency", type=int, default=16, help="WORKER_CONCURRENCY for the top-up run")
+    parser.add_argument("--concurrency", type=int, default=32, help="WORKER_CONCURRENCY for the top-up and latency runs")
     parser.add_argument("--poll", type=float, default=None, help="TOPUP_POLL_INTERVAL_S for the top-up run "
                         "(default: the product's)")
     parser.add_argument("--growth", type=int, default=1_000_000,

@@ -4,7 +4,8 @@ A statement's cost through SQLAlchemy and the async drivers is mostly per statem
 the driver's round trip; with SQLite, trips to aiosqlite's thread while the one connection is held), little
 per row: measured, a 32-row INSERT costs about a tenth per row of 32 single ones. So calls that arrive while
 one batch is in flight wait for it and go together in the next. A lone call goes at once: nothing waits
-for a timer, and a batch grows only as large as the rush makes it.
+for a timer, and a batch grows only as large as the rush makes it. On PostgreSQL two batches may be in
+flight at once (`lanes`), so a call does not wait a whole round trip behind a batch it just missed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_BATCH = 128  # items per batch: keeps a statement's parameters well under any engine's limit
+PG_LANES = 2  # batches in flight at once on PostgreSQL (of its pool's 20 connections)
+
+
+def lanes_for(dialect: str) -> int:
+    """SQLite has one connection: a second batch would only queue for it."""
+    return 1 if dialect == "sqlite" else PG_LANES
 
 
 def padded(values: Sequence[T]) -> list[T]:
@@ -36,18 +43,25 @@ class Coalescer(Generic[T, R]):
     have on its own: the database is away)."""
 
     def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], *, name: str,
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH, lanes: int = 1) -> None:
         self._run, self.name, self.max_batch = run, name, max_batch
+        # Batches in flight at once. One where the database serializes anyway (SQLite's one connection);
+        # more where it does not (PostgreSQL's pool): a call arriving while a batch waits on its round trip
+        # goes at once in another lane, instead of waiting a whole round trip for the next batch.
+        self.lanes = max(1, lanes)
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
-        self._task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
         self.batches = 0  # batches run, and the items they carried: how much a rush shared (bench, tests)
         self.items = 0
 
     async def __call__(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name=self.name)
+        # done(), not a done-callback: a lane whose loop just found nothing waiting is over at once, and
+        # this call must start another rather than wait for a lane that will never look again.
+        self._tasks = {task for task in self._tasks if not task.done()}
+        if len(self._tasks) < self.lanes:
+            self._tasks.add(asyncio.create_task(self._drain(), name=self.name))
         return await future
 
     async def _drain(self) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.meters.model import Meter
 from core.tenants.model import Tenant
-from storage.batch import MAX_BATCH, Coalescer, padded
+from storage.batch import MAX_BATCH, Coalescer, lanes_for, padded
 from storage.db import one_statement
 from storage.rows import from_row
 from storage.tables import meter_access, meters, tenants
@@ -31,7 +31,7 @@ class SqlCallerLookup:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
         self.lookups: Coalescer[str, tuple[Tenant | None, list[Meter]]] = Coalescer(
-            self._lookup_batch, name="caller-lookups", max_batch=max_batch)
+            self._lookup_batch, name="caller-lookups", max_batch=max_batch, lanes=lanes_for(engine.dialect.name))
 
     async def lookup(self, phone: str) -> tuple[Tenant | None, list[Meter]]:
         return await self.lookups(phone)

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.batch import Coalescer
+from storage.batch import Coalescer, lanes_for
 from storage.db import one_statement
 from storage.tables import mpesa_callbacks
 
@@ -31,7 +31,7 @@ class GroupCommitInbox:
 
     def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
-        self._keep = Coalescer(self._insert, name="callback-inbox", max_batch=max_batch)
+        self._keep = Coalescer(self._insert, name="callback-inbox", max_batch=max_batch, lanes=lanes_for(engine.dialect.name))
 
     @property
     def batches(self) -> int:  # commits made, and rows they carried: how much a rush shared (bench, tests)

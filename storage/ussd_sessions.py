@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
-from storage.batch import MAX_BATCH, Coalescer, padded
+from storage.batch import MAX_BATCH, Coalescer, lanes_for, padded
 from storage.db import one_statement
 from storage.rows import insert_or_nothing, select_by
 from storage.tables import meters, payments, ussd_sessions
@@ -70,9 +70,9 @@ class SqlUssdSessionStore:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
         self.opens: Coalescer[Ask, tuple[UssdSession | None, int]] = Coalescer(
-            self._open_batch, name="ussd-session-reads", max_batch=max_batch)
+            self._open_batch, name="ussd-session-reads", max_batch=max_batch, lanes=lanes_for(engine.dialect.name))
         self.inserts: Coalescer[dict, bool] = Coalescer(
-            self._insert_batch, name="ussd-session-inserts", max_batch=max_batch)
+            self._insert_batch, name="ussd-session-inserts", max_batch=max_batch, lanes=lanes_for(engine.dialect.name))
 
     async def get(self, session_id: str) -> UssdSession | None:
         async with one_statement(self.engine) as conn:

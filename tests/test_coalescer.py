@@ -37,6 +37,30 @@ async def test_calls_during_a_batch_go_together_in_the_next():
     assert doubler.batches == [[1], [2, 3, 4], [5]]  # at most max_batch at once, in arrival order
 
 
+async def test_with_two_lanes_a_call_during_a_batch_goes_at_once_in_the_other():
+    doubler = Doubler()
+    coalescer = Coalescer(doubler.run, name="test", lanes=2)
+    first = asyncio.create_task(coalescer(1))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(coalescer(2))
+    for _ in range(3):  # the call, then its lane's first step
+        await asyncio.sleep(0)
+    assert doubler.batches == [[1], [2]]  # both in flight; one lane would hold 2 back until 1 is done
+    rest = [asyncio.create_task(coalescer(n)) for n in (3, 4)]
+    await asyncio.sleep(0)
+    doubler.gate.set()
+    assert [await task for task in (first, second, *rest)] == [2, 4, 6, 8]
+    assert doubler.batches[2:] in ([[3, 4]], [[3], [4]])  # the next free lane takes what waits
+
+
+async def test_a_call_after_every_lane_finished_starts_a_new_one():
+    doubler = Doubler()
+    doubler.gate.set()
+    coalescer = Coalescer(doubler.run, name="test", lanes=2)
+    assert await coalescer(1) == 2
+    assert await asyncio.wait_for(coalescer(2), 1) == 4  # never stranded behind a lane that is over
+
+
 async def test_an_error_reaches_its_batch_only():
     doubler = Doubler()
     doubler.gate.set()
