@@ -11,7 +11,7 @@ from core.payments.service import InitiatePayment, PaymentLimits, initiate_payme
 from core.ports import StkQueryResult
 from core.shared.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from core.shared.money import parse_whole_kes
-from core.shared.phone import normalize_kenyan_mobile
+from core.shared.phone import can_get_stk_prompt, normalize_kenyan_mobile
 from tests import samples
 from tests.fakes import FakeClock, FakeDaraja, FakeUnitOfWork
 
@@ -38,6 +38,17 @@ def test_kenyan_mobiles_normalised(raw):
 def test_bad_phones_refused(raw):
     with pytest.raises(InvalidInput):
         normalize_kenyan_mobile(raw)
+
+
+@pytest.mark.parametrize(("phone", "network_code", "reachable"), [
+    ("254712345678", "", True),  # Safaricom's range
+    ("254733000222", "", False),  # Airtel's range
+    ("254733000222", "63902", True),  # Airtel's range, ported: the USSD gateway sees it on Safaricom
+    ("254712345678", "63903", False),  # Safaricom's range, ported out: the gateway sees it on Airtel
+    ("254712345678", "64110", True),  # not a Kenyan network code: the range decides
+])
+def test_who_can_get_an_stk_prompt(phone, network_code, reachable):
+    assert can_get_stk_prompt(phone, network_code) is reachable
 
 
 def test_terminal_states_never_move():

@@ -8,6 +8,7 @@ our own wording or the navigation line.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ def _shorten(text: str, target: int, keep: int) -> str:
     return text
 
 
+# A Screen is frozen and hashable, and most hops show one of a few screens (the menu a new caller sees,
+# the amount prompt): rendered once each, not on every hop of every session.
+@functools.lru_cache(maxsize=1024)
 def to_text(screen: Screen) -> str:
     head = "END " if screen.end else "CON "
     rows = _rows(screen)

@@ -91,10 +91,15 @@ def carrier_of(phone: str) -> str:
 
 
 def can_get_stk_prompt(phone: str, network_code: str = "") -> bool:
-    """Daraja's STK push reaches Safaricom lines only. False when the USSD gateway says the caller is on
-    another Kenyan network, or the number is in another network's range. A range phonenumbers does not
+    """Daraja's STK push reaches Safaricom lines only. True when the USSD gateway says the caller is on
+    Safaricom; False when it says another Kenyan network, or, with no word from a gateway, when the number
+    is in another network's range. A range phonenumbers does not
     know (a new Safaricom block) gets the benefit of the doubt: M-Pesa itself answers if it is wrong."""
     code = (network_code or "").strip()
-    if code.startswith(KENYA_MCC) and code != SAFARICOM_NETWORK_CODE:
+    if code == SAFARICOM_NETWORK_CODE:
+        # The gateway sees the line on Safaricom now: a number ported in from another network's range
+        # can get the prompt, and the range lookup (phonenumbers' carrier data) is not needed.
+        return True
+    if code.startswith(KENYA_MCC):
         return False
     return carrier_of(phone) in (SAFARICOM, "")
