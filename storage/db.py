@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from storage.sqlite_trips import use_one_trip_cursors
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./lipameter.db"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 PG_POOL_RECYCLE_S = 300  # below common idle timeouts of proxies and managed databases
@@ -60,6 +62,7 @@ def create_engine(url: str) -> AsyncEngine:
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
+        use_one_trip_cursors(dbapi_connection)  # one trip to aiosqlite's thread a statement, not four
         # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()

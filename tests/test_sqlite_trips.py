@@ -1,0 +1,80 @@
+"""storage/sqlite_trips.py: on SQLite every statement is one trip to aiosqlite's thread, and what SQLAlchemy
+reads back (rows, rowcount, the new row's id, errors) is what the plain adapter gave."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aiosqlite
+import pytest
+import sqlalchemy as sa
+
+from storage.db import create_engine, one_statement
+from storage.migrate import upgrade
+from storage.tables import mpesa_callbacks
+
+T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/trips.db"
+    upgrade(url)
+    engine = create_engine(url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def trips(monkeypatch):
+    """Counts the functions queued to aiosqlite's thread (each is one trip there and back)."""
+    counted: list[str] = []
+    queue = aiosqlite.Connection._execute
+
+    async def counting(self, fn, *args, **kwargs):
+        counted.append(getattr(fn, "__name__", repr(fn)))
+        return await queue(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return counted
+
+
+def row(n: int) -> dict:
+    return {"body": f'{{"n": {n}}}', "source": None, "received_at": T0, "outcome": "received", "kind": "stk"}
+
+
+async def test_a_statement_with_rows_is_one_trip_and_reads_back_the_same(sqlite_engine, trips):
+    async with one_statement(sqlite_engine) as conn:
+        await conn.execute(mpesa_callbacks.insert(), [row(1), row(2), row(3)])
+        trips.clear()
+        rows = (await conn.execute(sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body)
+                                   .order_by(mpesa_callbacks.c.id))).all()
+    assert [(r.id, r.body) for r in rows] == [(1, '{"n": 1}'), (2, '{"n": 2}'), (3, '{"n": 3}')]
+    assert trips == ["_run"]  # the plain adapter took four: cursor, execute, fetchall, close
+
+
+async def test_the_new_rows_id_and_rowcount_reach_sqlalchemy(sqlite_engine, trips):
+    async with sqlite_engine.begin() as conn:
+        inserted = await conn.execute(mpesa_callbacks.insert(), row(1))
+        assert inserted.inserted_primary_key[0] == 1  # cursor.lastrowid
+        await conn.execute(mpesa_callbacks.insert(), row(2))
+        updated = await conn.execute(mpesa_callbacks.update().where(mpesa_callbacks.c.outcome == "received")
+                                     .values(outcome="orphan"))
+        assert updated.rowcount == 2
+        none = await conn.execute(mpesa_callbacks.update().where(mpesa_callbacks.c.id == 99).values(outcome="x"))
+        assert none.rowcount == 0
+        returned = (await conn.execute(mpesa_callbacks.insert().returning(mpesa_callbacks.c.id), [row(3), row(4)])).all()
+        assert sorted(r.id for r in returned) == [3, 4]
+
+
+async def test_a_refused_statement_raises_sqlalchemys_error_and_the_connection_goes_on(sqlite_engine):
+    async with sqlite_engine.begin() as conn:
+        await conn.execute(mpesa_callbacks.insert(), {**row(1), "id": 1})
+    with pytest.raises(sa.exc.IntegrityError):
+        async with sqlite_engine.begin() as conn:
+            await conn.execute(mpesa_callbacks.insert(), {**row(2), "id": 1})
+    with pytest.raises(sa.exc.OperationalError):
+        async with one_statement(sqlite_engine) as conn:
+            await conn.execute(sa.text("SELECT * FROM no_such_table"))
+    async with one_statement(sqlite_engine) as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(mpesa_callbacks))).scalar_one() == 1
