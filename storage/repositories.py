@@ -393,6 +393,13 @@ class SqlNotificationRepository(_Repository):
             values["delivered_at"] = delivered_at
         await self.conn.execute(notifications.update().where(notifications.c.id == notification_id).values(**values))
 
+    async def told(self, payment_id: str, event: str) -> list[tuple[str, str]]:
+        query = (sa.select(notifications.c.recipient, notifications.c.message)
+                 .where(notifications.c.payment_id == payment_id, notifications.c.event == event,
+                        sa.or_(notifications.c.status.in_(("sent", "skipped")),
+                               sa.and_(notifications.c.channel == "sms", notifications.c.status == "failed"))))
+        return [(row.recipient, row.message) for row in await self.conn.execute(query)]
+
     async def for_payment(self, payment_id: str) -> list[dict]:
         query = sa.select(notifications).where(notifications.c.payment_id == payment_id).order_by(notifications.c.id)
         return [dict(r._mapping) for r in await self.conn.execute(query)]

@@ -86,6 +86,10 @@ class FakeTenants(_Repo):
     async def save(self, tenant):
         self.data.tenants[tenant.id] = copy.deepcopy(tenant)
 
+    async def linked_to(self, meter_id):
+        linked = [self.data.tenants[t] for t, m in self.data.links if m == meter_id]
+        return [copy.deepcopy(t) for t in sorted(linked, key=lambda t: t.phone)]
+
     async def meters_of(self, tenant_id):
         return [copy.deepcopy(self.data.meters[m]) for t, m in sorted(self.data.links) if t == tenant_id]
 
@@ -256,6 +260,11 @@ class FakeNotifications(_Repo):
     async def get(self, notification_id):
         rows = [n for n in self.data.notifications if n.get("id") == notification_id]
         return self._notice(rows[0]) if rows else None
+
+    async def told(self, payment_id, event):
+        return [(n["recipient"], n["message"]) for n in self.data.notifications
+                if n.get("payment_id") == payment_id and n["event"] == event
+                and (n["status"] in ("sent", "skipped") or (n["channel"] == "sms" and n["status"] == "failed"))]
 
     async def by_provider_id(self, provider_id):
         rows = [n for n in self.data.notifications if n.get("provider_id") == provider_id]

@@ -127,10 +127,14 @@ async def test_blocked_bot_falls_back_to_sms_and_transient_trouble_retries():
     assert await notify(event, uow=FakeUnitOfWork(store), sms=sms, clock=FakeClock(), telegram=blocked) == "sent"
     assert [(n["channel"], n["status"]) for n in store.notifications] == [("telegram", "failed"), ("sms", "sent")]
     assert len(sms.sent) == 1
+    # Run again (a job retry), it tells nobody twice.
+    assert await notify(event, uow=FakeUnitOfWork(store), sms=sms, clock=FakeClock(), telegram=blocked) == "sent"
+    assert len(sms.sent) == 1 and len(store.notifications) == 2
+    store, sms = _store(Channel.TELEGRAM), FakeSms()
     busy = FakeTelegram(UpstreamError("Telegram is busy", transient=True))
     with pytest.raises(UpstreamError):  # the job retries Telegram later; no SMS yet
         await notify(event, uow=FakeUnitOfWork(store), sms=sms, clock=FakeClock(), telegram=busy)
-    assert len(sms.sent) == 1
+    assert sms.sent == [] and store.notifications == []
 
 
 # --- the gateway and the sandbox over HTTP -----------------------------------------------------

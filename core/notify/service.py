@@ -17,6 +17,7 @@ out of is resent by Telegram or WhatsApp (`resend`, queued by core/notify/delive
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -162,13 +163,30 @@ async def notify(event: Notify, *, uow: UnitOfWork, sms: SmsSender | None, clock
     messages = await compose_all(event, uow=uow)
     if not messages:
         return "nobody"
+    # A C2B receipt goes to every tenant linked to the meter: when one SMS fails for now, the job runs
+    # again, and those already told must not get it twice. Rows keep the phone masked, so two phones
+    # can share a key: counted, each told row stands for one message.
+    payment_id = messages[0].payment_id
+    async with uow:
+        told = Counter(await uow.notifications.told(payment_id, event.event.value) if payment_id else ())
     statuses = []
     for message in messages:
-        statuses.append(await _tell(event, message, uow=uow, sms=sms, clock=clock, telegram=telegram,
-                                    whatsapp=whatsapp))
-        if message.payer is not None:
+        if _already_told(told, message.phone, message.text):
+            statuses.append("sent")
+        else:
+            statuses.append(await _tell(event, message, uow=uow, sms=sms, clock=clock, telegram=telegram,
+                                        whatsapp=whatsapp))
+        if message.payer is not None and not _already_told(told, message.payer, message.text):
             await _tell_payer(event, message, uow=uow, sms=sms, clock=clock)
     return "sent" if "sent" in statuses else statuses[0]
+
+
+def _already_told(told: Counter, phone: str, text: str) -> bool:
+    key = (mask_phone(phone), text)
+    if told[key] <= 0:
+        return False
+    told[key] -= 1
+    return True
 
 
 async def _tell_payer(event: Notify, message: Message, *, uow: UnitOfWork, sms: SmsSender | None,
