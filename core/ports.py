@@ -172,7 +172,8 @@ class NotificationRepository(Protocol):
     async def lock_alerts(self) -> None: ...  # held until the transaction ends
     async def last_alert_at(self, event: str) -> datetime | None: ...  # the last one not `failed`
     async def start_alert(self, *, at: datetime, event: str, recipient: str, message: str) -> int: ...
-    async def finish_alert(self, alert_id: int, *, channel: str, status: str, error: str | None) -> None: ...
+    async def finish_alert(self, alert_id: int, *, channel: str, status: str, error: str | None,
+                           provider_id: str | None = None) -> None: ...
 
 
 class AuditLog(Protocol):

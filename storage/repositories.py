@@ -371,9 +371,11 @@ class SqlNotificationRepository(_Repository):
             at=at, channel="pending", event=event, recipient=recipient, message=message[:480], status="sending")
             .returning(notifications.c.id))
 
-    async def finish_alert(self, alert_id: int, *, channel: str, status: str, error: str | None) -> None:
+    async def finish_alert(self, alert_id: int, *, channel: str, status: str, error: str | None,
+                           provider_id: str | None = None) -> None:
         await self.conn.execute(notifications.update().where(notifications.c.id == alert_id)
-                                .values(channel=channel, status=status, error=(error or None) and error[:255]))
+                                .values(channel=channel, status=status, error=(error or None) and error[:255],
+                                        provider_id=(provider_id or None) and provider_id[:64]))
 
     async def get(self, notification_id: int) -> SentNotice | None:
         row = (await self.conn.execute(sa.select(*_NOTICE).where(notifications.c.id == notification_id))).first()

@@ -288,8 +288,9 @@ class FakeNotifications(_Repo):
                                             message=message, status="sending", error=None))
         return len(self.data.notifications)
 
-    async def finish_alert(self, alert_id, *, channel, status, error):
-        self.data.notifications[alert_id - 1].update(channel=channel, status=status, error=error)
+    async def finish_alert(self, alert_id, *, channel, status, error, provider_id=None):
+        self.data.notifications[alert_id - 1].update(channel=channel, status=status, error=error,
+                                                     provider_id=provider_id)
 
 
 class FakeAudit(_Repo):

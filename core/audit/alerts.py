@@ -64,28 +64,29 @@ async def tell_landlord(report: AuditReport, reviews: list[ReviewItem], *, phone
         alert_id = await uow.notifications.start_alert(at=now, event=ALERT_EVENT, recipient=mask_phone(phone),
                                                        message=text)
         await uow.commit()
-    channel, status, error = await _deliver(text, phone=phone, chat_id=chat_id, sms=sms, telegram=telegram)
+    channel, status, error, provider_id = await _deliver(text, phone=phone, chat_id=chat_id, sms=sms, telegram=telegram)
     async with uow:
-        await uow.notifications.finish_alert(alert_id, channel=channel, status=status, error=error)
+        await uow.notifications.finish_alert(alert_id, channel=channel, status=status, error=error,
+                                             provider_id=provider_id)
         await uow.commit()
     log.warning("landlord alert (%s via %s to %s): %s", status, channel, mask_phone(phone), text)
     return status
 
 
 async def _deliver(text: str, *, phone: str, chat_id: int | None, sms: SmsSender | None,
-                   telegram: TelegramSender | None) -> tuple[str, str, str | None]:
-    """(channel, status, error). A failure is recorded, not raised: a failed message does not count
-    toward the hour, so the next audit run tries again."""
+                   telegram: TelegramSender | None) -> tuple[str, str, str | None, str | None]:
+    """(channel, status, error, the SMS gateway's message id: its delivery report's key). A failure is
+    recorded, not raised: a failed message does not count toward the hour, so the next audit run tries again."""
     if chat_id is not None and telegram is not None:
         try:
             await telegram.send(chat_id, text)
-            return "telegram", "sent", None
+            return "telegram", "sent", None, None
         except UpstreamError as failure:
             log.info("Telegram did not take the landlord alert (%s); sending it by SMS", failure.message)
     if sms is None:
-        return "log", "skipped", None
+        return "log", "skipped", None, None
     try:
-        await sms.send(phone, text)
+        accepted = await sms.send(phone, text)
     except UpstreamError as failure:
-        return "sms", "failed", failure.message[:255]
-    return "sms", "sent", None
+        return "sms", "failed", failure.message[:255], None
+    return "sms", "sent", None, accepted.message_id if accepted is not None else None

@@ -140,24 +140,27 @@ async def send_alert(job: Alert, *, uow: UnitOfWork, sms: SmsSender | None, tele
             await _record(uow, clock, "telegram", event, tenant.phone, body, "failed", failure.message[:255])
         body = alert_text(tenant.language, job.alert, meter=meter.number, balance=meter.last_balance,
                           ussd_code=buy.ussd_code, paybill=buy.paybill, telegram=False)
-    status, error, channel = "sent", None, "sms"
+    status, error, channel, provider_id = "sent", None, "sms", None
     if sms is None:
         status, channel = "skipped", "log"
         log.info("SMS off; would alert %s: %s", mask_phone(tenant.phone), body)
     else:
         try:
-            await sms.send(tenant.phone, body)
+            accepted = await sms.send(tenant.phone, body)
         except UpstreamError as failure:
             if failure.transient:
                 raise
             status, error = "failed", failure.message[:255]
-    await _record(uow, clock, channel, event, tenant.phone, body, status, error)
+        else:
+            provider_id = accepted.message_id if accepted is not None else None  # the delivery report's key
+    await _record(uow, clock, channel, event, tenant.phone, body, status, error, provider_id)
     return status
 
 
 async def _record(uow: UnitOfWork, clock: Clock, channel: str, event: str, phone: str, body: str, status: str,
-                  error: str | None) -> None:
+                  error: str | None, provider_id: str | None = None) -> None:
     async with uow:
         await uow.notifications.add(at=clock.now(), channel=channel, event=event, recipient=mask_phone(phone),
-                                    payment_id=None, topup_id=None, message=body[:480], status=status, error=error)
+                                    payment_id=None, topup_id=None, message=body[:480], status=status, error=error,
+                                    provider_id=(provider_id or None) and provider_id[:64])
         await uow.commit()
