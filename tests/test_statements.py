@@ -23,7 +23,7 @@ from storage.db import create_engine
 from storage.statements import monthly_statement
 from storage.uow import SqlUnitOfWork
 from tests.test_cli import lipameter, sqlite_url  # noqa: F401  (fixture)
-from web.statements import statement_csv
+from web.statements import latin, statement_csv
 
 NOVEMBER = parse_month("2026-11", today=date(2026, 12, 5))
 MADE_AT = datetime(2026, 12, 5, 9, 0, tzinfo=NAIROBI)
@@ -143,6 +143,17 @@ async def test_a_month_without_data_says_so(engine):
             '"No payments, top-ups or readings for this meter in 2026-09."'))
     with pytest.raises(NotFound):
         await _statement(engine, NOVEMBER, "NOPE")
+
+
+@pytest.mark.parametrize(("typed", "printed"), [
+    ("Nyumba ya Mzee \u2013 Ruaka", "Nyumba ya Mzee - Ruaka"),  # an en dash pasted from a phone
+    ("Caf\u00e9 \u201cKaribu\u201d", 'Caf\u00e9 "Karibu"'),  # Latin-1 letters stay as they are
+    ("\u0141\u00f3d\u017a", "?\u00f3dz"),  # ź loses its accent; Ł has no plain form
+    ("meter \U0001F50C", "meter ?"),
+    (None, ""),
+])
+def test_the_pdf_text_keeps_what_latin1_can_show(typed, printed):
+    assert latin(typed) == printed
 
 
 def test_month_parsing_refuses_bad_and_future_months():
