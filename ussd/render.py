@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from core.dialogue.types import Screen
+from core.shared.text import fold
 
 LIMIT = 160
-PUNCTUATION = str.maketrans({
-    "\u2013": "-", "\u2014": "-", "\u2012": "-", "\u2212": "-", "\u2018": "'", "\u2019": "'",
-    "\u201c": '"', "\u201d": '"', "\u2026": "...", "\u00a0": " ", "\u00df": "ss", "\u00e6": "ae", "\u00f8": "o",
-})
+# Latin letters with no decomposition to ASCII, and the no-break space (folded by core.shared.text after).
+ASCII_LETTERS = str.maketrans({"\u00a0": " ", "\u00df": "ss", "\u00e6": "ae", "\u00f8": "o"})
 CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 SPACES = re.compile(r" {2,}")
 
@@ -27,9 +25,7 @@ SPACES = re.compile(r" {2,}")
 def ascii_only(value: str) -> str:
     """Printable ASCII on one line: accents dropped, fancy punctuation made plain, the rest removed."""
     if not (value.isascii() and value.isprintable()):  # most text already is: nothing to fold, character by character
-        value = unicodedata.normalize("NFKD", value.translate(PUNCTUATION))
-        value = "".join(ch for ch in value if not unicodedata.combining(ch))
-        value = CONTROL.sub(" ", value.encode("ascii", "ignore").decode("ascii"))
+        value = CONTROL.sub(" ", fold(value.translate(ASCII_LETTERS), below=128, missing=""))
     return SPACES.sub(" ", value).strip()
 
 

@@ -3,13 +3,13 @@ can filter it) or PDF (fpdf2, its built-in fonts). Used by the dashboard and `li
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 
 from core.shared.clock import NAIROBI
 from core.shared.money import format_kes
+from core.shared.text import fold
 from core.statements.model import Balance, MeterStatement, Statement
 from web.admin.csv_export import cell, csv_line
 
@@ -92,29 +92,11 @@ def statement_csv(statement: Statement) -> str:
 
 # --- PDF ------------------------------------------------------------------------------------------
 
-# Typography landlords paste into names and reasons, as Latin-1 has it.
-_PLAIN_PUNCTUATION = str.maketrans({
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
-    "\u2018": "'", "\u2019": "'", "\u201a": ",", "\u201c": '"', "\u201d": '"', "\u2026": "...",
-    "\u2022": "*", "\u20ac": "EUR",
-})
-
-
 def latin(text: object) -> str:
-    """The PDF's built-in fonts know Latin-1 only. Dashes and quotes become their plain forms, a letter
-    outside Latin-1 loses its accent (`ł` stays `?`, `ź` becomes `z`), and what is left (another script,
-    an emoji) becomes '?' rather than failing the whole statement."""
-    value = "" if text is None else str(text)
-    if all(ord(ch) < 256 for ch in value):
-        return value
-    return "".join(_latin_char(ch) for ch in value.translate(_PLAIN_PUNCTUATION))
-
-
-def _latin_char(ch: str) -> str:
-    if ord(ch) < 256:
-        return ch
-    base = "".join(part for part in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(part))
-    return base if base and all(ord(part) < 256 for part in base) else "?"
+    """The PDF's built-in fonts know Latin-1 only: pasted dashes and quotes print plain, a letter outside
+    it loses its accent, and what is left (another script, an emoji) becomes '?' rather than failing the
+    whole statement."""
+    return fold("" if text is None else str(text), below=256, missing="?")
 
 
 def when_text(value: datetime | None) -> str:
