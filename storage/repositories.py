@@ -353,8 +353,14 @@ _NOTICE = (notifications.c.id, notifications.c.event, notifications.c.channel, n
            notifications.c.delivery_status, notifications.c.delivery_error, notifications.c.delivered_at)
 
 
+def _provider_id(value: str | None) -> str | None:
+    """The SMS gateway's message id as the column holds it (64 characters; none for an empty one)."""
+    return (value or None) and value[:64]
+
+
 class SqlNotificationRepository(_Repository):
     async def add(self, **row) -> None:
+        row["provider_id"] = _provider_id(row.get("provider_id"))
         await self.conn.execute(notifications.insert().values(**row))
 
     async def lock_alerts(self) -> None:
@@ -375,7 +381,7 @@ class SqlNotificationRepository(_Repository):
                            provider_id: str | None = None) -> None:
         await self.conn.execute(notifications.update().where(notifications.c.id == alert_id)
                                 .values(channel=channel, status=status, error=(error or None) and error[:255],
-                                        provider_id=(provider_id or None) and provider_id[:64]))
+                                        provider_id=_provider_id(provider_id)))
 
     async def get(self, notification_id: int) -> SentNotice | None:
         row = (await self.conn.execute(sa.select(*_NOTICE).where(notifications.c.id == notification_id))).first()

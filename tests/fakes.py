@@ -248,7 +248,7 @@ class FakeJobs(_Repo):
 
 class FakeNotifications(_Repo):
     async def add(self, **row):
-        row.setdefault("provider_id", None)
+        row["provider_id"] = row.get("provider_id") or None  # as the table keeps it
         self.data.notifications.append(dict(row, id=len(self.data.notifications) + 1))
 
     def _notice(self, row):

@@ -224,7 +224,7 @@ async def _tell(event: Notify, message: Message, *, uow: UnitOfWork, sms: SmsSen
             log.warning("SMS to %s refused: %s", mask_phone(message.phone), failure.message)
         else:
             # Kept so that the delivery report (core/notify/delivery.py) finds this row.
-            provider_id = (accepted.message_id or None) if accepted is not None else None
+            provider_id = accepted.message_id if accepted is not None else None
     await _record(event, message, channel=channel, status=status, error=error, uow=uow, clock=clock,
                   provider_id=provider_id)
     return status
@@ -293,7 +293,7 @@ async def _record(event: Notify, message: Message, *, channel: str, status: str,
         await uow.notifications.add(at=clock.now(), channel=channel, event=event.event.value,
                                     recipient=mask_phone(message.phone), payment_id=message.payment_id,
                                     topup_id=message.topup_id, message=message.text, status=status, error=error,
-                                    provider_id=provider_id and provider_id[:64])
+                                    provider_id=provider_id)
         await uow.commit()
 
 

@@ -162,5 +162,5 @@ async def _record(uow: UnitOfWork, clock: Clock, channel: str, event: str, phone
     async with uow:
         await uow.notifications.add(at=clock.now(), channel=channel, event=event, recipient=mask_phone(phone),
                                     payment_id=None, topup_id=None, message=body[:480], status=status, error=error,
-                                    provider_id=(provider_id or None) and provider_id[:64])
+                                    provider_id=provider_id)
         await uow.commit()
