@@ -453,3 +453,19 @@ class FakeMeterGateway:
         if self.lose_answer:
             self.lose_answer -= 1
             raise UpstreamError("the Tuya cloud did not answer in time", code="tuya_unavailable", transient=True)
+
+
+@dataclass(frozen=True)
+class SmsAccepted:
+    message_id: str
+
+
+class AtLikeSms:
+    """An SMS sender that answers as Africa's Talking does: each message accepted with its own id."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, phone: str, message: str) -> SmsAccepted:
+        self.sent.append((phone, message))
+        return SmsAccepted(f"ATXid_{len(self.sent)}")

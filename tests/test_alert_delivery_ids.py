@@ -4,7 +4,6 @@ of the message. On both engines."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.audit.alerts import ALERT_EVENT, tell_landlord
@@ -15,25 +14,11 @@ from core.notify.delivery import DeliveryReport, record_delivery
 from core.tenants.model import Tenant
 from core.usage.alerts import BuyInfo, send_alert
 from storage.uow import SqlUnitOfWork
-from tests.fakes import FakeClock, FakeMeterGateway
+from tests.fakes import AtLikeSms, FakeClock, FakeMeterGateway
 from tests.test_usage_sql import add_meters
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 LANDLORD = "254722000111"
-
-
-@dataclass(frozen=True)
-class Accepted:
-    message_id: str
-
-
-class AtLikeSms:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def send(self, phone: str, message: str) -> Accepted:
-        self.sent.append(phone)
-        return Accepted(f"ATXid_{len(self.sent)}")
 
 
 async def test_a_low_balance_alert_sms_gets_its_delivery_report(engine):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
@@ -21,25 +20,11 @@ from core.payments.model import Channel, Payment, PaymentStatus
 from core.shared.errors import InvalidInput
 from core.tenants.model import Tenant
 from tests.admin_helpers import add_user, logged_in
-from tests.fakes import FakeClock, FakeStore, FakeUnitOfWork
+from tests.fakes import AtLikeSms, FakeClock, FakeStore, FakeUnitOfWork
 from tests.stack import CALLBACK_TOKEN, Stack
 from tests.telegram_helpers import TelegramUser
 
 PHONE = "254712345678"
-
-
-@dataclass(frozen=True)
-class Accepted:
-    message_id: str
-
-
-class AtLikeSms:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    async def send(self, phone: str, message: str) -> Accepted:
-        self.sent.append((phone, message))
-        return Accepted(f"ATXid_{len(self.sent)}")
 
 
 class FakeTelegram:
