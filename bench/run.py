@@ -177,21 +177,19 @@ def median_round(results: list[wrk.Result]) -> wrk.Result:
     return sorted(results, key=lambda result: result.rate)[len(results) // 2]
 
 
-def in_turns(ours: tuple[str, str, dict], bare: tuple[str, str, dict], seconds: float,
-             offset: int = 0) -> tuple[wrk.Result, wrk.Result]:
+def in_turns(ours: tuple[str, str, dict], bare: tuple[str, str, dict], seconds: float) -> tuple[wrk.Result, wrk.Result]:
     """ROUNDS runs of each, alternating (url, wrk script, its fields), after one warm-up each; returns the
     median round of each. Measured one after the other, a few seconds apart, the machine's speed (shared
     cores, other tenants of the host) moved a single ratio by ±30% from one run to the next."""
-    next_id = offset
+    next_id = 0
     for url, script, fields in (ours, bare):
         next_id += wrk.run(url, script, seconds=1, offset=next_id, **fields).requests + 1000
-    ours_runs, bare_runs = [], []
+    runs: tuple[list[wrk.Result], list[wrk.Result]] = ([], [])
     for _ in range(ROUNDS):
-        for url, script, fields in (ours, bare):
-            result = wrk.run(url, script, seconds=seconds, offset=next_id, **fields)
-            next_id += result.requests + 1000
-            (ours_runs if url == ours[0] else bare_runs).append(result)
-    return median_round(ours_runs), median_round(bare_runs)
+        for side, (url, script, fields) in enumerate((ours, bare)):
+            runs[side].append(wrk.run(url, script, seconds=seconds, offset=next_id, **fields))
+            next_id += runs[side][-1].requests + 1000
+    return median_round(runs[0]), median_round(runs[1])
 
 
 def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> wrk.Result:
@@ -412,10 +410,12 @@ def growth_phase(url: str, sandboxes: Sandboxes, report: Report, args, small: wr
                    settings_env(settings_for(url, sandboxes, public, args.concurrency)))
     try:
         ours.wait_http(public + "/healthz")
-        rounds, offset = [], PENDING // 2
+        endpoint = f"{public}/mpesa/callback/{CALLBACK_TOKEN}"
+        offset = PENDING // 2 + wrk.run(endpoint, "callback", seconds=1, offset=PENDING // 2).requests + 1000  # warm-up
+        rounds = []
         for _ in range(ROUNDS):
-            rounds.append(measure(f"{public}/mpesa/callback/{CALLBACK_TOKEN}", "callback", args.seconds, offset=offset))
-            offset += rounds[-1].requests * 2 + 2000  # past this round's and its warm-up's ids
+            rounds.append(wrk.run(endpoint, "callback", seconds=args.seconds, offset=offset))
+            offset += rounds[-1].requests + 1000
         big = median_round(rounds)
     finally:
         ours.stop()
