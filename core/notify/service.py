@@ -85,28 +85,22 @@ def _units_text(language: str, units: Decimal | None, money: bool) -> str:
     return text(language, "units_energy").format(value=f"{units.normalize():f}")
 
 
-async def compose(event: Notify, *, uow: UnitOfWork) -> Message | None:
-    """The first message for an event, or None when nobody is to be told (a manual credit, say)."""
-    messages = await compose_all(event, uow=uow)
-    return messages[0] if messages else None
-
-
-async def compose_all(event: Notify, *, uow: UnitOfWork) -> list[Message]:
-    """Who is told, and what. A payment we started tells the tenant who asked (and the other number that
-    paid, when it was not theirs). A C2B payment (Paybill, Till) tells the tenants linked to the meter, each
-    in their language and channel, and the payer's phone when M-Pesa gave it in clear."""
-    async with uow:
-        topup = await uow.topups.get(event.topup_id) if event.topup_id else None
-        payment_id = event.payment_id or (topup.payment_id if topup else None)
-        payment = await uow.payments.get(payment_id) if payment_id else None
-        if payment is None:
-            return []
-        meter = await uow.meters.get(payment.meter_id)
-        # The tenant who started it (paid from their own phone or from another number), else the payer.
-        tenant = (await uow.tenants.get(payment.tenant_id) if payment.tenant_id else None) \
-            or (await uow.tenants.get_by_phone(payment.phone) if payment.phone else None)
-        linked = await uow.tenants.linked_to(meter.id) if payment.channel == Channel.C2B else []
-        days = await _days_left_after(uow, meter, topup) if event.event is NotifyEvent.TOPUP_APPLIED else None
+async def _composed(event: Notify, uow: UnitOfWork) -> list[Message]:
+    """Who is told, and what, read in the caller's unit of work. A payment we started tells the tenant who
+    asked (and the other number that paid, when it was not theirs). A C2B payment (Paybill, Till) tells the
+    tenants linked to the meter, each in their language and channel, and the payer's phone when M-Pesa
+    gave it in clear."""
+    topup = await uow.topups.get(event.topup_id) if event.topup_id else None
+    payment_id = event.payment_id or (topup.payment_id if topup else None)
+    payment = await uow.payments.get(payment_id) if payment_id else None
+    if payment is None:
+        return []
+    meter = await uow.meters.get(payment.meter_id)
+    # The tenant who started it (paid from their own phone or from another number), else the payer.
+    tenant = (await uow.tenants.get(payment.tenant_id) if payment.tenant_id else None) \
+        or (await uow.tenants.get_by_phone(payment.phone) if payment.phone else None)
+    linked = await uow.tenants.linked_to(meter.id) if payment.channel == Channel.C2B else []
+    days = await _days_left_after(uow, meter, topup) if event.event is NotifyEvent.TOPUP_APPLIED else None
     kind = "topup_failed" if event.event is NotifyEvent.TOPUP_REVIEW else event.event.value
     if kind not in ("payment_failed", "topup_applied", "topup_delayed", "topup_failed"):
         return []
@@ -160,15 +154,15 @@ async def notify(event: Notify, *, uow: UnitOfWork, sms: SmsSender | None, clock
                  telegram: TelegramSender | None = None, whatsapp: WhatsAppReceipts | None = None) -> str:
     if event.resend_of is not None:
         return await resend(event, uow=uow, clock=clock, telegram=telegram, whatsapp=whatsapp)
-    messages = await compose_all(event, uow=uow)
+    # A C2B receipt goes to every tenant linked to the meter: when one SMS fails for now, the job runs
+    # again, and those already told must not get it twice (read with the messages, in one unit of work).
+    # Rows keep the phone masked, so two phones can share a key: counted, each told row stands for one.
+    async with uow:
+        messages = await _composed(event, uow)
+        payment_id = messages[0].payment_id if messages else None
+        told = Counter(await uow.notifications.told(payment_id, event.event.value) if payment_id else ())
     if not messages:
         return "nobody"
-    # A C2B receipt goes to every tenant linked to the meter: when one SMS fails for now, the job runs
-    # again, and those already told must not get it twice. Rows keep the phone masked, so two phones
-    # can share a key: counted, each told row stands for one message.
-    payment_id = messages[0].payment_id
-    async with uow:
-        told = Counter(await uow.notifications.told(payment_id, event.event.value) if payment_id else ())
     statuses = []
     for message in messages:
         if _already_told(told, message.phone, message.text):
