@@ -81,6 +81,25 @@ def test_kenyan_mobile_is_normalised_once_and_for_all(raw):
     assert normalize_kenyan_mobile(phone) == phone
 
 
+@given(st.from_regex(r"(0|\+?254)[0-9]{9}", fullmatch=True, alphabet=st.characters(codec="ascii")))
+@settings(max_examples=500)
+def test_a_number_is_taken_as_phonenumbers_judges_a_kenyan_mobile(raw):
+    """normalize_kenyan_mobile asks phonenumbers' number_type only; is_valid_number agrees with it."""
+    try:  # `000…` is Kenya's international prefix: such a number may not parse at all
+        number = phonenumbers.parse(raw if not raw.startswith("254") else "+" + raw, "KE")
+    except phonenumbers.NumberParseException:
+        number = None
+    mobile = number is not None and number.country_code == 254 and phonenumbers.is_valid_number(number) and (
+        phonenumbers.number_type(number) in (phonenumbers.PhoneNumberType.MOBILE,
+                                             phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE))
+    try:
+        normalize_kenyan_mobile(raw)
+    except InvalidInput:
+        assert not mobile or str(number.national_number)[0] not in "17"
+    else:
+        assert mobile
+
+
 @given(st.from_regex(r"\A\+254[0-9]{9}\Z") | st.from_regex(r"\A\+?254[0-9 ]{7,11}\Z") | st.text(max_size=16))
 @settings(max_examples=500)
 def test_the_fast_parse_gives_what_phonenumbers_gives(raw):
