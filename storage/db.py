@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from storage.sqlite_trips import use_one_trip_cursors
+from storage.sqlite_trips import OneTripConnection, begin_with_next_statement, drop_pending_begin, use_one_trip_cursors
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./lipameter.db"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -74,7 +74,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @sa.event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection) -> None:
-        if not connection.get_execution_options().get(ONE_STATEMENT):
+        if connection.get_execution_options().get(ONE_STATEMENT):
+            return
+        if isinstance(connection.connection.dbapi_connection, OneTripConnection):
+            begin_with_next_statement(connection.connection.driver_connection)  # one trip fewer a transaction
+        else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     # SQLAlchemy rolls a connection back when it is done with it (a one_statement connection too) and again
@@ -86,7 +90,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     def do_rollback(dbapi_connection) -> None:
         try:
-            idle = not dbapi_connection.driver_connection.in_transaction
+            driver = dbapi_connection.driver_connection
+            # A BEGIN still waiting for a statement never went: nothing began, nothing to roll back.
+            idle = drop_pending_begin(driver) or not driver.in_transaction
         except (AttributeError, ValueError):  # closed or invalidated: the driver's own rollback decides
             idle = False
         if not idle:

@@ -5,7 +5,9 @@ statement: open a cursor, execute, fetch the rows, close. Each step is a trip (a
 work, a wake-up of the event loop through its self-pipe, a greenlet switch back), taken while SQLite's one
 connection is held (storage/db.py). Under a rush the event loop is busy, so every trip also waits its turn
 there: 20 trips for a payment start held the connection for milliseconds, and payment starts queued
-behind it. Here the four steps run as one function on the thread: one trip per statement.
+behind it. Here the four steps run as one function on the thread: one trip per statement. A write
+transaction's `BEGIN IMMEDIATE` rides with its first statement too (`begin_with_next_statement`): the
+writer lock is taken by the same trip that first needs it, as before, one trip sooner.
 
 What the rest of SQLAlchemy reads from the cursor afterwards (description, rowcount, lastrowid) are plain
 attributes of the sqlite3 cursor, readable from the loop's thread (aiosqlite's own Cursor reads them so).
@@ -23,8 +25,16 @@ from typing import Any
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_cursor
 
 
-def _run(raw: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> tuple[sqlite3.Cursor, list | None]:
-    """On aiosqlite's thread: the whole statement, rows fetched, cursor closed (its attributes stay)."""
+BEGIN = "BEGIN IMMEDIATE"
+_PENDING = "lipameter_begin_pending"  # set on the aiosqlite.Connection (the adapter has no instance dict)
+
+
+def _run(raw: sqlite3.Connection, operation: str, parameters: Any, many: bool,
+         begin: bool = False) -> tuple[sqlite3.Cursor, list | None]:
+    """On aiosqlite's thread: the whole statement, rows fetched, cursor closed (its attributes stay); first
+    the transaction's BEGIN when it is the transaction's first statement."""
+    if begin:
+        raw.execute(BEGIN)
     cursor = raw.cursor()
     try:
         if many:
@@ -58,7 +68,8 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     async def _one_trip(self, operation: Any, parameters: Any, *, many: bool) -> Any:
         async with self._adapt_connection._execute_mutex:
             driver = self._connection  # aiosqlite.Connection
-            cursor, rows = await driver._execute(_run, driver._conn, operation, parameters, many)
+            begin = driver.__dict__.pop(_PENDING, False)
+            cursor, rows = await driver._execute(_run, driver._conn, operation, parameters, many, begin)
             self._cursor = cursor
             if rows is not None:
                 self._rows = collections.deque(rows)
@@ -74,6 +85,25 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneTripCursor
+
+    def commit(self) -> None:
+        if not drop_pending_begin(self._connection):  # a transaction that ran no statement began nothing
+            super().commit()
+
+    def rollback(self) -> None:
+        if not drop_pending_begin(self._connection):
+            super().rollback()
+
+
+def begin_with_next_statement(driver: Any) -> None:
+    """BEGIN IMMEDIATE, sent with the next statement of `driver` (an aiosqlite.Connection under a
+    OneTripConnection) rather than on a trip of its own."""
+    driver.__dict__[_PENDING] = True
+
+
+def drop_pending_begin(driver: Any) -> bool:
+    """Forget a BEGIN no statement has carried yet; True if there was one (nothing began, then)."""
+    return bool(driver.__dict__.pop(_PENDING, False))
 
 
 def use_one_trip_cursors(dbapi_connection: Any) -> None:

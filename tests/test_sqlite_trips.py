@@ -78,3 +78,37 @@ async def test_a_refused_statement_raises_sqlalchemys_error_and_the_connection_g
             await conn.execute(sa.text("SELECT * FROM no_such_table"))
     async with one_statement(sqlite_engine) as conn:
         assert (await conn.execute(sa.select(sa.func.count()).select_from(mpesa_callbacks))).scalar_one() == 1
+
+
+async def connected(engine, trips) -> None:
+    """The one connection opened (its own trips: the driver's setup and the PRAGMAs), then trips cleared."""
+    async with one_statement(engine) as conn:
+        await conn.execute(sa.text("SELECT 1"))
+    trips.clear()
+
+
+async def test_a_transactions_begin_rides_with_its_first_statement(sqlite_engine, trips):
+    await connected(sqlite_engine, trips)
+    async with sqlite_engine.begin() as conn:
+        await conn.execute(mpesa_callbacks.insert(), row(1))
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw.in_transaction  # BEGIN IMMEDIATE went, with the INSERT: the writer lock is held
+        await conn.execute(mpesa_callbacks.insert(), row(2))
+    assert trips == ["_run", "_run", "commit"]  # before: a trip of its own for the BEGIN
+    async with one_statement(sqlite_engine) as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(mpesa_callbacks))).scalar_one() == 2
+
+
+async def test_a_transaction_that_ran_nothing_leaves_no_begin_behind(sqlite_engine, trips):
+    await connected(sqlite_engine, trips)
+    async with sqlite_engine.begin():
+        pass  # committed: no trip at all
+    with pytest.raises(RuntimeError):
+        async with sqlite_engine.begin():
+            raise RuntimeError("rolled back before any statement")
+    assert trips == []
+    # The next statement on the one connection runs on its own, committed at once, not inside a BEGIN left over.
+    async with one_statement(sqlite_engine) as conn:
+        await conn.execute(mpesa_callbacks.insert(), row(1))
+        assert not (await conn.get_raw_connection()).driver_connection.in_transaction
+    assert trips == ["_run"]

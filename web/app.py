@@ -85,12 +85,13 @@ def create_app(container: Container, *, run_worker: bool = True,
                 await worker_task
             await container.aclose()
 
+    # The router tries routes in order, each a regex match: what a rush hits (USSD hops, callbacks) first.
     routes: list[BaseRoute] = [
-        *probe_routes(container),
+        *ussd_routes(container.ussd, container.ussd_metrics),
         *mpesa_api.routes,
         *c2b_api.routes,  # Daraja C2B: Paybill and Till payments
         *sms_api.routes,  # Africa's Talking SMS delivery reports
-        *ussd_routes(container.ussd, container.ussd_metrics),
+        *probe_routes(container),
         *admin_routes(container),  # /admin (the dashboard) and /static
         *webhook_routes(container.telegram_bot),  # POST /telegram/webhook
         *whatsapp_routes(container.whatsapp_room),  # GET and POST /whatsapp/webhook
