@@ -24,7 +24,6 @@ from typing import Any
 
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_cursor
 
-
 BEGIN = "BEGIN IMMEDIATE"
 _PENDING = "lipameter_begin_pending"  # set on the aiosqlite.Connection (the adapter has no instance dict)
 

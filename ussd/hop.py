@@ -9,9 +9,12 @@ input already (a dialled shortcut): see `_first_hop`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from core.dialogue import machine as dialogue
 from core.dialogue import texts
@@ -27,6 +30,7 @@ from core.shared.phone import mask_phone, normalize_kenyan_mobile
 from ussd.render import to_text
 
 log = logging.getLogger("lipameter.ussd")
+T = TypeVar("T")
 
 MAX_SESSION_ID = 100
 MAX_FIELD = 40
@@ -103,21 +107,17 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
         phone = normalize_kenyan_mobile(hop.phone)
     except InvalidInput:  # nor is it ever a replay: that is only for the phone that made the hop
         return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
-    # The session and, for a new one, the phone's recent sessions: one read.
-    record, opened = await deps.sessions.open(hop.session_id, phone=phone,
-                                              since=deps.dialogue.clock.now() - timedelta(hours=1))
-    # A replay is only for the phone that made the hop (it may show a balance or a history).
-    if record is not None and record.last_text == hop.text and record.phone == phone:
-        return Answer(record.last_answer, "replay")
     runner = deps.runner()
-    state = _resumable(record, phone, runner)
-    if len(hop.text) > MAX_TEXT or (record is not None and state is None):
-        # A hop we cannot place (a session already over, or another phone's): never guess, never pay.
-        return Answer(ending(_expired(record)), "expired")
-    if record is None and opened >= MAX_NEW_SESSIONS_PER_HOUR:
-        log.warning("ussd: %s opened %d sessions in an hour; refused", mask_phone(phone), MAX_NEW_SESSIONS_PER_HOUR)
-        return Answer(ending(texts.BILINGUAL_TOO_MANY), "refused")
-    caller = await runner.caller(phone, payment_key=f"ussd:{hop.session_id}", network_code=hop.network_code)
+    # Who is calling is read while the session is: two reads in flight at once, one wait (and under a rush,
+    # each shares its statement with more hops). A hop answered without it (a replay, a refusal) drops it.
+    caller_read = _started(runner.caller(phone, payment_key=f"ussd:{hop.session_id}", network_code=hop.network_code))
+    try:
+        early, record, state = await _placed(hop, phone, deps, runner)
+        if early is not None:
+            return early
+        caller = await caller_read
+    finally:
+        caller_read.cancel()  # unneeded (or the session read failed); does nothing once it is done
     if record is None:
         step = await _first_hop(hop.text, caller, runner)
     else:
@@ -132,6 +132,33 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
         return Answer(winner.last_answer, "replay")
     log.warning("ussd session %s: a concurrent hop overtook this one", hop.session_id)
     return Answer(text, "end" if step.screen.end else "con")
+
+
+async def _placed(hop: Hop, phone: str, deps: UssdDeps,
+                  runner: DialogueRunner) -> tuple[Answer | None, UssdSession | None, DialogueState | None]:
+    """(an answer when the hop goes no further, its session or None for a new one, the state to go on from)."""
+    # The session and, for a new one, the phone's recent sessions: one read.
+    record, opened = await deps.sessions.open(hop.session_id, phone=phone,
+                                              since=deps.dialogue.clock.now() - timedelta(hours=1))
+    # A replay is only for the phone that made the hop (it may show a balance or a history).
+    if record is not None and record.last_text == hop.text and record.phone == phone:
+        return Answer(record.last_answer, "replay"), record, None
+    state = _resumable(record, phone, runner)
+    if len(hop.text) > MAX_TEXT or (record is not None and state is None):
+        # A hop we cannot place (a session already over, or another phone's): never guess, never pay.
+        return Answer(ending(_expired(record)), "expired"), record, None
+    if record is None and opened >= MAX_NEW_SESSIONS_PER_HOUR:
+        log.warning("ussd: %s opened %d sessions in an hour; refused", mask_phone(phone), MAX_NEW_SESSIONS_PER_HOUR)
+        return Answer(ending(texts.BILINGUAL_TOO_MANY), "refused"), record, None
+    return None, record, state
+
+
+def _started(read: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """`read` running on its own from now; if it fails and nobody awaits it, its error is dropped quietly
+    (it was not needed)."""
+    task = asyncio.ensure_future(read)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
 
 
 async def _first_hop(text: str, caller: Caller, runner: DialogueRunner) -> Step:
