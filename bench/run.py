@@ -210,6 +210,7 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> float:
 
         calls, base = callbacks_in_turns(public, bare_url, args.seconds)
         report.vs_bare("Callback ingestion (kept, answered)", calls, base, 0.35)
+        callbacks_vs_bare = calls.rate / base.rate
 
         form = "sessionId=bare&serviceCode=%2A384%2A1%23&phoneNumber=%2B254712345678&networkCode=63902&text="
         hops, base = in_turns((public + "/ussd", "ussd", {}),
@@ -231,7 +232,7 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> float:
     finally:
         ours.stop()
         bare.stop()
-    return calls.rate / base.rate
+    return callbacks_vs_bare
 
 
 CALLBACK_BODY = '{"Body": {"stkCallback": {"CheckoutRequestID": "x", "ResultCode": 0}}}'
