@@ -219,6 +219,10 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     usage: UsageRepository
 
+    # True where the database runs one write transaction at a time (SQLite, BEGIN IMMEDIATE): a write
+    # committed on its own is then ordered against every transaction, which some paths use to skip theirs.
+    single_writer: bool
+
     async def __aenter__(self) -> UnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
     async def commit(self) -> None: ...

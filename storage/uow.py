@@ -30,6 +30,7 @@ class SqlUnitOfWork:
 
     def __init__(self, engine: AsyncEngine, inbox: GroupCommitInbox | None = None) -> None:
         self.engine = engine
+        self.single_writer = engine.dialect.name == "sqlite"  # every transaction BEGIN IMMEDIATE (storage/db.py)
         self.inbox = inbox  # the process's group commit for raw callbacks (None: one statement each)
         self.conn: AsyncConnection | None = None
         self._autocommit = False

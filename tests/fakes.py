@@ -330,10 +330,11 @@ class FakeUsage(_Repo):
 class FakeUnitOfWork:
     """Changes land in the shared store only on commit (a snapshot is restored otherwise)."""
 
-    def __init__(self, store: FakeStore | None = None) -> None:
+    def __init__(self, store: FakeStore | None = None, *, single_writer: bool = False) -> None:
         self.store = store or FakeStore()
         self.commits = 0
         self._plain = False
+        self.single_writer = single_writer
 
     def autocommit(self):
         self._plain = True  # the next `async with`: every write stays, nothing is rolled back

@@ -183,6 +183,10 @@ async def _record_push_accepted(payment_id: str, accepted, *, uow: UnitOfWork, c
                                 verify: bool = False, sent: Payment | None = None) -> Payment:
     """`sent`: the payment as the push left it (claimed, `requested`), when the caller has it."""
     checkout_id = accepted.checkout_request_id
+    if sent is not None and uow.single_writer:
+        recorded = await _record_push_alone(uow, sent, accepted, now=clock.now())
+        if recorded is not None:
+            return recorded
     async with uow:
         await uow.callbacks.lock_checkout(checkout_id)  # a callback for it waits for this transaction
         payment = await _mark_sent_pushed(uow, sent, accepted, now=clock.now()) if sent else None
@@ -202,6 +206,20 @@ async def _record_push_accepted(payment_id: str, accepted, *, uow: UnitOfWork, c
             await uow.callbacks.set_outcome(callback_id, outcome=outcome, checkout_request_id=checkout_id,
                                             payment_id=payment.id)
         await uow.commit()
+    return payment
+
+
+async def _record_push_alone(uow: UnitOfWork, sent: Payment, accepted, *, now: datetime) -> Payment | None:
+    """The common case without a transaction, where the database has one writer at a time (SQLite): the
+    UPDATE commits on its own, then no orphan waits for its CheckoutRequestID. A callback for it is applied
+    in a transaction that holds the writer lock from its first statement, so it either committed its orphan
+    before the UPDATE (which waited for it) and the read after the UPDATE sees it, or began after the UPDATE
+    and finds the payment itself. None: the general path (an orphan to apply, or the row moved on). Two
+    statements and no BEGIN or COMMIT while the one connection is held, instead of three trips."""
+    async with uow.autocommit():
+        payment = await _mark_sent_pushed(uow, sent, accepted, now=now)
+        if payment is None or await uow.callbacks.orphans_for(accepted.checkout_request_id):
+            return None
     return payment
 
 
