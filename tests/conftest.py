@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 
+import aiosqlite
 import pytest
 import sqlalchemy as sa
 
@@ -78,3 +79,17 @@ async def engine(database_url):
     engine = create_engine(database_url)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def sqlite_trips(monkeypatch):
+    """The functions queued to aiosqlite's thread, by name (each one trip there and back)."""
+    counted: list[str] = []
+    queue = aiosqlite.Connection._execute
+
+    async def counting(self, fn, *args, **kwargs):
+        counted.append(getattr(fn, "__name__", repr(fn)))
+        return await queue(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return counted

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import aiosqlite
 import pytest
 
 from core.meters.model import Meter
@@ -56,19 +55,11 @@ async def stored(engine) -> tuple[Payment, bool]:
         return await uow.payments.get(PAYMENT_ID), await uow.topups.for_payment(PAYMENT_ID) is not None
 
 
-async def test_the_common_case_is_two_statements_without_a_transaction(engine, monkeypatch):
-    trips: list[str] = []
-    queue = aiosqlite.Connection._execute
-
-    async def counting(self, fn, *args, **kwargs):
-        trips.append(getattr(fn, "__name__", repr(fn)))
-        return await queue(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+async def test_the_common_case_is_two_statements_without_a_transaction(engine, sqlite_trips):
     payment = await _record_push_accepted(PAYMENT_ID, ACCEPTED, uow=SqlUnitOfWork(engine), clock=FakeClock(T0),
                                           sent=claimed())
     assert payment.status is PaymentStatus.PENDING and payment.checkout_request_id == CHECKOUT
-    assert trips == ["_run", "_run"]  # the UPDATE, the orphans' read; a transaction took a third (COMMIT)
+    assert sqlite_trips == ["_run", "_run"]  # the UPDATE, the orphans' read; a transaction took a third (COMMIT)
     assert (await stored(engine))[0].status is PaymentStatus.PENDING
 
 

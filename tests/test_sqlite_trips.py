@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import aiosqlite
 import pytest
 import sqlalchemy as sa
 
@@ -25,35 +24,21 @@ async def sqlite_engine(tmp_path):
     await engine.dispose()
 
 
-@pytest.fixture
-def trips(monkeypatch):
-    """Counts the functions queued to aiosqlite's thread (each is one trip there and back)."""
-    counted: list[str] = []
-    queue = aiosqlite.Connection._execute
-
-    async def counting(self, fn, *args, **kwargs):
-        counted.append(getattr(fn, "__name__", repr(fn)))
-        return await queue(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
-    return counted
-
-
 def row(n: int) -> dict:
     return {"body": f'{{"n": {n}}}', "source": None, "received_at": T0, "outcome": "received", "kind": "stk"}
 
 
-async def test_a_statement_with_rows_is_one_trip_and_reads_back_the_same(sqlite_engine, trips):
+async def test_a_statement_with_rows_is_one_trip_and_reads_back_the_same(sqlite_engine, sqlite_trips):
     async with one_statement(sqlite_engine) as conn:
         await conn.execute(mpesa_callbacks.insert(), [row(1), row(2), row(3)])
-        trips.clear()
+        sqlite_trips.clear()
         rows = (await conn.execute(sa.select(mpesa_callbacks.c.id, mpesa_callbacks.c.body)
                                    .order_by(mpesa_callbacks.c.id))).all()
     assert [(r.id, r.body) for r in rows] == [(1, '{"n": 1}'), (2, '{"n": 2}'), (3, '{"n": 3}')]
-    assert trips == ["_run"]  # the plain adapter took four: cursor, execute, fetchall, close
+    assert sqlite_trips == ["_run"]  # the plain adapter took four: cursor, execute, fetchall, close
 
 
-async def test_the_new_rows_id_and_rowcount_reach_sqlalchemy(sqlite_engine, trips):
+async def test_the_new_rows_id_and_rowcount_reach_sqlalchemy(sqlite_engine, sqlite_trips):
     async with sqlite_engine.begin() as conn:
         inserted = await conn.execute(mpesa_callbacks.insert(), row(1))
         assert inserted.inserted_primary_key[0] == 1  # cursor.lastrowid
@@ -80,35 +65,35 @@ async def test_a_refused_statement_raises_sqlalchemys_error_and_the_connection_g
         assert (await conn.execute(sa.select(sa.func.count()).select_from(mpesa_callbacks))).scalar_one() == 1
 
 
-async def connected(engine, trips) -> None:
-    """The one connection opened (its own trips: the driver's setup and the PRAGMAs), then trips cleared."""
+async def connected(engine, sqlite_trips) -> None:
+    """The one connection opened (its own trips: the driver's setup and the PRAGMAs), then the count cleared."""
     async with one_statement(engine) as conn:
         await conn.execute(sa.text("SELECT 1"))
-    trips.clear()
+    sqlite_trips.clear()
 
 
-async def test_a_transactions_begin_rides_with_its_first_statement(sqlite_engine, trips):
-    await connected(sqlite_engine, trips)
+async def test_a_transactions_begin_rides_with_its_first_statement(sqlite_engine, sqlite_trips):
+    await connected(sqlite_engine, sqlite_trips)
     async with sqlite_engine.begin() as conn:
         await conn.execute(mpesa_callbacks.insert(), row(1))
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw.in_transaction  # BEGIN IMMEDIATE went, with the INSERT: the writer lock is held
         await conn.execute(mpesa_callbacks.insert(), row(2))
-    assert trips == ["_run", "_run", "commit"]  # before: a trip of its own for the BEGIN
+    assert sqlite_trips == ["_run", "_run", "commit"]  # before: a trip of its own for the BEGIN
     async with one_statement(sqlite_engine) as conn:
         assert (await conn.execute(sa.select(sa.func.count()).select_from(mpesa_callbacks))).scalar_one() == 2
 
 
-async def test_a_transaction_that_ran_nothing_leaves_no_begin_behind(sqlite_engine, trips):
-    await connected(sqlite_engine, trips)
+async def test_a_transaction_that_ran_nothing_leaves_no_begin_behind(sqlite_engine, sqlite_trips):
+    await connected(sqlite_engine, sqlite_trips)
     async with sqlite_engine.begin():
         pass  # committed: no trip at all
     with pytest.raises(RuntimeError):
         async with sqlite_engine.begin():
             raise RuntimeError("rolled back before any statement")
-    assert trips == []
+    assert sqlite_trips == []
     # The next statement on the one connection runs on its own, committed at once, not inside a BEGIN left over.
     async with one_statement(sqlite_engine) as conn:
         await conn.execute(mpesa_callbacks.insert(), row(1))
         assert not (await conn.get_raw_connection()).driver_connection.in_transaction
-    assert trips == ["_run"]
+    assert sqlite_trips == ["_run"]
