@@ -12,7 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from storage.sqlite_trips import OneTripConnection, begin_with_next_statement, drop_pending_begin, use_one_trip_cursors
+from storage.sqlite_trips import (
+    BEGIN,
+    OneTripConnection,
+    begin_with_next_statement,
+    drop_pending_begin,
+    use_one_trip_cursors,
+)
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./lipameter.db"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -79,7 +85,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         if isinstance(connection.connection.dbapi_connection, OneTripConnection):
             begin_with_next_statement(connection.connection.driver_connection)  # one trip fewer a transaction
         else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql(BEGIN)
 
     # SQLAlchemy rolls a connection back when it is done with it (a one_statement connection too) and again
     # when the pool takes it back. Through aiosqlite each is a trip to the driver's thread and back through

@@ -67,7 +67,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     async def _one_trip(self, operation: Any, parameters: Any, *, many: bool) -> Any:
         async with self._adapt_connection._execute_mutex:
             driver = self._connection  # aiosqlite.Connection
-            begin = driver.__dict__.pop(_PENDING, False)
+            begin = drop_pending_begin(driver)  # this statement carries it
             cursor, rows = await driver._execute(_run, driver._conn, operation, parameters, many, begin)
             self._cursor = cursor
             if rows is not None:
@@ -85,13 +85,11 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneTripCursor
 
+    # A transaction that ran no statement began nothing: nothing to commit. (A rollback goes through
+    # storage/db.py's do_rollback, which drops a pending BEGIN before it asks the driver.)
     def commit(self) -> None:
-        if not drop_pending_begin(self._connection):  # a transaction that ran no statement began nothing
-            super().commit()
-
-    def rollback(self) -> None:
         if not drop_pending_begin(self._connection):
-            super().rollback()
+            super().commit()
 
 
 def begin_with_next_statement(driver: Any) -> None:
