@@ -3,7 +3,7 @@ reads back (rows, rowcount, the new row's id, errors) is what the plain adapter 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -97,3 +97,24 @@ async def test_a_transaction_that_ran_nothing_leaves_no_begin_behind(sqlite_engi
         await conn.execute(mpesa_callbacks.insert(), row(1))
         assert not (await conn.get_raw_connection()).driver_connection.in_transaction
     assert sqlite_trips == ["_run"]
+
+
+async def test_a_time_is_stored_as_sqlalchemys_own_text_and_compared_in_sql(sqlite_engine):
+    """storage/tables.py:UTCDateTime writes SQLite's text itself (isoformat): the same text SQLAlchemy's
+    DATETIME writes, so rows written before read back the same and compare in order in SQL."""
+    east_africa = timezone(timedelta(hours=3))
+    at = datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=east_africa)  # 00:04:05.000060 UTC
+    async with sqlite_engine.begin() as conn:
+        await conn.execute(mpesa_callbacks.insert(), [{**row(1), "received_at": at},
+                                                      {**row(2), "received_at": T0.replace(microsecond=0)}])
+        stored = (await conn.execute(sa.text("SELECT received_at FROM mpesa_callbacks ORDER BY id"))).scalars().all()
+        read = (await conn.execute(sa.select(mpesa_callbacks.c.received_at).order_by(mpesa_callbacks.c.id))).scalars().all()
+        since = (await conn.execute(sa.select(mpesa_callbacks.c.id).where(
+            mpesa_callbacks.c.received_at >= datetime(2026, 1, 2, 0, 4, 5, 59, tzinfo=UTC)))).scalars().all()
+        with pytest.raises(sa.exc.StatementError, match="naive datetime refused"):
+            await conn.execute(mpesa_callbacks.insert(), {**row(3), "received_at": datetime(2026, 1, 2)})
+    sqlalchemys = sa.DateTime().dialect_impl(sqlite_engine.dialect).bind_processor(sqlite_engine.dialect)
+    assert stored == ["2026-01-02 00:04:05.000060", "2026-11-29 09:00:00.000000"]
+    assert stored == [sqlalchemys(at.astimezone(UTC).replace(tzinfo=None)), sqlalchemys(datetime(2026, 11, 29, 9, 0))]
+    assert read == [at, T0]
+    assert since == [1, 2]
