@@ -26,12 +26,16 @@ def lanes_for(dialect: str) -> int:
     return 1 if dialect == "sqlite" else PG_LANES
 
 
-def padded(values: Sequence[T]) -> list[T]:
+def padded(values: Sequence[T], dialect: str) -> list[T]:
     """`values` with the last one repeated up to the next power of two, for a batch's IN list or its
     multi-row INSERT … ON CONFLICT DO NOTHING (where a repeat changes nothing). A statement's text depends
-    on its number of parameters, and the drivers keep prepared statements by text (asyncpg 100 per
-    connection, sqlite3 128): a few sizes stay prepared, one per batch size would keep being prepared anew."""
+    on its number of parameters, and asyncpg keeps prepared statements by text (100 per connection), each
+    new one costing a round trip to prepare: a few sizes stay prepared. SQLite gets `values` as they are:
+    sqlite3 prepares in process, in microseconds, while every repeated row costs its binds (measured: a
+    20-hop batch's reads and INSERT took 7-11 % less CPU unpadded)."""
     values = list(values)
+    if dialect == "sqlite":
+        return values
     size = 1 << max(len(values) - 1, 0).bit_length()
     return values + values[-1:] * (size - len(values))
 

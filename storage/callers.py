@@ -39,12 +39,12 @@ class SqlCallerLookup:
     async def _lookup_batch(self, phones: list[str]) -> list[tuple[Tenant | None, list[Meter]]]:
         async with one_statement(self.engine) as conn:
             found: dict[str, Tenant] = {}
-            for row in await conn.execute(_TENANTS, {"phones": padded(sorted(set(phones)))}):
+            for row in await conn.execute(_TENANTS, {"phones": padded(sorted(set(phones)), conn.dialect.name)}):
                 tenant = from_row(Tenant, row)
                 found[tenant.phone] = tenant
             linked: dict[str, list[Meter]] = {tenant.id: [] for tenant in found.values()}
             if linked:  # most callers of a rush may be no tenant: no second read then
-                for row in await conn.execute(_METERS, {"tenant_ids": padded(sorted(linked))}):
+                for row in await conn.execute(_METERS, {"tenant_ids": padded(sorted(linked), conn.dialect.name)}):
                     linked[row.linked_to].append(from_row(Meter, row))
         # Each caller its own objects, as separate reads would have given them.
         return [(dataclasses.replace(found[phone]), [dataclasses.replace(m) for m in linked[found[phone].id]])

@@ -93,11 +93,11 @@ class SqlUssdSessionStore:
         # whose session is new, each counted from its own hop's `since`.
         async with one_statement(self.engine) as conn:
             found = {row.session_id: row._mapping
-                     for row in await conn.execute(_BY_IDS, {"ids": padded(sorted({sid for sid, _, _ in asks}))})}
+                     for row in await conn.execute(_BY_IDS, {"ids": padded(sorted({sid for sid, _, _ in asks}), conn.dialect.name)})}
             new = [(phone, since) for sid, phone, since in asks if sid not in found]
             opened: dict[str, list[datetime]] = {}
             if new:
-                query = {"phones": padded(sorted({phone for phone, _ in new})), "since": min(since for _, since in new)}
+                query = {"phones": padded(sorted({phone for phone, _ in new}), conn.dialect.name), "since": min(since for _, since in new)}
                 for phone, created_at in await conn.execute(_RECENT, query):
                     opened.setdefault(phone, []).append(created_at)
         return [(_session(found[sid]), 0) if sid in found else
@@ -150,7 +150,7 @@ class SqlUssdSessionStore:
             if len(rows) == 1:
                 result = await conn.execute(insert_or_nothing(ussd_sessions, conn.dialect.name), rows[0])
                 return {rows[0]["session_id"]} if result.rowcount == 1 else set()
-            return set((await conn.execute(_inserted_ids(conn.dialect.name), padded(rows))).scalars())
+            return set((await conn.execute(_inserted_ids(conn.dialect.name), padded(rows, conn.dialect.name))).scalars())
 
     async def record_end(self, session_id: str, *, status: str, report: dict, at: datetime) -> bool:
         """Africa's Talking's end-of-session report, kept on the session for support; moves no money."""
