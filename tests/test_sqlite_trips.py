@@ -112,9 +112,9 @@ async def test_a_time_is_stored_as_sqlalchemys_own_text_and_compared_in_sql(sqli
         since = (await conn.execute(sa.select(mpesa_callbacks.c.id).where(
             mpesa_callbacks.c.received_at >= datetime(2026, 1, 2, 0, 4, 5, 59, tzinfo=UTC)))).scalars().all()
         with pytest.raises(sa.exc.StatementError, match="naive datetime refused"):
-            await conn.execute(mpesa_callbacks.insert(), {**row(3), "received_at": datetime(2026, 1, 2)})
+            await conn.execute(mpesa_callbacks.insert(), {**row(3), "received_at": T0.replace(tzinfo=None)})
     sqlalchemys = sa.DateTime().dialect_impl(sqlite_engine.dialect).bind_processor(sqlite_engine.dialect)
     assert stored == ["2026-01-02 00:04:05.000060", "2026-11-29 09:00:00.000000"]
-    assert stored == [sqlalchemys(at.astimezone(UTC).replace(tzinfo=None)), sqlalchemys(datetime(2026, 11, 29, 9, 0))]
+    assert stored == [sqlalchemys(at.astimezone(UTC).replace(tzinfo=None)), sqlalchemys(T0.replace(tzinfo=None))]
     assert read == [at, T0]
     assert since == [1, 2]
