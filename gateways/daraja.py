@@ -31,6 +31,7 @@ from core.shared.clock import NAIROBI
 from core.shared.errors import InvalidInput, UpstreamError
 from core.shared.money import read_decimal
 from core.shared.phone import mask_checkout_id, mask_phone
+from gateways.aiohttp_transport import AiohttpTransport, ApiClient
 from gateways.daraja_errors import (
     BUSY_MESSAGE,
     UNCONFIRMED_MESSAGE,
@@ -43,7 +44,6 @@ from gateways.daraja_errors import (
     parse_answer,
     refusal_message,
 )
-from gateways.spread_transport import SpreadClient
 
 log = logging.getLogger("lipameter.daraja")
 TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
@@ -64,9 +64,10 @@ KEEPALIVE_EXPIRY_S = 2.0
 
 
 def daraja_http_client(timeout_s: float, *, keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S) -> httpx.AsyncClient:
-    """Concurrent pushes spread over small pools (gateways/spread_transport.py); no limit on connections,
-    and proxies from the environment (HTTPS_PROXY, NO_PROXY), as httpx's own client."""
-    return SpreadClient(timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(keepalive_expiry=keepalive_expiry_s))
+    """httpx's API sent through aiohttp (gateways/aiohttp_transport.py): no limit on connections, proxies
+    from the environment (HTTPS_PROXY, NO_PROXY) as httpx's own client, no cookies."""
+    transport = AiohttpTransport(ssl_context=httpx.create_ssl_context(), keepalive_expiry=keepalive_expiry_s)
+    return ApiClient(timeout=httpx.Timeout(timeout_s), transport=transport)
 
 
 def environment_warnings(base_url: str, shortcode: str, passkey: str) -> list[str]:
