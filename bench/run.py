@@ -225,6 +225,9 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> float:
         bad = f", {pays.errors + pays.non2xx} failed" if pays.errors or pays.non2xx else ""
         report.line("Payment start (Daraja 100 ms)", f"{pays.rate:7.0f}/s p50 {pays.p50_ms:5.0f} ms "
                     f"p99 {pays.p99_ms:5.0f} ms{bad}", ">= 200/s per process", pays.rate / args.workers >= 200)
+        # An absolute goal: how fast this machine is decides much of it. Bare's pace, for comparing runs.
+        report.line("    per 1,000 bare requests", f"{1000 * pays.rate / base.rate:7.1f} (bare {base.rate:.0f}/s, "
+                    "its USSD run above)", "", None)
         sandboxes.daraja.reset()
         served = sum(r.requests for r in (calls, hops)) * (ROUNDS + 1) + pays.requests * 2  # with the warm-ups
         served += soak(url, public, SOAK_REQUESTS - served)
