@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import httpx
+import yarl
 
 # The first class an error is an instance of decides (subclasses before their bases).
 _FAILURES: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -78,7 +79,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         body = await request.aread()
         with _as_httpx_errors(request):
             async with self._current_session().request(
-                request.method, str(request.url), headers=request.headers.multi_items(), data=body or None,
+                # As httpx encoded it: aiohttp (yarl) would otherwise normalize it (`%7E` to `~`, ...).
+                request.method, yarl.URL(str(request.url), encoded=True), headers=request.headers.multi_items(),
+                data=body or None,
                 allow_redirects=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
                 proxy=self._proxy_for(request.url),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout.get("connect"),

@@ -46,8 +46,13 @@ class HeldServer:
         async def teapot(_: Request) -> JSONResponse:
             return JSONResponse({"errorCode": "418"}, status_code=418)
 
+        async def echo(request: Request) -> JSONResponse:
+            return JSONResponse({"path": request.scope["raw_path"].decode(),
+                                 "query": request.scope["query_string"].decode()})
+
         self.server = ServerThread(Starlette(routes=[Route("/hold", hold, methods=["GET", "POST"]),
-                                                     Route("/zipped", zipped), Route("/teapot", teapot)])).start()
+                                                     Route("/zipped", zipped), Route("/teapot", teapot),
+                                                     Route("/echo/{rest:path}", echo)])).start()
         self.url = self.server.url + "/hold"
 
 
@@ -69,6 +74,8 @@ async def test_an_answer_reads_as_httpx_gave_it(held):
         assert zipped.json() == {"ResponseCode": "0"}
         refused = await client.get(held.server.url + "/teapot")
         assert (refused.status_code, refused.json()) == (418, {"errorCode": "418"})
+        echoed = await client.get(held.server.url + "/echo/bot1:AB/a%2Fb%7E", params={"x": "1 2", "y": "é"})
+        assert echoed.json() == {"path": "/echo/bot1:AB/a%2Fb%7E", "query": "x=1+2&y=%C3%A9"}  # as httpx encoded it
         await client.get(held.url)
     (headers, body), (again, _) = held.seen
     assert body == b'{"Amount":100}' and headers["authorization"] == "Bearer t"
