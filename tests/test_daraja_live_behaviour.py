@@ -41,9 +41,9 @@ def test_push_uses_the_new_callback_path_and_both_paths_work(stack):
 
 
 def test_hostile_callbacks_never_answer_5xx(stack):
-    answer = stack.pay(amount=500, phone="0799000001")
+    stack.daraja.script_next("lost_callback")  # only the bodies below reach us (cancelling after the push
+    answer = stack.pay(amount=500, phone="0799000001")  # raced the sandbox's own callback on a slow machine)
     cid = answer.json()["checkoutRequestId"]
-    stack.daraja.cancel_callbacks()
     url = f"{stack.url}/payments/callback/{CALLBACK_TOKEN}"
     success = json.loads(samples.with_ids(samples.SUCCESS, checkout=cid, amount=500))
     items = success["Body"]["stkCallback"]["CallbackMetadata"]["Item"]
