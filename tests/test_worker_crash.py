@@ -105,6 +105,10 @@ def test_worker_killed_mid_attempt_is_taken_over_long_before_its_leases_end(data
         assert stack.tuya.total_credits("dev-a101") == 400  # exactly once: verified by the counter
         assert (done["balanceBefore"], done["balanceAfter"]) == (100, 500)
         topup = stack.sql("SELECT applied_at, claimed_by FROM topups")[0]
+        # The sweep's own job for the orphaned top-up may apply it first; the dead one's job, taken over
+        # meanwhile, then finds it applied. Either way it is done within seconds, long before its lease.
+        wait_until(lambda: stack.sql("SELECT status FROM jobs WHERE id = :id", id=job.id)[0].status == "done",
+                   what="the dead worker's job to be taken over and done")
         taken = stack.sql("SELECT status, locked_by, updated_at FROM jobs WHERE id = :id", id=job.id)[0]
         assert as_utc(topup.applied_at) < topup_lease and topup.claimed_by is None  # not after the lease
         assert taken.status == "done" and taken.locked_by not in (None, job.locked_by)  # the dead one's job
