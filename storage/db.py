@@ -115,20 +115,17 @@ def _autocommit_options(dialect: str) -> dict:
     return {ONE_STATEMENT: True} if dialect == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
 
 
-async def autocommit(conn: AsyncConnection) -> AsyncConnection:
-    """`conn` set to run each statement on its own, outside any transaction, committed when execute()
-    returns. PostgreSQL sends no BEGIN and COMMIT or ROLLBACK; SQLite runs in autocommit (the driver's
-    isolation_level is None, see _configure_sqlite) without BEGIN IMMEDIATE. Two writes are two transactions."""
-    return await conn.execution_options(**_autocommit_options(conn.dialect.name))
-
-
-# Per engine, the same engine (its pool) with `autocommit`'s options set once: a connection from it needs no
+# Per engine, the same engine (its pool) with the autocommit options set once: a connection from it needs no
 # execution_options() call, one pass fewer through SQLAlchemy's greenlet bridge per use (measured on
 # SQLite: 431 -> 376 µs of the event loop for a checkout, SELECT 1 and return; ~4 % on PostgreSQL).
 _AUTOCOMMIT_ENGINES: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
 
 
-def _autocommit_engine(engine: AsyncEngine) -> AsyncEngine:
+def autocommit_engine(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` whose connections run each statement on its own, outside any transaction, committed when
+    execute() returns. PostgreSQL sends no BEGIN and COMMIT or ROLLBACK; SQLite runs in autocommit (the
+    driver's isolation_level is None, see _configure_sqlite) without BEGIN IMMEDIATE. Two writes are two
+    transactions."""
     derived = _AUTOCOMMIT_ENGINES.get(engine)
     if derived is None:  # it holds the sync engine, not `engine`: the entry goes with `engine`
         derived = _AUTOCOMMIT_ENGINES[engine] = engine.execution_options(**_autocommit_options(engine.dialect.name))
@@ -137,7 +134,7 @@ def _autocommit_engine(engine: AsyncEngine) -> AsyncEngine:
 
 @contextlib.asynccontextmanager
 async def one_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for ONE statement, outside any transaction (see `autocommit`): a SELECT (consistent on
-    its own), or a write that stands alone. One round trip instead of three on PostgreSQL."""
-    async with _autocommit_engine(engine).connect() as conn:
+    """A connection for ONE statement, outside any transaction (see `autocommit_engine`): a SELECT
+    (consistent on its own), or a write that stands alone. One round trip instead of three on PostgreSQL."""
+    async with autocommit_engine(engine).connect() as conn:
         yield conn

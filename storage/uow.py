@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.db import autocommit, one_statement
+from storage.db import autocommit_engine, one_statement
 from storage.inbox import GroupCommitInbox
 from storage.job_queue import SqlJobQueue
 from storage.repositories import (
@@ -37,7 +37,7 @@ class SqlUnitOfWork:
 
     def autocommit(self) -> SqlUnitOfWork:
         """The next `async with` opens no transaction: each statement commits on its own (see
-        storage.db.autocommit)."""
+        storage.db.autocommit_engine)."""
         self._autocommit = True
         return self
 
@@ -45,10 +45,10 @@ class SqlUnitOfWork:
         if self.conn is not None:
             raise RuntimeError("unit of work is already open")
         plain, self._autocommit = self._autocommit, False
-        self.conn = await self.engine.connect()
         if plain:
-            await autocommit(self.conn)
+            self.conn = await autocommit_engine(self.engine).connect()
         else:
+            self.conn = await self.engine.connect()
             await self.conn.begin()
         self.meters = SqlMeterRepository(self.conn)
         self.tenants = SqlTenantRepository(self.conn)
