@@ -7,6 +7,7 @@ COPY storage storage
 COPY gateways gateways
 COPY ussd ussd
 COPY bot bot
+COPY whatsapp whatsapp
 COPY web web
 COPY sandbox sandbox
 RUN pip install --no-cache-dir .
