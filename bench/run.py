@@ -142,11 +142,17 @@ class Process:
 
 def serve_commands(port: int, bare_port: int, workers: int) -> tuple[list[str], list[str]]:
     """`lipameter serve` and the bare app under the same uvicorn options (access log off, no proxy headers)."""
-    extra = ["--workers", str(workers)] if workers > 1 else []
-    ours = [str(VENV_BIN / "lipameter"), "serve", "--no-worker", "--port", str(port), *extra]
-    bare = [sys.executable, "-m", "uvicorn", "bench.bare:app", "--host", "127.0.0.1", "--port", str(bare_port),
-            "--log-level", "warning", "--no-access-log", "--no-proxy-headers", *extra]
-    return ours, bare
+    ours = [str(VENV_BIN / "lipameter"), "serve", "--no-worker", "--port", str(port), *_workers_option(workers)]
+    return ours, bare_command(bare_port, workers)
+
+
+def bare_command(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "bench.bare:app", "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning", "--no-access-log", "--no-proxy-headers", *_workers_option(workers)]
+
+
+def _workers_option(workers: int) -> list[str]:
+    return ["--workers", str(workers)] if workers > 1 else []
 
 
 class Report:
@@ -241,12 +247,13 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> float:
 
 
 CALLBACK_BODY = '{"Body": {"stkCallback": {"CheckoutRequestID": "x", "ResultCode": 0}}}'
+BARE_ACK = {"content_type": "application/json", "body": CALLBACK_BODY}  # wrk's plain_post fields for bare's /ack
 
 
 def callbacks_in_turns(public: str, bare_url: str, seconds: float, offset: int = 0) -> tuple[wrk.Result, wrk.Result]:
     """Our callback endpoint (distinct pending payments from `offset`) and bare's, measured in turns."""
     return in_turns((f"{public}/mpesa/callback/{CALLBACK_TOKEN}", "callback", {}),
-                    (bare_url + "/ack", "plain_post", {"content_type": "application/json", "body": CALLBACK_BODY}),
+                    (bare_url + "/ack", "plain_post", BARE_ACK),
                     seconds, offset=offset)
 
 
@@ -305,16 +312,15 @@ class Pace:
 def bare_pace(args) -> Iterator[Pace]:
     """The bare endpoint's requests per second just before and just after the block (PACE_SECONDS each)."""
     port = reserve_port()
-    bare = Process(serve_commands(reserve_port(), port, args.workers)[1], os.environ.copy())
+    bare = Process(bare_command(port, args.workers), os.environ.copy())
     url = f"http://127.0.0.1:{port}/ack"
     pace = Pace()
     try:
         bare.wait_http(url)
-        fields = {"content_type": "application/json", "body": CALLBACK_BODY}
-        wrk.run(url, "plain_post", seconds=1, **fields)  # warm-up
-        pace.before = wrk.run(url, "plain_post", seconds=PACE_SECONDS, **fields).rate
+        wrk.run(url, "plain_post", seconds=1, **BARE_ACK)  # warm-up
+        pace.before = wrk.run(url, "plain_post", seconds=PACE_SECONDS, **BARE_ACK).rate
         yield pace
-        pace.after = wrk.run(url, "plain_post", seconds=PACE_SECONDS, **fields).rate
+        pace.after = wrk.run(url, "plain_post", seconds=PACE_SECONDS, **BARE_ACK).rate
     finally:
         bare.stop()
 
