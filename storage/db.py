@@ -111,10 +111,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 ONE_STATEMENT = "lipameter_one_statement"
 
 
-def _autocommit_options(dialect: str) -> dict:
-    return {ONE_STATEMENT: True} if dialect == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
-
-
 # Per engine, the same engine (its pool) with the autocommit options set once: a connection from it needs no
 # execution_options() call, one pass fewer through SQLAlchemy's greenlet bridge per use (measured on
 # SQLite: 431 -> 376 µs of the event loop for a checkout, SELECT 1 and return; ~4 % on PostgreSQL).
@@ -128,7 +124,8 @@ def autocommit_engine(engine: AsyncEngine) -> AsyncEngine:
     transactions."""
     derived = _AUTOCOMMIT_ENGINES.get(engine)
     if derived is None:  # it holds the sync engine, not `engine`: the entry goes with `engine`
-        derived = _AUTOCOMMIT_ENGINES[engine] = engine.execution_options(**_autocommit_options(engine.dialect.name))
+        options = {ONE_STATEMENT: True} if engine.dialect.name == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
+        derived = _AUTOCOMMIT_ENGINES[engine] = engine.execution_options(**options)
     return derived
 
 
