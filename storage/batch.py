@@ -14,6 +14,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -27,17 +30,26 @@ def lanes_for(dialect: str) -> int:
 
 
 def padded(values: Sequence[T], dialect: str) -> list[T]:
-    """`values` with the last one repeated up to the next power of two, for a batch's IN list or its
-    multi-row INSERT … ON CONFLICT DO NOTHING (where a repeat changes nothing). A statement's text depends
-    on its number of parameters, and asyncpg keeps prepared statements by text (100 per connection), each
-    new one costing a round trip to prepare: a few sizes stay prepared. SQLite gets `values` as they are:
-    sqlite3 prepares in process, in microseconds, while every repeated row costs its binds (measured: a
-    20-hop batch's reads and INSERT took 7-11 % less CPU unpadded)."""
+    """`values` with the last one repeated up to the next power of two, for a batch's multi-row INSERT …
+    ON CONFLICT DO NOTHING, where a repeat changes nothing (a batch's reads use `one_of`). A statement's
+    text depends on its number of parameters, and asyncpg keeps prepared statements by text (100 per
+    connection), each new one costing a round trip to prepare: a few sizes stay prepared. SQLite gets
+    `values` as they are: sqlite3 prepares in process, in microseconds, while every repeated row costs its
+    binds (measured: a 20-hop batch's reads and INSERT took 7-11 % less CPU unpadded)."""
     values = list(values)
     if dialect == "sqlite":
         return values
     size = 1 << max(len(values) - 1, 0).bit_length()
     return values + values[-1:] * (size - len(values))
+
+
+def one_of(column: sa.ColumnElement, name: str, dialect: str) -> sa.ColumnElement[bool]:
+    """`column` is one of the values bound as `name` (a list), for a batch's read. On PostgreSQL one array
+    parameter (`= ANY($1)`): the statement's text is the same for any number of values, so one prepared
+    statement serves every batch, with no padding to bind. SQLite has no arrays: an expanding IN there."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(sa.bindparam(name, expanding=True))
 
 
 class Coalescer(Generic[T, R]):

@@ -8,23 +8,31 @@ two inputs anyway), and under a rush, for all the phones waiting at once (storag
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.meters.model import Meter
 from core.tenants.model import Tenant
-from storage.batch import MAX_BATCH, Coalescer, lanes_for, padded
+from storage.batch import MAX_BATCH, Coalescer, lanes_for, one_of
 from storage.db import one_statement
 from storage.rows import from_row
 from storage.tables import meter_access, meters, tenants
 
-# Built once (see storage/rows.py).
-_TENANTS = sa.select(tenants).where(tenants.c.phone.in_(sa.bindparam("phones", expanding=True)))
-_METERS = (sa.select(meters, meter_access.c.tenant_id.label("linked_to"))
-           .join(meter_access, meter_access.c.meter_id == meters.c.id)
-           .where(meter_access.c.tenant_id.in_(sa.bindparam("tenant_ids", expanding=True)))
-           .order_by(meters.c.number))
+
+# Built once per dialect (see storage/rows.py).
+@functools.cache
+def _tenants(dialect: str) -> sa.Select:
+    return sa.select(tenants).where(one_of(tenants.c.phone, "phones", dialect))
+
+
+@functools.cache
+def _meters(dialect: str) -> sa.Select:
+    return (sa.select(meters, meter_access.c.tenant_id.label("linked_to"))
+            .join(meter_access, meter_access.c.meter_id == meters.c.id)
+            .where(one_of(meter_access.c.tenant_id, "tenant_ids", dialect))
+            .order_by(meters.c.number))
 
 
 class SqlCallerLookup:
@@ -39,12 +47,13 @@ class SqlCallerLookup:
     async def _lookup_batch(self, phones: list[str]) -> list[tuple[Tenant | None, list[Meter]]]:
         async with one_statement(self.engine) as conn:
             found: dict[str, Tenant] = {}
-            for row in await conn.execute(_TENANTS, {"phones": padded(sorted(set(phones)), conn.dialect.name)}):
+            dialect = conn.dialect.name
+            for row in await conn.execute(_tenants(dialect), {"phones": sorted(set(phones))}):
                 tenant = from_row(Tenant, row)
                 found[tenant.phone] = tenant
             linked: dict[str, list[Meter]] = {tenant.id: [] for tenant in found.values()}
             if linked:  # most callers of a rush may be no tenant: no second read then
-                for row in await conn.execute(_METERS, {"tenant_ids": padded(sorted(linked), conn.dialect.name)}):
+                for row in await conn.execute(_meters(dialect), {"tenant_ids": sorted(linked)}):
                     linked[row.linked_to].append(from_row(Meter, row))
         # Each caller its own objects, as separate reads would have given them.
         return [(dataclasses.replace(found[phone]), [dataclasses.replace(m) for m in linked[found[phone].id]])

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
-from storage.batch import MAX_BATCH, Coalescer, lanes_for, padded
+from storage.batch import MAX_BATCH, Coalescer, lanes_for, one_of, padded
 from storage.db import one_statement
 from storage.rows import insert_or_nothing, select_by
 from storage.tables import meters, payments, ussd_sessions
@@ -29,10 +29,17 @@ MAX_TEXT = 2000  # Africa's Talking's cumulative `text`; the endpoint refuses lo
 _UPDATE_AT_HOPS = ussd_sessions.update().where(ussd_sessions.c.session_id == sa.bindparam("sid"),
                                                ussd_sessions.c.hops == sa.bindparam("expected_hops"))
 _END = ussd_sessions.update().where(ussd_sessions.c.session_id == sa.bindparam("sid"))
-_BY_IDS = sa.select(ussd_sessions).where(ussd_sessions.c.session_id.in_(sa.bindparam("ids", expanding=True)))
-_RECENT = (sa.select(ussd_sessions.c.phone, ussd_sessions.c.created_at)
-           .where(ussd_sessions.c.phone.in_(sa.bindparam("phones", expanding=True)),
-                  ussd_sessions.c.created_at >= sa.bindparam("since")))
+
+
+@functools.cache
+def _by_ids(dialect: str) -> sa.Select:
+    return sa.select(ussd_sessions).where(one_of(ussd_sessions.c.session_id, "ids", dialect))
+
+
+@functools.cache
+def _recent(dialect: str) -> sa.Select:
+    return (sa.select(ussd_sessions.c.phone, ussd_sessions.c.created_at)
+            .where(one_of(ussd_sessions.c.phone, "phones", dialect), ussd_sessions.c.created_at >= sa.bindparam("since")))
 
 
 @functools.cache
@@ -92,13 +99,14 @@ class SqlUssdSessionStore:
         # Several hops at once: their sessions in one statement, then the recent sessions of the phones
         # whose session is new, each counted from its own hop's `since`.
         async with one_statement(self.engine) as conn:
+            dialect = conn.dialect.name
             found = {row.session_id: row._mapping
-                     for row in await conn.execute(_BY_IDS, {"ids": padded(sorted({sid for sid, _, _ in asks}), conn.dialect.name)})}
+                     for row in await conn.execute(_by_ids(dialect), {"ids": sorted({sid for sid, _, _ in asks})})}
             new = [(phone, since) for sid, phone, since in asks if sid not in found]
             opened: dict[str, list[datetime]] = {}
             if new:
-                query = {"phones": padded(sorted({phone for phone, _ in new}), conn.dialect.name), "since": min(since for _, since in new)}
-                for phone, created_at in await conn.execute(_RECENT, query):
+                query = {"phones": sorted({phone for phone, _ in new}), "since": min(since for _, since in new)}
+                for phone, created_at in await conn.execute(_recent(dialect), query):
                     opened.setdefault(phone, []).append(created_at)
         return [(_session(found[sid]), 0) if sid in found else
                 (None, sum(1 for at in opened.get(phone, ()) if at >= since)) for sid, phone, since in asks]

@@ -4,6 +4,7 @@ recent payments, the balance read's time limit, and the migration."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,6 +19,7 @@ from core.payments.model import Channel, Payment, PaymentStatus
 from core.payments.service import PaymentLimits
 from core.shared.clock import SystemClock
 from storage.callers import SqlCallerLookup
+from storage.db import create_engine
 from storage.migrate import alembic_config, upgrade
 from storage.uow import SqlUnitOfWork
 from storage.ussd_sessions import SqlPaymentHistory, SqlUssdSessionStore
@@ -27,9 +29,9 @@ NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 
 def record(session_id: str = "s1", hops: int = 1, text: str = "", **extra) -> UssdSession:
-    values = dict(phone="254712345678", created_at=NOW, updated_at=NOW) | extra
-    return UssdSession(session_id=session_id, state={"language": "en"}, last_text=text, last_answer="CON x",
-                       hops=hops, ended=False, **values)
+    values = dict(phone="254712345678", created_at=NOW, updated_at=NOW, state={"language": "en"},
+                  last_answer="CON x") | extra
+    return UssdSession(session_id=session_id, last_text=text, hops=hops, ended=False, **values)
 
 
 async def test_session_store_lets_one_hop_win(engine):
@@ -210,3 +212,62 @@ def _tables(path) -> set[str]:
         return set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+FIRST_HOP_STATE = {"language": "en", "frame": {"screen": "main", "page": 0, "meter": None, "amount": None, "payer": None},
+                   "history": [], "choices": [], "errors": 0, "balance": None, "payments": [], "payment_id": None,
+                   "ended": False}
+MAIN_MENU = "CON LipaMeter\n1. Buy electricity\n2. Check balance\n3. My payments\n4. Language"
+
+
+@pytest.mark.postgres
+async def test_a_batch_read_planned_while_the_table_was_small_does_not_scan_it_once_grown(pg_url):
+    """At night the purge leaves ussd_sessions a few rows (and analyzed so); a month-start rush grows it
+    faster than PostgreSQL analyzes it again. A plan kept from the small table (a prepared statement's generic
+    plan, made after five runs) read the whole table for every batch of hops: each batch read is planned
+    afresh from the table as it is (storage/db.py, plan_cache_mode)."""
+    engine = create_engine(pg_url)
+    try:
+        await _grow_sessions(engine, 20, truncate=True)
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("ANALYZE ussd_sessions"))
+        store = SqlUssdSessionStore(engine)
+
+        async def batch_read(n: int) -> None:
+            asks = [store.open(f"s{n}-{i}", phone=f"2547{n:04d}{i:04d}", since=NOW) for i in range(64)]
+            assert all(found is None for found, _ in await asyncio.gather(*asks))
+
+        for n in range(8):  # past the five custom plans, on the one pooled connection a lone caller uses
+            await batch_read(n)
+        await _grow_sessions(engine, 20_000)
+        scanned = await _rows_scanned(engine)
+        await batch_read(99)
+        assert store.opens.batches == 9 and store.opens.items == 9 * 64
+        assert engine.pool.checkedin() == 1  # every statement on one connection: its counts are all there
+        assert await _rows_scanned(engine) - scanned < 1000
+    finally:
+        await engine.dispose()
+
+
+async def _grow_sessions(engine, n: int, *, truncate: bool = False) -> None:
+    """`n` more sessions, as first hops write them."""
+    grown = record("grown", state=FIRST_HOP_STATE, last_answer=MAIN_MENU)
+    async with engine.begin() as conn:
+        if truncate:
+            await conn.execute(sa.text("TRUNCATE ussd_sessions"))
+        await conn.execute(sa.text(
+            "INSERT INTO ussd_sessions (session_id, phone, state, last_text, last_answer, hops, ended, created_at,"
+            " updated_at) SELECT 'grown-' || g, '2547' || lpad(g::text, 8, '0'), CAST(:state AS json), '', :answer,"
+            " 1, false, now(), now() FROM (SELECT count(*) AS c FROM ussd_sessions) AS had,"
+            " generate_series(had.c + 1, had.c + CAST(:n AS int)) g"),
+            {"state": json.dumps(grown.state), "answer": grown.last_answer, "n": n})
+
+
+async def _rows_scanned(engine) -> int:
+    """Rows of ussd_sessions read by sequential scans so far. The test's statements all ran on the pool's one
+    connection (each caller in turn), whose counts are sent at once when asked to (PostgreSQL >= 15)."""
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+        await conn.commit()  # the counts go when the transaction is over
+        return (await conn.execute(sa.text(
+            "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'ussd_sessions'"))).scalar_one()
