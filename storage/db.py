@@ -58,7 +58,9 @@ def create_engine(url: str) -> AsyncEngine:
         # while a table was small kept scanning it whole (measured on a fresh database: ~150 rows read and
         # ~180 µs of the server's CPU per USSD hop, the hop rate halved, and from run to run 0.21-0.45 of
         # bare). Planned each time from the table as it is, with the values at hand: ~40-65 µs a hop, and
-        # the rate steady. Our statements are small and batched, so planning them again costs little.
+        # the rate steady. Our statements are small and batched, so planning them again costs little: the
+        # inbox drain, the heaviest in statements per item, applied 2.5 % fewer callbacks a second (4.5 %
+        # with 500,000 stored payments), alternated twice.
         return create_async_engine(url, pool_recycle=PG_POOL_RECYCLE_S, pool_size=PG_POOL_SIZE, max_overflow=0,
                                    hide_parameters=True, connect_args={"server_settings": PG_SERVER_SETTINGS})
     database = make_url(url).database
