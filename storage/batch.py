@@ -11,8 +11,9 @@ flight at once (`lanes`), so a call does not wait a whole round trip behind a ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -56,11 +57,19 @@ class Coalescer(Generic[T, R]):
     """`await coalescer(item)` returns `run(batch)[i]` for the batch the item went in. `run` gets the items
     in arrival order and returns one result each, in the same order; a result that is an exception is
     raised to its caller alone. If `run` raises, every call in the batch raises that error (as each would
-    have on its own: the database is away)."""
+    have on its own: the database is away).
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], *, name: str,
-                 max_batch: int = MAX_BATCH, lanes: int = 1) -> None:
-        self._run, self.name, self.max_batch = run, name, max_batch
+    `connect`: an async context manager (a connection) entered before a batch is taken and passed to `run`
+    as its second argument. A batch then holds every call that arrived while it waited for the connection,
+    not only those there before: with SQLite's one connection, which the batches of several coalescers
+    (a USSD hop's session read, caller read and INSERT) take in turns, each batch was taken a whole turn
+    early and went out smaller than it could have (measured: ~23 hops a batch, and a USSD hop ~15 % dearer
+    in CPU). If the connection cannot be had, the calls waiting get that error."""
+
+    def __init__(self, run: Callable[..., Awaitable[Sequence[R | Exception]]], *, name: str,
+                 max_batch: int = MAX_BATCH, lanes: int = 1,
+                 connect: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None) -> None:
+        self._run, self.name, self.max_batch, self._connect = run, name, max_batch, connect
         # Batches in flight at once. One where the database serializes anyway (SQLite's one connection);
         # more where it does not (PostgreSQL's pool): a call arriving while a batch waits on its round trip
         # goes at once in another lane, instead of waiting a whole round trip for the next batch.
@@ -82,19 +91,21 @@ class Coalescer(Generic[T, R]):
 
     async def _drain(self) -> None:
         while self._waiting:
-            batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+            batch: list[tuple[T, asyncio.Future[R]]] = []
             try:
-                results = await self._run([item for item, _ in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} calls")
+                async with self._connection() as connection:
+                    batch = self._take()  # none if another lane took them while this one waited for its connection
+                    results = await self._results(batch, connection)
             except BaseException as error:
-                for _, future in batch:
+                # The batch's error, or the connection's before any batch was taken (then the calls waiting
+                # now get it): each call raises it, as it would have on its own.
+                for _, future in batch or self._take():
                     if not future.done():
                         future.set_exception(error if isinstance(error, Exception) else RuntimeError(f"{self.name} stopped"))
                 if not isinstance(error, Exception):
                     raise
                 continue
-            self.batches, self.items = self.batches + 1, self.items + len(batch)
+            self.batches, self.items = self.batches + bool(batch), self.items + len(batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():  # its caller is gone (cancelled); what was written stays written
                     continue
@@ -102,3 +113,19 @@ class Coalescer(Generic[T, R]):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._connect() if self._connect is not None else contextlib.nullcontext()
+
+    async def _results(self, batch: list[tuple[T, asyncio.Future[R]]], connection: Any) -> Sequence[R | Exception]:
+        if not batch:
+            return []
+        items = [item for item, _ in batch]
+        results = await (self._run(items) if self._connect is None else self._run(items, connection))
+        if len(results) != len(batch):
+            raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} calls")
+        return results
+
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+        return batch

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.meters.model import Meter
 from core.tenants.model import Tenant
@@ -39,22 +39,24 @@ class SqlCallerLookup:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
         self.lookups: Coalescer[str, tuple[Tenant | None, list[Meter]]] = Coalescer(
-            self._lookup_batch, name="caller-lookups", max_batch=max_batch, lanes=lanes_for(engine.dialect.name))
+            _lookup_batch, name="caller-lookups", max_batch=max_batch, lanes=lanes_for(engine.dialect.name),
+            connect=functools.partial(one_statement, engine))
 
     async def lookup(self, phone: str) -> tuple[Tenant | None, list[Meter]]:
         return await self.lookups(phone)
 
-    async def _lookup_batch(self, phones: list[str]) -> list[tuple[Tenant | None, list[Meter]]]:
-        async with one_statement(self.engine) as conn:
-            found: dict[str, Tenant] = {}
-            dialect = conn.dialect.name
-            for row in await conn.execute(_tenants(dialect), {"phones": sorted(set(phones))}):
-                tenant = from_row(Tenant, row)
-                found[tenant.phone] = tenant
-            linked: dict[str, list[Meter]] = {tenant.id: [] for tenant in found.values()}
-            if linked:  # most callers of a rush may be no tenant: no second read then
-                for row in await conn.execute(_meters(dialect), {"tenant_ids": sorted(linked)}):
-                    linked[row.linked_to].append(from_row(Meter, row))
-        # Each caller its own objects, as separate reads would have given them.
-        return [(dataclasses.replace(found[phone]), [dataclasses.replace(m) for m in linked[found[phone].id]])
-                if phone in found else (None, []) for phone in phones]
+
+async def _lookup_batch(phones: list[str], conn: AsyncConnection) -> list[tuple[Tenant | None, list[Meter]]]:
+    """Outside any transaction (storage/db.py:one_statement): two reads at most, each consistent on its own."""
+    dialect = conn.dialect.name
+    found: dict[str, Tenant] = {}
+    for row in await conn.execute(_tenants(dialect), {"phones": sorted(set(phones))}):
+        tenant = from_row(Tenant, row)
+        found[tenant.phone] = tenant
+    linked: dict[str, list[Meter]] = {tenant.id: [] for tenant in found.values()}
+    if linked:  # most callers of a rush may be no tenant: no second read then
+        for row in await conn.execute(_meters(dialect), {"tenant_ids": sorted(linked)}):
+            linked[row.linked_to].append(from_row(Meter, row))
+    # Each caller its own objects, as separate reads would have given them.
+    return [(dataclasses.replace(found[phone]), [dataclasses.replace(m) for m in linked[found[phone].id]])
+            if phone in found else (None, []) for phone in phones]

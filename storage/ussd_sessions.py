@@ -13,7 +13,7 @@ import functools
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
@@ -76,10 +76,11 @@ def _session(mapping) -> UssdSession:
 class SqlUssdSessionStore:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
+        lanes, connect = lanes_for(engine.dialect.name), functools.partial(one_statement, engine)
         self.opens: Coalescer[Ask, tuple[UssdSession | None, int]] = Coalescer(
-            self._open_batch, name="ussd-session-reads", max_batch=max_batch, lanes=lanes_for(engine.dialect.name))
+            self._open_batch, name="ussd-session-reads", max_batch=max_batch, lanes=lanes, connect=connect)
         self.inserts: Coalescer[dict, bool] = Coalescer(
-            self._insert_batch, name="ussd-session-inserts", max_batch=max_batch, lanes=lanes_for(engine.dialect.name))
+            self._insert_batch, name="ussd-session-inserts", max_batch=max_batch, lanes=lanes, connect=connect)
 
     async def get(self, session_id: str) -> UssdSession | None:
         async with one_statement(self.engine) as conn:
@@ -90,24 +91,22 @@ class SqlUssdSessionStore:
         """The session, or None and how many sessions `phone` opened since `since` (0 when it exists)."""
         return await self.opens((session_id, phone, since))
 
-    async def _open_batch(self, asks: list[Ask]) -> list[tuple[UssdSession | None, int]]:
+    async def _open_batch(self, asks: list[Ask], conn: AsyncConnection) -> list[tuple[UssdSession | None, int]]:
         if len(asks) == 1:
             [(session_id, phone, since)] = asks
-            async with one_statement(self.engine) as conn:
-                row = (await conn.execute(_OPEN, {"sid": session_id, "phone": phone, "since": since})).one()
+            row = (await conn.execute(_OPEN, {"sid": session_id, "phone": phone, "since": since})).one()
             return [(None, int(row.opened or 0)) if row.session_id is None else (_session(row._mapping), 0)]
         # Several hops at once: their sessions in one statement, then the recent sessions of the phones
         # whose session is new, each counted from its own hop's `since`.
-        async with one_statement(self.engine) as conn:
-            dialect = conn.dialect.name
-            found = {row.session_id: row._mapping
-                     for row in await conn.execute(_by_ids(dialect), {"ids": sorted({sid for sid, _, _ in asks})})}
-            new = [(phone, since) for sid, phone, since in asks if sid not in found]
-            opened: dict[str, list[datetime]] = {}
-            if new:
-                query = {"phones": sorted({phone for phone, _ in new}), "since": min(since for _, since in new)}
-                for phone, created_at in await conn.execute(_recent(dialect), query):
-                    opened.setdefault(phone, []).append(created_at)
+        dialect = conn.dialect.name
+        found = {row.session_id: row._mapping
+                 for row in await conn.execute(_by_ids(dialect), {"ids": sorted({sid for sid, _, _ in asks})})}
+        new = [(phone, since) for sid, phone, since in asks if sid not in found]
+        opened: dict[str, list[datetime]] = {}
+        if new:
+            query = {"phones": sorted({phone for phone, _ in new}), "since": min(since for _, since in new)}
+            for phone, created_at in await conn.execute(_recent(dialect), query):
+                opened.setdefault(phone, []).append(created_at)
         return [(_session(found[sid]), 0) if sid in found else
                 (None, sum(1 for at in opened.get(phone, ()) if at >= since)) for sid, phone, since in asks]
 
@@ -128,7 +127,7 @@ class SqlUssdSessionStore:
                                                           **row})
             return result.rowcount == 1
 
-    async def _insert_batch(self, rows: list[dict]) -> list[bool | Exception]:
+    async def _insert_batch(self, rows: list[dict], conn: AsyncConnection) -> list[bool | Exception]:
         """New sessions, ON CONFLICT DO NOTHING (not a savepoint around a failing INSERT): True for each row
         inserted. The same session twice in a batch (a gateway retry racing its original) is written once:
         the first one wins, as the first of two single INSERTs would."""
@@ -137,7 +136,7 @@ class SqlUssdSessionStore:
             first.setdefault(row["session_id"], i)
         unique = [rows[i] for i in first.values()]
         try:
-            inserted = await self._insert_rows(unique)
+            inserted = await _insert_rows(conn, unique)
         except (sa.exc.IntegrityError, sa.exc.DataError):
             if len(unique) == 1:
                 raise
@@ -145,20 +144,12 @@ class SqlUssdSessionStore:
             outcomes: dict[str, bool | Exception] = {}
             for row in unique:
                 try:
-                    outcomes[row["session_id"]] = bool(await self._insert_rows([row]))
+                    outcomes[row["session_id"]] = bool(await _insert_rows(conn, [row]))
                 except (sa.exc.IntegrityError, sa.exc.DataError) as error:
                     outcomes[row["session_id"]] = error
             return [outcomes[row["session_id"]] if first[row["session_id"]] == i else False
                     for i, row in enumerate(rows)]
         return [first[row["session_id"]] == i and row["session_id"] in inserted for i, row in enumerate(rows)]
-
-    async def _insert_rows(self, rows: list[dict]) -> set[str]:
-        """The session ids inserted (those not already there)."""
-        async with one_statement(self.engine) as conn:
-            if len(rows) == 1:
-                result = await conn.execute(insert_or_nothing(ussd_sessions, conn.dialect.name), rows[0])
-                return {rows[0]["session_id"]} if result.rowcount == 1 else set()
-            return set((await conn.execute(_inserted_ids(conn.dialect.name), padded(rows, conn.dialect.name))).scalars())
 
     async def record_end(self, session_id: str, *, status: str, report: dict, at: datetime) -> bool:
         """Africa's Talking's end-of-session report, kept on the session for support; moves no money."""
@@ -176,6 +167,14 @@ class SqlUssdSessionStore:
         async with self.engine.begin() as conn:
             result = await conn.execute(ussd_sessions.delete().where(stale))
             return result.rowcount
+
+
+async def _insert_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
+    """The session ids inserted (those not already there), in one statement outside any transaction."""
+    if len(rows) == 1:
+        result = await conn.execute(insert_or_nothing(ussd_sessions, conn.dialect.name), rows[0])
+        return {rows[0]["session_id"]} if result.rowcount == 1 else set()
+    return set((await conn.execute(_inserted_ids(conn.dialect.name), padded(rows, conn.dialect.name))).scalars())
 
 
 class SqlPaymentHistory:

@@ -4,6 +4,7 @@ its own result or error, and one caller leaving does not take the others' result
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -92,3 +93,50 @@ def test_batches_are_padded_to_a_few_statement_shapes():
 
 def test_sqlite_batches_go_as_they_are():  # sqlite3 prepares in process: a repeated row would only cost its binds
     assert padded([4, 5, 6], "sqlite") == [4, 5, 6]
+
+
+class OneConnection:
+    """A connection only one batch holds at a time, as SQLite's pool of one; `refuse` makes it fail to open."""
+
+    def __init__(self) -> None:
+        self.lock, self.refuse = asyncio.Lock(), False
+
+    @contextlib.asynccontextmanager
+    async def connect(self):
+        async with self.lock:
+            if self.refuse:
+                raise ConnectionError("database away")
+            yield self
+
+
+async def test_a_batch_is_taken_when_its_connection_is_at_hand():
+    """Calls arriving while a batch waits for the connection (held by another coalescer's batch) go in it."""
+    connection, doubler = OneConnection(), Doubler()
+    doubler.gate.set()
+    runs: list[list[int]] = []
+
+    async def run(items, conn):
+        assert conn is connection
+        runs.append(items)
+        return await doubler.run(items)
+
+    coalescer = Coalescer(run, name="test", connect=connection.connect)
+    async with connection.lock:  # another batch holds the connection
+        first = asyncio.create_task(coalescer(1))
+        await asyncio.sleep(0)
+        rest = [asyncio.create_task(coalescer(n)) for n in (2, 3)]
+        await asyncio.sleep(0)
+    assert [await task for task in (first, *rest)] == [2, 4, 6]
+    assert runs == [[1, 2, 3]]  # taken once connected: one batch, not [1] then [2, 3]
+    assert (coalescer.batches, coalescer.items) == (1, 3)
+
+
+async def test_a_connection_that_cannot_be_had_fails_the_calls_waiting_for_it_only():
+    connection, doubler = OneConnection(), Doubler()
+    doubler.gate.set()
+    coalescer = Coalescer(lambda items, conn: doubler.run(items), name="test", connect=connection.connect)
+    connection.refuse = True
+    results = await asyncio.gather(coalescer(1), coalescer(2), return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError] and doubler.batches == []
+    connection.refuse = False
+    assert await coalescer(3) == 6  # the next call is not stranded
