@@ -37,7 +37,6 @@ def _meters(dialect: str) -> sa.Select:
 
 class SqlCallerLookup:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
-        self.engine = engine
         self.lookups: Coalescer[str, tuple[Tenant | None, list[Meter]]] = Coalescer(
             _lookup_batch, name="caller-lookups", max_batch=max_batch, lanes=lanes_for(engine.dialect.name),
             connect=functools.partial(one_statement, engine))
