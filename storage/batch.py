@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.db import one_statement
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,6 +32,14 @@ PG_LANES = 2  # batches in flight at once on PostgreSQL (of its pool's 20 connec
 def lanes_for(dialect: str) -> int:
     """SQLite has one connection: a second batch would only queue for it."""
     return 1 if dialect == "sqlite" else PG_LANES
+
+
+def statement_batches(run: Callable[..., Awaitable[Sequence[R | Exception]]], engine: AsyncEngine, *, name: str,
+                      max_batch: int = MAX_BATCH) -> Coalescer[T, R]:
+    """A Coalescer whose batches run `run(items, conn)` on a connection from `one_statement(engine)` (no
+    transaction), taken once the connection is at hand, with the engine's lanes."""
+    return Coalescer(run, name=name, max_batch=max_batch, lanes=lanes_for(engine.dialect.name),
+                     connect=functools.partial(one_statement, engine))
 
 
 def padded(values: Sequence[T], dialect: str) -> list[T]:

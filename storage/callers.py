@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.meters.model import Meter
 from core.tenants.model import Tenant
-from storage.batch import MAX_BATCH, Coalescer, lanes_for, one_of
-from storage.db import one_statement
+from storage.batch import MAX_BATCH, Coalescer, one_of, statement_batches
 from storage.rows import from_row
 from storage.tables import meter_access, meters, tenants
 
@@ -37,9 +36,8 @@ def _meters(dialect: str) -> sa.Select:
 
 class SqlCallerLookup:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
-        self.lookups: Coalescer[str, tuple[Tenant | None, list[Meter]]] = Coalescer(
-            _lookup_batch, name="caller-lookups", max_batch=max_batch, lanes=lanes_for(engine.dialect.name),
-            connect=functools.partial(one_statement, engine))
+        self.lookups: Coalescer[str, tuple[Tenant | None, list[Meter]]] = statement_batches(
+            _lookup_batch, engine, name="caller-lookups", max_batch=max_batch)
 
     async def lookup(self, phone: str) -> tuple[Tenant | None, list[Meter]]:
         return await self.lookups(phone)

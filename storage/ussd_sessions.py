@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
-from storage.batch import MAX_BATCH, Coalescer, lanes_for, one_of, padded
+from storage.batch import MAX_BATCH, Coalescer, one_of, padded, statement_batches
 from storage.db import one_statement
 from storage.rows import insert_or_nothing, select_by
 from storage.tables import meters, payments, ussd_sessions
@@ -76,11 +76,10 @@ def _session(mapping) -> UssdSession:
 class SqlUssdSessionStore:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
-        lanes, connect = lanes_for(engine.dialect.name), functools.partial(one_statement, engine)
-        self.opens: Coalescer[Ask, tuple[UssdSession | None, int]] = Coalescer(
-            self._open_batch, name="ussd-session-reads", max_batch=max_batch, lanes=lanes, connect=connect)
-        self.inserts: Coalescer[dict, bool] = Coalescer(
-            self._insert_batch, name="ussd-session-inserts", max_batch=max_batch, lanes=lanes, connect=connect)
+        self.opens: Coalescer[Ask, tuple[UssdSession | None, int]] = statement_batches(
+            self._open_batch, engine, name="ussd-session-reads", max_batch=max_batch)
+        self.inserts: Coalescer[dict, bool] = statement_batches(
+            self._insert_batch, engine, name="ussd-session-inserts", max_batch=max_batch)
 
     async def get(self, session_id: str) -> UssdSession | None:
         async with one_statement(self.engine) as conn:

@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         uvicorn.run("web.cli.serve:serve_app", factory=True, workers=args.workers, **options)
         return
     app = create_app(build_container(settings), run_worker=not args.no_worker)
-    freeze_startup_objects()
+    tune_garbage_collector()
     uvicorn.run(app, **options)
 
 
@@ -70,7 +70,7 @@ SERVE_WORKER_ENV = "LIPAMETER_SERVE_RUNS_WORKER"
 def serve_app():
     """The app of one `serve --workers N` process (uvicorn imports and calls this)."""
     app = create_app(build_container(load_settings()), run_worker=os.environ.get(SERVE_WORKER_ENV, "1") == "1")
-    freeze_startup_objects()
+    tune_garbage_collector()
     return app
 
 
@@ -82,7 +82,7 @@ def serve_app():
 YOUNG_GC_THRESHOLD = 10_000
 
 
-def freeze_startup_objects() -> None:
+def tune_garbage_collector() -> None:
     """Keep what the process built to start (modules, the app, ~190k objects) out of the garbage
     collector's full passes: each walked them all, stalling the event loop ~0.2 s of CPU, a few times a
     minute under load. They live as long as the process; nothing of theirs is ever garbage. And the
