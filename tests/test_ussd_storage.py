@@ -30,8 +30,8 @@ NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
 def record(session_id: str = "s1", hops: int = 1, text: str = "", **extra) -> UssdSession:
     values = dict(phone="254712345678", created_at=NOW, updated_at=NOW, state={"language": "en"},
-                  last_answer="CON x") | extra
-    return UssdSession(session_id=session_id, last_text=text, hops=hops, ended=False, **values)
+                  last_answer="CON x", ended=False) | extra
+    return UssdSession(session_id=session_id, last_text=text, hops=hops, **values)
 
 
 async def test_session_store_lets_one_hop_win(engine):
@@ -76,6 +76,29 @@ async def test_a_rush_of_hops_shares_reads_and_inserts_with_the_same_outcomes(en
     assert store.inserts.batches == before + 1  # the six hops in one INSERT
 
 
+async def test_a_rush_of_next_hops_shares_one_update_with_the_same_outcomes(engine):
+    """Hops on stored sessions that arrive together write in one UPDATE: each moves its session on only
+    from the hop count it read, and of two hops racing on one session the first wins."""
+    store = SqlUssdSessionStore(engine)
+    for sid in ("s1", "s2", "s3", "moved-on"):
+        assert await store.save(record(sid), expected_hops=None)
+    assert await store.save(record("moved-on", hops=2, text="1"), expected_hops=1)
+    hops = [("s1", 1), ("s2", 1), ("s1", 1), ("moved-on", 1), ("s3", 1), ("absent", 1)]
+    before = store.updates.batches
+    saved = await asyncio.gather(*(store.save(record(sid, hops=at + 1, text=f"1*{i}", ended=i == 4,
+                                                     payment_id="p-4" if i == 4 else None,
+                                                     updated_at=NOW + timedelta(seconds=i)), expected_hops=at)
+                                   for i, (sid, at) in enumerate(hops)))
+    assert saved == [True, True, False, False, True, False]
+    assert store.updates.batches == before + 1  # the six hops in one UPDATE
+    s1, s3, moved = [await store.get(sid) for sid in ("s1", "s3", "moved-on")]
+    assert (s1.hops, s1.last_text, s1.updated_at, s1.created_at) == (2, "1*0", NOW, NOW)
+    assert (s3.hops, s3.last_text, s3.ended, s3.payment_id) == (2, "1*4", True, "p-4")
+    assert s3.updated_at == NOW + timedelta(seconds=4) and s3.state == {"language": "en"}
+    assert (moved.hops, moved.last_text) == (2, "1")  # the hop that read it at 1 changed nothing
+    assert await store.get("absent") is None
+
+
 async def test_a_row_the_database_refuses_fails_its_own_hop_only(engine):
     store = SqlUssdSessionStore(engine)
     broken = record("broken", phone=None)  # NOT NULL: refused by both engines
@@ -83,6 +106,11 @@ async def test_a_row_the_database_refuses_fails_its_own_hop_only(engine):
                                  return_exceptions=True)
     assert saved[0] is True and saved[2] is True and isinstance(saved[1], sa.exc.IntegrityError)
     assert await store.get("ok-1") and await store.get("ok-2") and await store.get("broken") is None
+
+    updated = await asyncio.gather(*(store.save(record(sid, hops=hops, text="1"), expected_hops=1)
+                                     for sid, hops in (("ok-1", 2), ("ok-2", None))), return_exceptions=True)
+    assert updated[0] is True and isinstance(updated[1], sa.exc.IntegrityError)
+    assert [(await store.get(sid)).hops for sid in ("ok-1", "ok-2")] == [2, 1]
 
 
 async def test_caller_lookup_gives_each_caller_what_a_unit_of_work_gives(engine):
