@@ -37,6 +37,7 @@ from bench.seed import (
     add_meter_payments,
     add_pending_payments,
     add_stack_meters,
+    add_ussd_sessions,
     count,
     run_sql,
 )
@@ -220,11 +221,10 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> float:
         report.vs_bare("Callback ingestion (kept, answered)", calls, base, 0.35)
         callbacks_vs_bare = calls.rate / base.rate
 
-        form = "sessionId=bare&serviceCode=%2A384%2A1%23&phoneNumber=%2B254712345678&networkCode=63902&text="
-        hops, base = in_turns((public + "/ussd", "ussd", {}),
-                              (bare_url + "/ussd", "plain_post", {"content_type": "application/x-www-form-urlencoded",
-                                                                  "body": form}), args.seconds)
+        hops, base = in_turns((public + "/ussd", "ussd", {}), (bare_url + "/ussd", "plain_post", BARE_USSD), args.seconds)
         report.vs_bare("USSD first hop", hops, base, 0.5)
+        nexts, base = next_hops_in_turns(url, public, bare_url, args.seconds)
+        report.vs_bare("USSD next hop (stored session)", nexts, base, 0.5)
 
         sandboxes.daraja.slow_next_pushes(1_000_000, DARAJA_LATENCY_S)
         pays = measure(public + "/mpesa/payments", "payment", args.seconds, api_key=API_KEY)
@@ -235,7 +235,7 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> float:
         report.line("    per 1,000 bare requests", f"{1000 * pays.rate / base.rate:7.1f} (bare {base.rate:.0f}/s, "
                     "its USSD run above)", "", None)
         sandboxes.daraja.reset()
-        served = sum(r.requests for r in (calls, hops)) * (ROUNDS + 1) + pays.requests * 2  # with the warm-ups
+        served = sum(r.requests for r in (calls, hops, nexts)) * (ROUNDS + 1) + pays.requests * 2  # with the warm-ups
         served += soak(url, public, SOAK_REQUESTS - served)
         rss = ours.rss_mb()
         report.line("Memory (serving process RSS)", f"{rss:.0f} MB after ~{served:,} requests",
@@ -244,6 +244,23 @@ def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> float:
         ours.stop()
         bare.stop()
     return callbacks_vs_bare
+
+
+BARE_USSD = {"content_type": "application/x-www-form-urlencoded",  # wrk's plain_post fields for bare's /ussd
+             "body": "sessionId=bare&serviceCode=%2A384%2A1%23&phoneNumber=%2B254712345678&networkCode=63902&text="}
+STORED_SESSIONS = 150_000  # for the next-hop runs: more than their requests on a machine 5x this one
+
+
+def next_hops_in_turns(url: str, public: str, bare_url: str, seconds: float) -> tuple[wrk.Result, wrk.Result]:
+    """Second hops (`1`: Buy electricity) on stored sessions, each from its own phone, and bare's USSD
+    endpoint, in turns. The sessions are copies of one first hop's, written with SQL."""
+    httpx.post(public + "/ussd", data={"sessionId": "next-template", "phoneNumber": "+254700000000", "text": "",
+                                       "serviceCode": "*384*1#", "networkCode": "63902"}).raise_for_status()
+    add_ussd_sessions(url, STORED_SESSIONS, like="next-template")
+    nexts, base = in_turns((public + "/ussd", "ussd_next", {}), (bare_url + "/ussd", "plain_post", BARE_USSD), seconds)
+    if (ROUNDS + 1) * (nexts.requests + 1000) > STORED_SESSIONS:
+        print(f"  (next hops may have run past the {STORED_SESSIONS:,} stored sessions: raise STORED_SESSIONS)")
+    return nexts, base
 
 
 CALLBACK_BODY = '{"Body": {"stkCallback": {"CheckoutRequestID": "x", "ResultCode": 0}}}'

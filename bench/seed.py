@@ -56,6 +56,17 @@ def add_meter_payments(url: str, meters: list[str], *, prefix: str, amount: int 
     run_sql(url, f"INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES {values}")
 
 
+def add_ussd_sessions(url: str, n: int, *, like: str) -> None:
+    """n stored USSD sessions next-<i>, each from its own phone 2547<i, 8 digits>, copies of session `like`
+    (a first hop's, at the menu): what `wrk.SCRIPTS["ussd_next"]` goes on from."""
+    source, text, padded = _numbers(url, n)
+    columns = "service_code, network_code, state, last_text, last_answer, hops, ended, created_at, updated_at"
+    run_sql(url, f"INSERT INTO ussd_sessions (session_id, phone, {columns}) SELECT 'next-' || {text}, "
+                 f"'2547' || {padded}, {columns} FROM ussd_sessions, {source} WHERE session_id = :like", like=like)
+    if not is_sqlite(url):
+        run_sql(url, "ANALYZE ussd_sessions")
+
+
 def add_history(url: str, n: int) -> None:
     """n settled (failed) payments: a grown table that the hot paths must not scan."""
     source, text, padded = _numbers(url, n, start=10_000_000)

@@ -64,6 +64,16 @@ request = function()
   return wrk.format(nil, nil, nil, body)
 end
 """,
+    "ussd_next": """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+request = function()
+  local n = next_id()
+  local body = string.format("sessionId=next-%d&serviceCode=%%2A384%%2A1%%23&phoneNumber=%%2B2547%08d"
+    .. "&networkCode=63902&text=1", n, n)
+  return wrk.format(nil, nil, nil, body)
+end
+""",
     "payment": """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
