@@ -4,7 +4,8 @@
 No statement here needs a transaction around it (storage/db.py:one_statement): a hop reads its session,
 runs the dialogue (whose effects open their own units of work) and writes the session back only if no
 other hop got there first, the guard being in the write itself (ON CONFLICT, WHERE hops =). Under a rush,
-the hops' reads and their new sessions' INSERTs share statements (storage/batch.py).
+the hops' reads share statements, and so do their writes: one INSERT for new sessions, one UPDATE for
+stored ones (storage/batch.py).
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ async def _insert_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
 async def _update_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
     """The session ids updated (those still at their `expected_hops`), in one statement."""
     # A few sizes on either engine: SQLAlchemy keeps each size's compiled statement, ~17 KB a row (all 128
-    # sizes: 143 MB; powers of two: 4.4 MB). A repeated row matches the same session again: changes nothing.
+    # sizes: 143 MB; powers of two: 4.7 MB). A repeated row matches the same session again: changes nothing.
     rows = to_power_of_two(rows)
     binds = {f"{name}_{i}": row[name] for i, row in enumerate(rows) for name in _UPDATE_KEYS}
     return set((await conn.execute(_updated_ids(len(rows)), binds)).scalars())
