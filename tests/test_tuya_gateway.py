@@ -319,3 +319,41 @@ async def test_token_expiring_mid_use_is_renewed_once_and_the_call_retried(gatew
     assert (await gateway.reports("seed1", ["balance"]))["balance"].value == 10000
     paths = [p for _, p in cloud[1].requests]
     assert paths.count("/v1.0/token") == 2 and paths.count("/v2.0/cloud/thing/seed1/shadow/properties") == 2
+
+
+# --- the way out ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def proxy():
+    """A forward proxy that refuses everything, keeping what was asked of it."""
+    asked: list[bytes] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        asked.append(scope["raw_path"])
+        await send({"type": "http.response.start", "status": 502, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve(app) as server:
+        yield server.url, asked
+
+
+async def test_calls_go_through_the_proxy_the_environment_names_unless_no_proxy_names_the_cloud(cloud, proxy,
+                                                                                                 monkeypatch):
+    url, asked = proxy
+    monkeypatch.setenv("HTTP_PROXY", url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    through = TuyaMeterGateway(cloud[0].url, ACCESS_ID, SECRET, timeout_s=0.4)
+    with pytest.raises(TuyaTransientError):
+        await through.check_token()
+    through.close()
+    assert asked and all(b"/v1.0/token" in target for target in asked)
+
+    asked.clear()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = TuyaMeterGateway(cloud[0].url, ACCESS_ID, SECRET, timeout_s=0.4)
+    await direct.check_token()
+    direct.close()
+    assert asked == []
