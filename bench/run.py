@@ -40,6 +40,7 @@ from bench.seed import (
     add_ussd_sessions,
     count,
     run_sql,
+    wait_for_count,
 )
 from storage.db import create_engine
 from storage.migrate import upgrade
@@ -374,9 +375,7 @@ def topup_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> None:
         started = time.monotonic()
         ids = asyncio.run(queue_topups(settings, [f"BM{i:03d}" for i in range(METERS)]))
         query = f"SELECT count(*) FROM topups WHERE status = 'applied' AND id IN ({', '.join(repr(i) for i in ids)})"
-        deadline = started + 120
-        while count(url, query) < len(ids) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_count(url, query, len(ids), timeout_s=120 - (time.monotonic() - started))
         elapsed = time.monotonic() - started
     finally:
         worker.stop()
@@ -415,9 +414,7 @@ def latency_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> None:
         sent = asyncio.run(send_callbacks_at_rate(f"{public}/mpesa/callback/{CALLBACK_TOKEN}", n, LATENCY_RATE))
         query = ("SELECT count(*) FROM notifications WHERE status = 'sent' AND event = 'topup_applied' "
                  "AND payment_id LIKE 'lat-%'")
-        deadline = time.monotonic() + 60
-        while count(url, query) < n and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for_count(url, query, n, timeout_s=60, every_s=0.2)
     finally:
         ours.stop()
     rows = run_sql(url, "SELECT p.checkout_request_id, t.applied_at, min(n.at) AS told FROM payments p "
