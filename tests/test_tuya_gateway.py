@@ -342,9 +342,10 @@ def proxy():
 async def test_calls_go_through_the_proxy_the_environment_names_unless_no_proxy_names_the_cloud(cloud, proxy,
                                                                                                  monkeypatch):
     url, asked = proxy
-    monkeypatch.setenv("HTTP_PROXY", url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    for name in ("HTTP_PROXY", "http_proxy"):  # urllib prefers the lowercase one where both are set
+        monkeypatch.setenv(name, url)
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
     through = TuyaMeterGateway(cloud[0].url, ACCESS_ID, SECRET, timeout_s=0.4)
     with pytest.raises(TuyaTransientError):
         await through.check_token()
@@ -353,6 +354,7 @@ async def test_calls_go_through_the_proxy_the_environment_names_unless_no_proxy_
 
     asked.clear()
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
     direct = TuyaMeterGateway(cloud[0].url, ACCESS_ID, SECRET, timeout_s=0.4)
     await direct.check_token()
     direct.close()
