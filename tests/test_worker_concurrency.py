@@ -40,6 +40,29 @@ async def test_a_hanging_job_holds_back_no_other(engine):
     assert sorted(order[:3]) == ["quick0", "quick1", "quick2"] and order[3] == "hang"
 
 
+async def test_a_sweep_that_waits_on_an_upstream_holds_back_no_job(engine):
+    """The sweep's STK queries go one after another: on a slow Daraja it runs for long. Jobs still run."""
+    await enqueue(engine, 2, kind="quick")
+    release, done = asyncio.Event(), []
+
+    async def sweep():
+        await release.wait()  # Daraja answers the sweep only once both jobs ran
+
+    async def quick(payload):
+        done.append(payload["i"])
+        if len(done) == 2:
+            release.set()
+
+    worker = Worker(uow_factory=lambda: SqlUnitOfWork(engine), handlers={"quick": quick}, sweep=sweep,
+                    clock=FakeClock(datetime.now(UTC)), config=WorkerConfig(worker_id="w", concurrency=4))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(release.wait(), 30)  # a loop that sweeps before it claims never gets here
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert sorted(done) == [0, 1]
+
+
 async def test_concurrency_is_bounded(engine):
     await enqueue(engine, 6, kind="slow")
     running, most = 0, 0

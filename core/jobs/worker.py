@@ -17,6 +17,7 @@ unique index), not by the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -180,6 +181,15 @@ class Worker:
             except TimeoutError:
                 await self._beat()
 
+    async def _keep_sweeping(self, stop: asyncio.Event) -> None:
+        """The sweep beside the claim loop, not in it: a sweep that waits on an upstream (its STK queries,
+        one after another, on a slow Daraja) must hold back no top-up; claiming waited for it to finish."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            await self.maybe_sweep(loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.config.poll_s)
+
     async def _keep_draining(self, stop: asyncio.Event) -> None:
         if self.drain is None:
             return
@@ -204,20 +214,19 @@ class Worker:
         (a SIGTERM ends the current jobs, it does not cut a top-up in half)."""
         log.info("worker %s started (jobs: %s; %d at once)", self.config.worker_id,
                  ", ".join(sorted(self.handlers)), self.config.concurrency)
-        loop = asyncio.get_running_loop()
         running: set[asyncio.Task] = set()
         stopping = asyncio.create_task(stop.wait())
         finished = asyncio.Event()
         await self._beat()  # before the first claim: this worker's row exists while it holds anything
         beating = asyncio.create_task(self._keep_beating(finished), name="heartbeat")
         draining = asyncio.create_task(self._keep_draining(stop), name="inbox")
+        sweeping = asyncio.create_task(self._keep_sweeping(stop), name="sweep")
         try:
             while not stop.is_set():
                 running = self._still_running(running)
                 self._jobs_wake.clear()  # before the claim: a job queued during it wakes the wait below
                 claimed = 0
                 try:
-                    await self.maybe_sweep(loop.time())
                     free = self.config.concurrency - len(running)
                     if free > 0:
                         for job in await self._claim(min(self.config.batch, free)):
@@ -234,7 +243,7 @@ class Worker:
                 woken.cancel()
         finally:
             stopping.cancel()
-            await asyncio.gather(draining, return_exceptions=True)  # the callbacks it is applying finish
+            await asyncio.gather(draining, sweeping, return_exceptions=True)  # what they are doing finishes
             if running:
                 log.info("worker %s finishing %d running job(s)", self.config.worker_id, len(running))
                 await asyncio.gather(*running, return_exceptions=True)
