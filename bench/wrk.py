@@ -36,6 +36,17 @@ function done(summary, latency, requests)
 end
 """
 
+USSD = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+request = function()
+  local n = next_id()
+  local body = string.format("sessionId={session}-%d&serviceCode=%%2A384%%2A1%%23&phoneNumber=%%2B2547%08d"
+    .. "&networkCode=63902&text={text}", n, n)
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
 SCRIPTS = {
     "plain_post": """
 wrk.method = "POST"
@@ -54,26 +65,10 @@ request = function()
   return wrk.format(nil, nil, nil, body)
 end
 """,
-    "ussd": """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-request = function()
-  local n = next_id()
-  local body = string.format("sessionId=bench-%d&serviceCode=%%2A384%%2A1%%23&phoneNumber=%%2B2547%08d"
-    .. "&networkCode=63902&text=", n, n)
-  return wrk.format(nil, nil, nil, body)
-end
-""",
-    "ussd_next": """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-request = function()
-  local n = next_id()
-  local body = string.format("sessionId=next-%d&serviceCode=%%2A384%%2A1%%23&phoneNumber=%%2B2547%08d"
-    .. "&networkCode=63902&text=1", n, n)
-  return wrk.format(nil, nil, nil, body)
-end
-""",
+    # A first hop (`text` empty) in a new session, and the next hop (`1`) in a session stored as bench/seed.py's
+    # add_ussd_sessions writes them; each from its own phone.
+    "ussd": USSD.format(session="bench", text=""),
+    "ussd_next": USSD.format(session="next", text="1"),
     "payment": """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
