@@ -184,6 +184,8 @@ class Worker:
     async def _keep_sweeping(self, stop: asyncio.Event) -> None:
         """The sweep beside the claim loop, not in it: a sweep that waits on an upstream (its STK queries,
         one after another, on a slow Daraja) must hold back no top-up; claiming waited for it to finish."""
+        if self.sweep is None:
+            return
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             await self.maybe_sweep(loop.time())
