@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -47,12 +48,10 @@ _CHANGED = ("state", "last_text", "last_answer", "hops", "ended", "payment_id", 
 _UPDATE_KEYS = ("session_id", "expected_hops", *_CHANGED)
 
 
-@functools.cache
 def _updated_ids(size: int) -> sa.Update:
     """`size` sessions' UPDATE, each only if still at the hop count it was read at, RETURNING the ids it
     updated: `WITH changes AS (SELECT … UNION ALL …) UPDATE … FROM changes` (PostgreSQL, and SQLite since
-    3.33). Built once per size, binds `<key>_<row>`. Not `sa.values()`: SQLAlchemy cannot cache a VALUES
-    list's compiled form, and compiling it was 13 % of a hop's CPU."""
+    3.33). Binds `<key>_<row>`. Not `sa.values()`: SQLAlchemy cannot cache a VALUES list's compiled form."""
     def row(i: int) -> sa.Select:
         return sa.select(*(sa.bindparam(f"{key}_{i}", type_=ussd_sessions.c["hops" if key == "expected_hops" else key].type)
                            .label(key) for key in _UPDATE_KEYS))
@@ -63,6 +62,27 @@ def _updated_ids(size: int) -> sa.Update:
             .values({name: changes.c[name] for name in _CHANGED})
             .returning(ussd_sessions.c.session_id)
             .add_cte(changes))
+
+
+# (SQL, and per positional parameter: its key, its row, the bind processor SQLAlchemy would apply to it)
+Compiled = tuple[str, tuple[tuple[str, int, Callable[[Any], Any] | None], ...]]
+_UPDATES: dict[tuple[int, str], Compiled] = {}
+
+
+def _update_sql(size: int, dialect: sa.Dialect) -> Compiled:
+    """`_updated_ids(size)` compiled once per dialect, run as driver SQL with the parameters processed as
+    SQLAlchemy would (JSON, UTCDateTime, Boolean). Through execute(), SQLAlchemy looks its compiled form up
+    under the statement's cache key, a tuple it hashes again on every execution (Python keeps no tuple's
+    hash), and this one grows with the rows: measured under callgrind, 40 % of the UPDATE's instructions."""
+    compiled = _UPDATES.get((size, dialect.name))
+    if compiled is None:
+        statement = _updated_ids(size).compile(dialect=dialect)
+        params = []
+        for name in statement.positiontup or ():
+            key, row = name.rsplit("_", 1)
+            params.append((key, int(row), statement.binds[name].type.dialect_impl(dialect).bind_processor(dialect)))
+        compiled = _UPDATES[(size, dialect.name)] = (statement.string, tuple(params))
+    return compiled
 
 
 @functools.cache
@@ -205,11 +225,12 @@ async def _insert_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
 
 async def _update_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
     """The session ids updated (those still at their `expected_hops`), in one statement."""
-    # A few sizes on either engine: SQLAlchemy keeps each size's compiled statement, ~17 KB a row (all 128
-    # sizes: 143 MB; powers of two: 4.7 MB). A repeated row matches the same session again: changes nothing.
+    # A few sizes on either engine (a prepared statement each: sqlite3 and asyncpg keep ~100). A repeated
+    # row matches the same session again: changes nothing.
     rows = to_power_of_two(rows)
-    binds = {f"{name}_{i}": row[name] for i, row in enumerate(rows) for name in _UPDATE_KEYS}
-    return set((await conn.execute(_updated_ids(len(rows)), binds)).scalars())
+    sql, params = _update_sql(len(rows), conn.dialect)
+    values = tuple(rows[i][key] if process is None else process(rows[i][key]) for key, i, process in params)
+    return set((await conn.exec_driver_sql(sql, values)).scalars())
 
 
 class SqlPaymentHistory:
