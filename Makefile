@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint venv venv-test migrate serve clean bench chaos
+.PHONY: demo test lint venv venv-test migrate serve clean bench bench-instructions chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: lint
 
 bench: venv-test
 	$(BIN)/python -m bench.run
+
+# Instructions per USSD hop under callgrind (needs valgrind): repeatable where `make bench`'s ratios drift.
+bench-instructions: venv-test
+	$(BIN)/python -m bench.instructions
 
 # The storm: a private PostgreSQL restarted mid-run, two replicas, two workers killed, callbacks dropped,
 # duplicated and shuffled, Tuya faults; ends with `lipameter audit` clean and one summary line (~5 minutes).
