@@ -1,5 +1,5 @@
 """Instructions per USSD hop, which a busy machine does not change: `make bench`'s ratios moved ±15 % between
-two server processes of the same code, more than most single changes to a hop; a count does not move.
+two server processes of the same code, more than most single changes to a hop; a count moves under 1 %.
 
     .venv/bin/python -m bench.instructions [--engine sqlite] [--requests 2000] [--paths bare,first,next]
 
@@ -7,7 +7,7 @@ Each path runs in its own process under `valgrind --tool=callgrind` (Debian pack
 the measured requests (callgrind_control switches the count on and off around them; aiosqlite's thread is
 counted too). Requests go to the app in process as ASGI calls, 64 at a time as a rush sends them (so the
 hops' reads and writes share statements as under `wrk`), without sockets, uvicorn or h11: what is counted
-is the app. `bare` is bench/bare.py's USSD endpoint, the floor. Repeatable to ~0.01 % from run to run here;
+is the app. `bare` is bench/bare.py's USSD endpoint, the floor. Three runs of the same code fell within 0.7 % here;
 the counts weigh instructions alike, so they miss cache misses, and the ratio to bare is not `make
 bench`'s (that one includes the HTTP stack's share on both sides). A measurement, not a test.
 """
