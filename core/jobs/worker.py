@@ -80,9 +80,7 @@ class Worker:
         self.clock = clock
         self.config = config
         self.sweep = sweep
-        self._last_sweep = float("-inf")
         self.heartbeat = heartbeat  # "this worker is alive": `lipameter doctor`, and its claims renewed
-        self._last_beat = float("-inf")
         self._running_ids: set[int] = set()  # jobs this worker is running now
         # The callback inbox: applies what the web answered without applying (a rush), or what a process
         # that died kept. Woken by this process's callback handler, else it looks every poll.
@@ -149,21 +147,6 @@ class Worker:
                                  refund_attempt=not count)
             await uow.commit()
 
-    async def maybe_sweep(self, loop_time: float) -> None:
-        if self.sweep is None or loop_time - self._last_sweep < self.config.sweep_every_s:
-            return
-        self._last_sweep = loop_time
-        try:
-            await self.sweep()
-        except Exception:
-            log.exception("sweep failed; will try again")
-
-    async def maybe_beat(self, loop_time: float) -> None:
-        if self.heartbeat is None or loop_time - self._last_beat < self.config.heartbeat_every_s:
-            return
-        self._last_beat = loop_time
-        await self._beat()
-
     async def _beat(self) -> None:
         if self.heartbeat is None:
             return
@@ -183,14 +166,19 @@ class Worker:
 
     async def _keep_sweeping(self, stop: asyncio.Event) -> None:
         """The sweep beside the claim loop, not in it: a sweep that waits on an upstream (its STK queries,
-        one after another, on a slow Daraja) must hold back no top-up; claiming waited for it to finish."""
+        one after another, on a slow Daraja) must hold back no top-up; claiming waited for it to finish.
+        One at start, then every `sweep_every_s` from the start of the last (never two at once)."""
         if self.sweep is None:
             return
         loop = asyncio.get_running_loop()
         while not stop.is_set():
-            await self.maybe_sweep(loop.time())
+            started = loop.time()
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweep failed; will try again")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.config.poll_s)
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, started + self.config.sweep_every_s - loop.time()))
 
     async def _keep_draining(self, stop: asyncio.Event) -> None:
         if self.drain is None:
