@@ -77,3 +77,29 @@ async def test_a_replay_is_answered_without_the_caller_read_and_its_failure_is_n
         result = await asyncio.wait_for(answer(Hop("s1", "+" + PHONE, "1"), deps(sessions, callers)), 5)
         assert (result.text, result.outcome) == ("CON stored answer", "replay")
         assert sessions.saved == []
+
+
+UNUSED_RANGE = "+254150123456"  # `+2541…` in form, but no range of Kenya's plan: normalize_kenyan_mobile refuses it
+
+
+async def test_a_plus_254_number_outside_the_plan_is_refused_before_the_session_is_placed():
+    """The hop's `254…` form is read off the text to start both reads; a number no session vouches for
+    is still checked against the plan, and refused as any non-Kenyan number, whatever the session holds."""
+    others = UssdSession(session_id="s1", phone=PHONE, state={}, last_text="", last_answer="CON menu",
+                         hops=1, ended=False, created_at=NOW, updated_at=NOW)
+    for stored in (None, others):
+        sessions = GatedSessions([], stored)
+        sessions.release.set()
+        result = await answer(Hop("s1", UNUSED_RANGE, "1"), deps(sessions, Callers([])))
+        assert result.outcome == "refused" and "Kenyan M-Pesa numbers only" in result.text
+        assert sessions.saved == []
+
+
+async def test_a_next_hop_from_the_sessions_own_number_goes_on():
+    stored = UssdSession(session_id="s1", phone=PHONE, state={}, last_text="", last_answer="CON menu",
+                         hops=1, ended=False, created_at=NOW, updated_at=NOW)
+    sessions = GatedSessions([], stored)
+    sessions.release.set()
+    result = await answer(Hop("s1", "+" + PHONE, "1"), deps(sessions, Callers([])))
+    assert result.outcome == "con"
+    assert [(saved.phone, saved.hops, saved.last_text) for saved in sessions.saved] == [(PHONE, 2, "1")]

@@ -10,6 +10,7 @@ input already (a dialled shortcut): see `_first_hop`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from core.dialogue.types import Caller, DialogueState, Screen, Step
 from core.payments.model import Channel
 from core.ports import Clock, UssdSessionStore
 from core.shared.errors import InvalidInput
-from core.shared.phone import mask_phone, normalize_kenyan_mobile
+from core.shared.phone import mask_phone, normalize_kenyan_mobile, stored_form
 from ussd.render import to_text
 
 log = logging.getLogger("lipameter.ussd")
@@ -69,6 +70,7 @@ class UssdDeps:
     sessions: UssdSessionStore
     config: UssdConfig = field(default_factory=UssdConfig)
 
+    @functools.cached_property  # one per process: it holds nothing a hop changes
     def runner(self) -> DialogueRunner:
         return DialogueRunner(self.dialogue, ChannelRules(
             channel=Channel.USSD, balance_timeout_s=self.config.balance_timeout_s,
@@ -103,16 +105,26 @@ def new_input(text: str, last_text: str) -> str:
 
 
 async def answer(hop: Hop, deps: UssdDeps) -> Answer:
-    try:
-        phone = normalize_kenyan_mobile(hop.phone)
-    except InvalidInput:  # nor is it ever a replay: that is only for the phone that made the hop
-        return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
-    runner = deps.runner()
+    # Africa's Talking sends `+2547…`: its stored form is known without phonenumbers, which is asked only
+    # when the hop's session does not vouch for the number (see _vouched).
+    phone = stored_form(hop.phone)
+    checked = phone is None
+    if checked:
+        try:
+            phone = normalize_kenyan_mobile(hop.phone)
+        except InvalidInput:  # nor is it ever a replay: that is only for the phone that made the hop
+            return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
+    runner = deps.runner
     # Who is calling is read while the session is: two reads in flight at once, one wait (and under a rush,
     # each shares its statement with more hops). A hop answered without it (a replay, a refusal) drops it.
     caller_read = _started(runner.caller(phone, payment_key=f"ussd:{hop.session_id}", network_code=hop.network_code))
     try:
-        early, record, state = await _placed(hop, phone, deps, runner)
+        # The session and, for a new one, the phone's recent sessions: one read.
+        record, opened = await deps.sessions.open(hop.session_id, phone=phone,
+                                                  since=deps.dialogue.clock.now() - timedelta(hours=1))
+        if not (checked or _vouched(record, phone) or _kenyan_mobile(hop.phone)):
+            return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
+        early, state = _placed(hop, phone, record, opened, runner)
         if early is not None:
             return early
         caller = await caller_read
@@ -134,29 +146,40 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
     return Answer(text, "end" if step.screen.end else "con")
 
 
-async def _placed(hop: Hop, phone: str, deps: UssdDeps,
-                  runner: DialogueRunner) -> tuple[Answer | None, UssdSession | None, DialogueState | None]:
-    """(an answer when the hop goes no further, its session or None for a new one, the state to go on from)."""
-    # The session and, for a new one, the phone's recent sessions: one read.
-    record, opened = await deps.sessions.open(hop.session_id, phone=phone,
-                                              since=deps.dialogue.clock.now() - timedelta(hours=1))
+def _vouched(record: UssdSession | None, phone: str) -> bool:
+    """A stored session's phone passed normalize_kenyan_mobile on the session's first hop: a hop from the
+    same number needs no second look (the next hops of every session, the bulk of USSD traffic)."""
+    return record is not None and record.phone == phone
+
+
+def _kenyan_mobile(raw: str) -> bool:
+    try:
+        normalize_kenyan_mobile(raw)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _placed(hop: Hop, phone: str, record: UssdSession | None, opened: int,
+            runner: DialogueRunner) -> tuple[Answer | None, DialogueState | None]:
+    """(an answer when the hop goes no further, the state to go on from: None for a new session)."""
     # A replay is only for the phone that made the hop (it may show a balance or a history).
     if record is not None and record.last_text == hop.text and record.phone == phone:
-        return Answer(record.last_answer, "replay"), record, None
+        return Answer(record.last_answer, "replay"), None
     state = _resumable(record, phone, runner)
     if len(hop.text) > MAX_TEXT or (record is not None and state is None):
         # A hop we cannot place (a session already over, or another phone's): never guess, never pay.
-        return Answer(ending(_expired(record)), "expired"), record, None
+        return Answer(ending(_expired(record)), "expired"), None
     if record is None and opened >= MAX_NEW_SESSIONS_PER_HOUR:
         log.warning("ussd: %s opened %d sessions in an hour; refused", mask_phone(phone), MAX_NEW_SESSIONS_PER_HOUR)
-        return Answer(ending(texts.BILINGUAL_TOO_MANY), "refused"), record, None
-    return None, record, state
+        return Answer(ending(texts.BILINGUAL_TOO_MANY), "refused"), None
+    return None, state
 
 
 def _started(read: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     """`read` running on its own from now; if it fails and nobody awaits it, its error is dropped quietly
     (it was not needed)."""
-    task = asyncio.ensure_future(read)
+    task = asyncio.get_running_loop().create_task(read)
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
     return task
 

@@ -8,6 +8,7 @@ here calls Daraja or Tuya: the STK push goes out from a job after the session ha
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, Counter
@@ -33,6 +34,14 @@ class UssdMetrics:
                             registry=registry)
         self.sessions = Counter("lipameter_ussd_sessions_ended_total",
                                 "Africa's Talking end-of-session reports, by status", ["status"], registry=registry)
+        self._hops_by_outcome: dict[str, Any] = {}
+
+    def answered(self, outcome: str) -> None:
+        # labels() takes a lock and checks its arguments each call; a hop's outcome is one of a handful.
+        counter = self._hops_by_outcome.get(outcome)
+        if counter is None:
+            counter = self._hops_by_outcome[outcome] = self.hops.labels(outcome=outcome)
+        counter.inc()
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
@@ -64,7 +73,7 @@ async def answer_hop(request: Request, deps: UssdDeps, metrics: UssdMetrics) -> 
     except Exception:  # the tenant gets a polite END; we get the traceback
         log.exception("ussd hop failed")
         result = Answer(ending(texts.BILINGUAL_TROUBLE), "error")
-    metrics.hops.labels(outcome=result.outcome).inc()
+    metrics.answered(result.outcome)
     return PlainTextResponse(result.text)
 
 
