@@ -50,6 +50,23 @@ async def test_session_store_lets_one_hop_win(engine):
     assert await store.purge(before=NOW + timedelta(seconds=1)) == 1 and await store.get("s1") is None
 
 
+async def test_a_state_is_read_back_as_written_whichever_json_writer_took_it(engine):
+    """storage/tables.py:DialogueJSON writes with pydantic_core, and with json what that refuses (a lone
+    surrogate, which a chat's text can carry): both are read back equal, alone and in a batch of hops."""
+    store = SqlUssdSessionStore(engine)
+    states = {"plain": {"language": "sw", "frame": {"screen": "buy_amount", "meter": "A101", "amount": None},
+                        "history": [{"screen": "main", "page": 0}], "errors": 2, "ended": False},
+              "unicode": {"language": "en", "name": "Wanjikũ ✓", "amount": 12345678901234567890},
+              "surrogate": {"language": "en", "typed": "A1\ud80001"}}
+    for session_id, state in states.items():
+        assert await store.save(record(session_id, state=state), expected_hops=None)
+    assert {sid: (await store.get(sid)).state for sid in states} == states
+    for sid, state in states.items():
+        assert await store.save(record(sid, hops=2, text="1", state=state | {"errors": 1}), expected_hops=1)
+    opened = await asyncio.gather(*(store.open(sid, phone="254712345678", since=NOW) for sid in states))
+    assert {found.session_id: found.state for found, _ in opened} == {sid: s | {"errors": 1} for sid, s in states.items()}
+
+
 async def test_a_rush_of_hops_shares_reads_and_inserts_with_the_same_outcomes(engine):
     """Hops that arrive together read in one batch and insert in one: each still gets its own session or
     the count of its phone's sessions since its own `since`, and a session is inserted once, by the
