@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from urllib.parse import parse_qs
 
 import phonenumbers
 import pytest
@@ -33,6 +34,7 @@ from core.payments.callbacks import MalformedCallback, StkCallback, parse_stk_ca
 from core.shared.errors import InvalidInput
 from core.shared.money import parse_whole_kes
 from core.shared.phone import normalize_kenyan_mobile, parse, stored_form
+from ussd.routes import form_fields
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -67,6 +69,21 @@ def test_paid_amount_is_read_exactly(amount, form):
     items = [{"Name": "Amount", "Value": value}, {"Name": "MpesaReceiptNumber", "Value": "QK1"}]
     parsed = parse_stk_callback(callback_body(0, items))
     assert parsed.succeeded and parsed.amount == amount
+
+
+# --- USSD form bodies ----------------------------------------------------------------------------
+
+FORM_BYTES = st.binary(max_size=80) | st.lists(
+    st.sampled_from(["sessionId", "text", "phoneNumber", "=", "&", "+", "%2A", "%2B", "%00", "%", "%e2%82", "%ZZ",
+                     "\x00", "é", "1", "*", " "]), max_size=20).map(lambda parts: "".join(parts).encode())
+
+
+@given(FORM_BYTES)
+@settings(max_examples=500)
+def test_a_ussd_form_is_read_as_parse_qs_reads_it(body):
+    expected = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    assert form_fields(body) == {name: [value.replace("\x00", "") for value in values]
+                                 for name, values in expected.items()}
 
 
 # --- phones and amounts ------------------------------------------------------------------------

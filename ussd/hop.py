@@ -14,7 +14,7 @@ import functools
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from core.dialogue import machine as dialogue
@@ -25,7 +25,7 @@ from core.dialogue.service import ChannelRules, DialogueDeps
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import Caller, DialogueState, Screen, Step
 from core.payments.model import Channel
-from core.ports import Clock, UssdSessionStore
+from core.ports import UssdSessionStore
 from core.shared.errors import InvalidInput
 from core.shared.phone import mask_phone, normalize_kenyan_mobile, stored_form
 from ussd.render import to_text
@@ -114,14 +114,14 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
             phone = normalize_kenyan_mobile(hop.phone)
         except InvalidInput:  # nor is it ever a replay: that is only for the phone that made the hop
             return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
-    runner = deps.runner
+    runner, now = deps.runner, deps.dialogue.clock.now()  # one time for the hop: its read and its write
     # Who is calling is read while the session is: two reads in flight at once, one wait (and under a rush,
     # each shares its statement with more hops). A hop answered without it (a replay, a refusal) drops it.
     caller_read = _started(runner.caller(phone, payment_key=f"ussd:{hop.session_id}", network_code=hop.network_code))
     try:
         # The session and, for a new one, the phone's recent sessions: one read.
         record, opened = await deps.sessions.open(hop.session_id, phone=phone,
-                                                  since=deps.dialogue.clock.now() - timedelta(hours=1))
+                                                  since=now - timedelta(hours=1))
         if not (checked or _vouched(record, phone) or _kenyan_mobile(hop.phone)):
             return Answer(ending(texts.BILINGUAL_NOT_KENYAN), "refused")
         early, state = _placed(hop, phone, record, opened, runner)
@@ -135,7 +135,7 @@ async def answer(hop: Hop, deps: UssdDeps) -> Answer:
     else:
         step = await runner.drive(dialogue.handle(state, new_input(hop.text, record.last_text), caller), caller)
     text = to_text(step.screen)
-    if await deps.sessions.save(_record(hop, phone, step, text, record, deps.dialogue.clock),
+    if await deps.sessions.save(_record(hop, phone, step, text, record, now),
                                 expected_hops=record.hops if record else None):
         return Answer(text, "end" if step.screen.end else "con")
     # The same hop twice at once (a gateway retry racing the original): answer as the winner did.
@@ -211,8 +211,7 @@ def _expired(record: UssdSession | None) -> str:
     return texts.text(language, "expired") if language in texts.LANGUAGES else texts.BILINGUAL_EXPIRED
 
 
-def _record(hop: Hop, phone: str, step: Step, text: str, previous: UssdSession | None, clock: Clock) -> UssdSession:
-    now = clock.now()
+def _record(hop: Hop, phone: str, step: Step, text: str, previous: UssdSession | None, now: datetime) -> UssdSession:
     if step.screen.end:
         log.info("ussd session %s from %s ended at %s", hop.session_id, mask_phone(phone), step.screen.name)
     return UssdSession(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 from prometheus_client import CollectorRegistry, Counter
 from starlette.requests import Request
@@ -45,11 +45,26 @@ class UssdMetrics:
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
-    # parse_qs rather than request.form(): the first hop's `text` is empty and must stay a key.
+    # Not request.form(): the first hop's `text` is empty and must stay a key.
     body = await read_capped(request.stream(), MAX_BODY, declared=request.headers.get("content-length"))
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    # A NUL is never a keypress, and PostgreSQL refuses it in text: drop it.
-    return {name: [value.replace("\x00", "") for value in values] for name, values in fields.items()}
+    return form_fields(body)
+
+
+def form_fields(body: bytes) -> dict[str, list[str]]:
+    """An application/x-www-form-urlencoded body as `parse_qs(keep_blank_values=True)` reads it (a property
+    test holds the two equal), with NULs dropped from the values: a NUL is never a keypress, and PostgreSQL
+    refuses it in text. parse_qs took ~29 µs for a hop's five fields, most of it unquoting fields that
+    have nothing to unquote; this takes ~16."""
+    fields: dict[str, list[str]] = {}
+    for pair in body.decode("utf-8", errors="replace").split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            fields.setdefault(_unquoted(name), []).append(_unquoted(value).replace("\x00", ""))
+    return fields
+
+
+def _unquoted(text: str) -> str:
+    return unquote_plus(text) if "%" in text or "+" in text else text
 
 
 def ussd_routes(deps: UssdDeps, metrics: UssdMetrics) -> list[Route]:
