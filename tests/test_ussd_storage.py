@@ -50,8 +50,8 @@ async def test_session_store_lets_one_hop_win(engine):
     assert await store.purge(before=NOW + timedelta(seconds=1)) == 1 and await store.get("s1") is None
 
 
-async def test_a_state_is_read_back_as_written_whichever_json_writer_took_it(engine):
-    """storage/tables.py:DialogueJSON writes with pydantic_core, and with json what that refuses (a lone
+async def test_a_state_is_read_back_as_written_whichever_json_codec_took_it(engine):
+    """storage/db.py's JSON codec writes with pydantic_core, and with json what that refuses (a lone
     surrogate, which a chat's text can carry): both are read back equal, alone and in a batch of hops."""
     store = SqlUssdSessionStore(engine)
     states = {"plain": {"language": "sw", "frame": {"screen": "buy_amount", "meter": "A101", "amount": None},
