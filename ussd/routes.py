@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry, Counter
 from starlette.requests import Request
@@ -54,7 +54,7 @@ def form_fields(body: bytes) -> dict[str, list[str]]:
     """An application/x-www-form-urlencoded body as `parse_qs(keep_blank_values=True)` reads it (a property
     test holds the two equal), with NULs dropped from the values: a NUL is never a keypress, and PostgreSQL
     refuses it in text. parse_qs took ~29 µs for a hop's five fields, most of it unquoting fields that
-    have nothing to unquote; this takes ~16."""
+    have nothing to unquote; this takes ~12."""
     fields: dict[str, list[str]] = {}
     for pair in body.decode("utf-8", errors="replace").split("&"):
         if pair:
@@ -64,7 +64,10 @@ def form_fields(body: bytes) -> dict[str, list[str]]:
 
 
 def _unquoted(text: str) -> str:
-    return unquote_plus(text) if "%" in text or "+" in text else text
+    # unquote_plus's result; unquote_to_bytes over the whole field is ~2 µs where unquote's walk over
+    # its ASCII runs is ~4.5 (Africa's Talking escapes `*`, `#` and `+`: two fields of every hop).
+    text = text.replace("+", " ")
+    return unquote_to_bytes(text).decode("utf-8", errors="replace") if "%" in text else text
 
 
 def ussd_routes(deps: UssdDeps, metrics: UssdMetrics) -> list[Route]:
