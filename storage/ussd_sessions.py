@@ -110,8 +110,10 @@ _SESSION_COLUMNS = tuple(ussd_sessions.c.keys())
 Ask = tuple[str, str, datetime]  # an open(): session id, phone, since
 
 
-def _session(mapping) -> UssdSession:
-    values = {name: mapping[name] for name in _SESSION_COLUMNS}
+def _session(row: sa.Row) -> UssdSession:
+    # A row whose first columns are the table's, in order (every read here selects the table first): by
+    # position, as a row's _mapping looks each name up in Python.
+    values = dict(zip(_SESSION_COLUMNS, row))
     values["end_report"] = values["end_report"] or {}
     return UssdSession(**values)
 
@@ -131,7 +133,7 @@ class SqlUssdSessionStore:
     async def get(self, session_id: str) -> UssdSession | None:
         async with one_statement(self.engine) as conn:
             row = (await conn.execute(select_by(ussd_sessions, "session_id"), {"value": session_id})).first()
-        return None if row is None else _session(row._mapping)
+        return None if row is None else _session(row)
 
     async def open(self, session_id: str, *, phone: str, since: datetime) -> tuple[UssdSession | None, int]:
         """The session, or None and how many sessions `phone` opened since `since` (0 when it exists)."""
@@ -141,11 +143,11 @@ class SqlUssdSessionStore:
         if len(asks) == 1:
             [(session_id, phone, since)] = asks
             row = (await conn.execute(_OPEN, {"sid": session_id, "phone": phone, "since": since})).one()
-            return [(None, int(row.opened or 0)) if row.session_id is None else (_session(row._mapping), 0)]
+            return [(None, int(row.opened or 0)) if row.session_id is None else (_session(row), 0)]
         # Several hops at once: their sessions in one statement, then the recent sessions of the phones
         # whose session is new, each counted from its own hop's `since`.
         dialect = conn.dialect.name
-        found = {row.session_id: row._mapping
+        found = {row.session_id: row
                  for row in await conn.execute(_by_ids(dialect), {"ids": sorted({sid for sid, _, _ in asks})})}
         new = [(phone, since) for sid, phone, since in asks if sid not in found]
         opened: dict[str, list[datetime]] = {}
