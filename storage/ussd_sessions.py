@@ -111,9 +111,9 @@ Ask = tuple[str, str, datetime]  # an open(): session id, phone, since
 
 
 def _session(row: sa.Row) -> UssdSession:
-    # A row whose first columns are the table's, in order (every read here selects the table first): by
-    # position, as a row's _mapping looks each name up in Python.
-    values = dict(zip(_SESSION_COLUMNS, row))
+    # A row whose first columns are the table's, in order (every read here selects the table first; the
+    # hop's read adds `opened` after them): by position, as a row's _mapping looks each name up in Python.
+    values = dict(zip(_SESSION_COLUMNS, row, strict=False))
     values["end_report"] = values["end_report"] or {}
     return UssdSession(**values)
 

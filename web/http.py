@@ -135,7 +135,7 @@ class RefuseNul:
 
 
 def _nul_in_path(path: str) -> bool:
-    # Every request passes here: a path without a NUL, `%` or `\\` (nearly all) skips the encode and lower.
+    # Every request passes here: a path with no NUL, `%` or backslash (nearly all) skips the encode and lower.
     return ("\x00" in path or "%" in path or "\\" in path) and has_nul(path.encode())
 
 
