@@ -143,3 +143,28 @@ async def test_database_errors_do_not_carry_bound_parameters(database_url):
     assert "254712345678" not in str(error.value) and "hidden" in str(error.value)
 
 
+
+
+async def test_the_nul_guard_refuses_a_nul_in_path_or_query_in_every_form_and_passes_the_rest():
+    """web/http.py:RefuseNul, on the ASGI scope as uvicorn gives it (the path percent-decoded, the query not)."""
+    from web.http import RefuseNul
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def status(path: str, query: bytes) -> int:
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": []}
+        await RefuseNul(app)(scope, None, send)
+        return sent[0]["status"]
+
+    for path, query in (("/a\x00b", b""), ("/ussd", b"x=%00"), ("/ussd", b"x=\x00"), ("/ussd", b"x=\\u0000"),
+                        ("/a%00", b"")):
+        assert await status(path, query) == 400, (path, query)
+    for path, query in (("/ussd", b""), ("/admin/payments", b"meter=A%2001&page=2"), ("/a%41", b"x=%0A")):
+        assert await status(path, query) == 204, (path, query)

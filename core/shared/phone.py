@@ -57,17 +57,14 @@ def parse(text: str, region: str | None = None) -> phonenumbers.PhoneNumber:
     return phonenumbers.parse(text, region)
 
 
-# Africa's Talking's `+2547…`/`+2541…`: the only form normalize_kenyan_mobile could turn into `254` + the same
-# nine digits. Whether the range is in use is not asked here (that is the plan walk, ~7 µs).
-_AS_STORED = re.compile(r"\+254([17][0-9]{8})")
-
-
 def stored_form(raw: str) -> str | None:
-    """What normalize_kenyan_mobile(raw) returns if it returns at all, read off `+2547…`/`+2541…` without
-    checking that the number is a mobile in use; None for any other form. For a channel that can compare
-    the answer with a phone it stored (and so checked) before: a match needs no second check."""
-    match = _AS_STORED.fullmatch(raw)
-    return "254" + match.group(1) if match else None
+    """What normalize_kenyan_mobile(raw) returns if it returns at all, read off Africa's Talking's
+    `+2547…`/`+2541…` without checking that the number is a mobile in use (the plan walk, ~7 µs); None for
+    any other form. For a channel that can compare the answer with a phone it stored (and so checked)
+    before: a match needs no second check."""
+    match = _INTERNATIONAL_KE.fullmatch(raw)
+    national = match.group(1) if match else ""
+    return "254" + national if national[:1] in ("1", "7") else None
 
 
 def mask_phone(phone: object) -> str:
