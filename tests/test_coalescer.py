@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from storage.batch import Coalescer, padded
+from storage.batch import Coalescer, to_power_of_two
 
 
 class Doubler:
@@ -87,12 +87,8 @@ async def test_a_caller_that_leaves_does_not_stop_the_batch():
 
 
 def test_batches_are_padded_to_a_few_statement_shapes():
-    assert [len(padded(list(range(n)), "postgresql")) for n in (1, 2, 3, 5, 8, 9, 100)] == [1, 2, 4, 8, 8, 16, 128]
-    assert padded([4, 5, 6], "postgresql") == [4, 5, 6, 6]  # a repeat: the same in an IN list or an INSERT … ON CONFLICT DO NOTHING
-
-
-def test_sqlite_batches_go_as_they_are():  # sqlite3 prepares in process: a repeated row would only cost its binds
-    assert padded([4, 5, 6], "sqlite") == [4, 5, 6]
+    assert [len(to_power_of_two(list(range(n)))) for n in (1, 2, 3, 5, 8, 9, 100)] == [1, 2, 4, 8, 8, 16, 128]
+    assert to_power_of_two([4, 5, 6]) == [4, 5, 6, 6]  # a repeat: the same session matched again by the guard
 
 
 class OneConnection:

@@ -65,6 +65,14 @@ async def test_a_state_is_read_back_as_written_whichever_json_codec_took_it(engi
         assert await store.save(record(sid, hops=2, text="1", state=state | {"errors": 1}), expected_hops=1)
     opened = await asyncio.gather(*(store.open(sid, phone="254712345678", since=NOW) for sid in states))
     assert {found.session_id: found.state for found, _ in opened} == {sid: s | {"errors": 1} for sid, s in states.items()}
+    # Written together: one INSERT, then one UPDATE, for the three (PostgreSQL: their rows one JSON document)
+    batch = {f"b-{sid}": state for sid, state in states.items()}
+    inserts, updates = store.inserts.batches, store.updates.batches
+    assert all(await asyncio.gather(*(store.save(record(sid, state=s), expected_hops=None) for sid, s in batch.items())))
+    assert all(await asyncio.gather(*(store.save(record(sid, hops=2, text="1", state=s | {"errors": 3}), expected_hops=1)
+                                      for sid, s in batch.items())))
+    assert (store.inserts.batches, store.updates.batches) == (inserts + 1, updates + 1)
+    assert {sid: (await store.get(sid)).state for sid in batch} == {sid: s | {"errors": 3} for sid, s in batch.items()}
 
 
 async def test_a_rush_of_hops_shares_reads_and_inserts_with_the_same_outcomes(engine):
