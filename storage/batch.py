@@ -60,33 +60,40 @@ def one_of(column: sa.ColumnElement, name: str, dialect: str) -> sa.ColumnElemen
     return column.in_(sa.bindparam(name, expanding=True))
 
 
-def json_rows(columns: Sequence[tuple[str, sa.types.TypeEngine]], name: str = "rows") -> sa.TableValuedAlias:
-    """PostgreSQL: a batch's rows as one JSON parameter (`rows`, the text of `rows_json`) read as a table,
-    `json_to_recordset($1::JSON) AS rows(<name> <type>, …)`, for a batch's UPDATE … FROM or INSERT … SELECT.
-    Every statement is planned afresh there (storage/db.py: plan_cache_mode), and a VALUES list of 11
-    parameters a row took ~250 µs of the server's CPU to plan for 16 rows and ~2.5 ms for 64 (the USSD
-    next hops' UPDATE: 0.40-0.47 of bare, under 0.5); this ~50 µs for any number. One statement text for
-    every size: nothing padded, one prepared statement per connection. A JSON column is declared TEXT here
-    (its value is its own JSON text: see `rows_json`) and cast back where it is written."""
-    declared = ((column, sa.Text() if isinstance(type_, sa.JSON) else type_) for column, type_ in columns)
-    return (sa.func.json_to_recordset(sa.bindparam("rows", type_=sa.JSON))
-            .table_valued(*(sa.column(column, type_) for column, type_ in declared))
-            .render_derived(name=name, with_types=True))
+class JsonRows:
+    """PostgreSQL: a batch's rows as one JSON parameter (`rows`) read as a table, `json_to_recordset($1::JSON)
+    AS rows(<name> <type>, …)`, for a batch's UPDATE … FROM or INSERT … SELECT. Every statement is planned
+    afresh there (storage/db.py: plan_cache_mode), and a VALUES list of 11 parameters a row took ~250 µs of
+    the server's CPU to plan for 16 rows and ~2.5 ms for 64 (the USSD next hops' UPDATE, which held them
+    at 0.40-0.47 of bare); this ~50 µs for any number. One statement text for every size: nothing padded,
+    one prepared statement per connection.
 
+    `table`: the rows as a table; `values[name]`: a column's value as its column takes it; `parameter(rows)`:
+    the rows (dicts with those keys) as the parameter's text, one serialization for the batch."""
 
-def rows_json(rows: Sequence[dict[str, Any]], *, times: Sequence[str] = (), documents: Sequence[str] = ()) -> str:
-    """The rows as `json_rows`' parameter, one serialization for the batch. The `times` keys' datetimes as
-    aware UTC ISO text (a naive one refused, as UTCDateTime refuses it); the `documents` keys' values (a
-    JSON column's) as their own JSON text: json_to_recordset reads every string in its document and refuses
-    a lone surrogate's escape, which a JSON column's value may carry (storage/db.py:to_json_text) and which
-    PostgreSQL's JSON type keeps when it is given the text."""
-    utc = UTCDateTime()
+    def __init__(self, columns: Sequence[tuple[str, sa.types.TypeEngine]], name: str = "rows") -> None:
+        # A JSON column's value goes as its own JSON text, declared TEXT and cast back: json_to_recordset
+        # reads every string in its document and refuses a lone surrogate's escape, which a JSON column's
+        # value may carry (storage/db.py:to_json_text) and PostgreSQL's JSON type keeps given the text.
+        self._documents = tuple(column for column, type_ in columns if isinstance(type_, sa.JSON))
+        self._times = tuple(column for column, type_ in columns if isinstance(type_, UTCDateTime))
+        declared = [(column, sa.Text() if column in self._documents else type_) for column, type_ in columns]
+        self.table = (sa.func.json_to_recordset(sa.bindparam("rows", type_=sa.JSON))
+                      .table_valued(*(sa.column(column, type_) for column, type_ in declared))
+                      .render_derived(name=name, with_types=True))
+        self.values: dict[str, sa.ColumnElement] = {
+            column: sa.cast(self.table.c[column], type_) if column in self._documents else self.table.c[column]
+            for column, type_ in columns}
 
-    def converted(row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, **{key: _iso(utc.process_bind_param(row[key], _PG)) for key in times},
-                **{key: to_json_text(row[key]) for key in documents}}
+    def parameter(self, rows: Sequence[dict[str, Any]]) -> str:
+        """Datetimes as aware UTC ISO text (a naive one refused, as UTCDateTime refuses it)."""
+        utc, times, documents = UTCDateTime(), self._times, self._documents
 
-    return to_json_text([converted(row) for row in rows])
+        def converted(row: dict[str, Any]) -> dict[str, Any]:
+            return {**row, **{key: _iso(utc.process_bind_param(row[key], _PG)) for key in times},
+                    **{key: to_json_text(row[key]) for key in documents}}
+
+        return to_json_text([converted(row) for row in rows])
 
 
 _PG = postgresql.dialect()

@@ -23,9 +23,8 @@ from core.dialogue.types import PaymentLine
 from storage.batch import (
     MAX_BATCH,
     Coalescer,
-    json_rows,
+    JsonRows,
     one_of,
-    rows_json,
     statement_batches,
     to_power_of_two,
 )
@@ -100,7 +99,7 @@ _PG_SQL: dict[str, str] = {}
 
 
 def _pg_sql(which: str, dialect: sa.Dialect) -> str:
-    """PostgreSQL's batch INSERT or UPDATE, its rows one JSON parameter (storage/batch.py:json_rows: planned
+    """PostgreSQL's batch INSERT or UPDATE, its rows one JSON parameter (storage/batch.py:JsonRows: planned
     in ~50 µs for any number of rows, where `_updated_ids(16)` took ~250), compiled once and run as driver
     SQL (as `_update_sql`, for the same reason)."""
     sql = _PG_SQL.get(which)
@@ -110,23 +109,24 @@ def _pg_sql(which: str, dialect: sa.Dialect) -> str:
     return sql
 
 
-def _rows(keys: tuple[str, ...]) -> tuple[sa.TableValuedAlias, dict[str, sa.ColumnElement]]:
-    """json_rows for `keys`, and each key's value as its column takes it (the state cast back to JSON)."""
-    rows = json_rows([(key, ussd_sessions.c["hops" if key == "expected_hops" else key].type) for key in keys])
-    return rows, {key: sa.cast(rows.c[key], sa.JSON) if key == "state" else rows.c[key] for key in keys}
+def _json_rows(keys: tuple[str, ...]) -> JsonRows:
+    return JsonRows([(key, ussd_sessions.c["hops" if key == "expected_hops" else key].type) for key in keys])
+
+
+_NEW_ROWS, _CHANGED_ROWS = _json_rows(_INSERT_KEYS), _json_rows(_UPDATE_KEYS)
 
 
 def _pg_inserted_ids() -> sa.Insert:
-    _, values = _rows(_INSERT_KEYS)
-    return (insert_or_nothing(ussd_sessions, "postgresql").from_select(_INSERT_KEYS, sa.select(*values.values()))
+    select = sa.select(*(_NEW_ROWS.values[key] for key in _INSERT_KEYS))
+    return (insert_or_nothing(ussd_sessions, "postgresql").from_select(_INSERT_KEYS, select)
             .returning(ussd_sessions.c.session_id))
 
 
 def _pg_updated_ids() -> sa.Update:
-    rows, values = _rows(_UPDATE_KEYS)
+    rows = _CHANGED_ROWS.values
     return (ussd_sessions.update()
-            .where(ussd_sessions.c.session_id == rows.c.session_id, ussd_sessions.c.hops == rows.c.expected_hops)
-            .values({name: values[name] for name in _CHANGED})
+            .where(ussd_sessions.c.session_id == rows["session_id"], ussd_sessions.c.hops == rows["expected_hops"])
+            .values({name: rows[name] for name in _CHANGED})
             .returning(ussd_sessions.c.session_id))
 
 
@@ -269,23 +269,22 @@ async def _insert_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
         result = await conn.execute(insert_or_nothing(ussd_sessions, conn.dialect.name), rows[0])
         return {rows[0]["session_id"]} if result.rowcount == 1 else set()
     if conn.dialect.name == "postgresql":
-        return await _pg_write(conn, "insert", rows, times=("created_at", "updated_at"))
+        return await _pg_write(conn, "insert", _NEW_ROWS.parameter(rows))
     return set((await conn.execute(_inserted_ids(conn.dialect.name), rows)).scalars())
 
 
 async def _update_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
     """The session ids updated (those still at their `expected_hops`), in one statement."""
     if conn.dialect.name == "postgresql":
-        return await _pg_write(conn, "update", rows, times=("updated_at",))
+        return await _pg_write(conn, "update", _CHANGED_ROWS.parameter(rows))
     rows = to_power_of_two(rows)  # a few statement sizes, each kept prepared
     sql, params = _update_sql(len(rows), conn.dialect)
     values = tuple(rows[i][key] if process is None else process(rows[i][key]) for key, i, process in params)
     return set((await conn.exec_driver_sql(sql, values)).scalars())
 
 
-async def _pg_write(conn: AsyncConnection, which: str, rows: list[dict], *, times: tuple[str, ...]) -> set[str]:
-    parameter = rows_json(rows, times=times, documents=("state",))
-    return set((await conn.exec_driver_sql(_pg_sql(which, conn.dialect), (parameter,))).scalars())
+async def _pg_write(conn: AsyncConnection, which: str, rows: str) -> set[str]:
+    return set((await conn.exec_driver_sql(_pg_sql(which, conn.dialect), (rows,))).scalars())
 
 
 class SqlPaymentHistory:
