@@ -54,10 +54,13 @@ def to_power_of_two(values: Sequence[T]) -> list[T]:
 def one_of(column: sa.ColumnElement, name: str, dialect: str) -> sa.ColumnElement[bool]:
     """`column` is one of the values bound as `name` (a list), for a batch's read. On PostgreSQL one array
     parameter (`= ANY($1)`): the statement's text is the same for any number of values, so one prepared
-    statement serves every batch, with no padding to bind. SQLite has no arrays: an expanding IN there."""
+    statement serves every batch, with no padding to bind. SQLite has no arrays: the list as one JSON
+    parameter there, `IN (SELECT value FROM json_each(?))`, whose text is fixed too (an expanding IN was
+    rendered again for each batch)."""
     if dialect == "postgresql":
         return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
-    return column.in_(sa.bindparam(name, expanding=True))
+    listed = sa.func.json_each(sa.bindparam(name, type_=sa.JSON)).table_valued("value")
+    return column.in_(sa.select(listed.c.value))
 
 
 class JsonRows:
