@@ -20,14 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.dialogue.sessions import UssdSession
 from core.dialogue.types import PaymentLine
-from storage.batch import (
-    MAX_BATCH,
-    Coalescer,
-    JsonRows,
-    one_of,
-    statement_batches,
-    to_power_of_two,
-)
+from storage.batch import MAX_BATCH, Coalescer, JsonRows, one_of, statement_batches, to_power_of_two
 from storage.db import one_statement
 from storage.rows import insert_or_nothing, select_by
 from storage.tables import meters, payments, ussd_sessions
