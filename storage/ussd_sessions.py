@@ -48,14 +48,18 @@ _CHANGED = ("state", "last_text", "last_answer", "hops", "ended", "payment_id", 
 _UPDATE_KEYS = ("session_id", "expected_hops", *_CHANGED)
 
 
+def _key_type(key: str) -> sa.types.TypeEngine:
+    """The type a write's key is bound as: its column's (the guard's `expected_hops`: the hop count's)."""
+    return ussd_sessions.c["hops" if key == "expected_hops" else key].type
+
+
 def _updated_ids(size: int) -> sa.Update:
     """`size` sessions' UPDATE, each only if still at the hop count it was read at, RETURNING the ids it
     updated: `WITH changes AS (SELECT … UNION ALL …) UPDATE … FROM changes` (SQLite since 3.33, which plans
     it in process in microseconds; PostgreSQL's is `_pg_updated_ids`). Binds `<key>_<row>`. Not
     `sa.values()`: SQLAlchemy cannot cache a VALUES list's compiled form."""
     def row(i: int) -> sa.Select:
-        return sa.select(*(sa.bindparam(f"{key}_{i}", type_=ussd_sessions.c["hops" if key == "expected_hops" else key].type)
-                           .label(key) for key in _UPDATE_KEYS))
+        return sa.select(*(sa.bindparam(f"{key}_{i}", type_=_key_type(key)).label(key) for key in _UPDATE_KEYS))
 
     changes = sa.union_all(*(row(i) for i in range(size))).cte("changes")
     return (ussd_sessions.update()
@@ -103,7 +107,7 @@ def _pg_sql(which: str, dialect: sa.Dialect) -> str:
 
 
 def _json_rows(keys: tuple[str, ...]) -> JsonRows:
-    return JsonRows([(key, ussd_sessions.c["hops" if key == "expected_hops" else key].type) for key in keys])
+    return JsonRows([(key, _key_type(key)) for key in keys])
 
 
 _NEW_ROWS, _CHANGED_ROWS = _json_rows(_INSERT_KEYS), _json_rows(_UPDATE_KEYS)
@@ -276,8 +280,9 @@ async def _update_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
     return set((await conn.exec_driver_sql(sql, values)).scalars())
 
 
-async def _pg_write(conn: AsyncConnection, which: str, rows: str) -> set[str]:
-    return set((await conn.exec_driver_sql(_pg_sql(which, conn.dialect), (rows,))).scalars())
+async def _pg_write(conn: AsyncConnection, which: str, rows_json: str) -> set[str]:
+    """PostgreSQL's batch `which` ("insert" or "update") of the rows given as JsonRows.parameter's text."""
+    return set((await conn.exec_driver_sql(_pg_sql(which, conn.dialect), (rows_json,))).scalars())
 
 
 class SqlPaymentHistory:
