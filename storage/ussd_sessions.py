@@ -71,22 +71,24 @@ def _updated_ids(size: int) -> sa.Update:
 
 # (SQL, and per positional parameter: its key, its row, the bind processor SQLAlchemy would apply to it)
 Compiled = tuple[str, tuple[tuple[str, int, Callable[[Any], Any] | None], ...]]
-_UPDATES: dict[tuple[int, str], Compiled] = {}
+_DRIVER_SQL: dict[tuple[str, int, str], Compiled] = {}
 
 
-def _update_sql(size: int, dialect: sa.Dialect) -> Compiled:
-    """`_updated_ids(size)` compiled once per dialect, run as driver SQL with the parameters processed as
-    SQLAlchemy would (JSON, UTCDateTime, Boolean). Through execute(), SQLAlchemy looks its compiled form up
-    under the statement's cache key, a tuple it hashes again on every execution (Python keeps no tuple's
-    hash), and this one grows with the rows: measured under callgrind, 40 % of the UPDATE's instructions."""
-    compiled = _UPDATES.get((size, dialect.name))
+def _driver_sql(which: str, size: int, dialect: sa.Dialect) -> Compiled:
+    """SQLite's batch write of `size` rows (`_updated_ids`, or `_inserted_rows` for "insert") compiled once
+    per size, run as driver SQL with the parameters processed as SQLAlchemy would (JSON, UTCDateTime,
+    Boolean). Through execute(), SQLAlchemy looks its compiled form up under the statement's cache key, a
+    tuple it hashes again on every execution (Python keeps no tuple's hash), and this one grows with the
+    rows: measured under callgrind, 40 % of the UPDATE's instructions; an INSERT of a list of rows with
+    RETURNING is rendered again for each batch ("insertmanyvalues")."""
+    compiled = _DRIVER_SQL.get((which, size, dialect.name))
     if compiled is None:
-        statement = _updated_ids(size).compile(dialect=dialect)
+        statement = (_inserted_rows(size) if which == "insert" else _updated_ids(size)).compile(dialect=dialect)
         params = []
         for name in statement.positiontup or ():
             key, row = name.rsplit("_", 1)
             params.append((key, int(row), statement.binds[name].type.dialect_impl(dialect).bind_processor(dialect)))
-        compiled = _UPDATES[(size, dialect.name)] = (statement.string, tuple(params))
+        compiled = _DRIVER_SQL[(which, size, dialect.name)] = (statement.string, tuple(params))
     return compiled
 
 
@@ -98,7 +100,7 @@ _PG_SQL: dict[str, str] = {}
 def _pg_sql(which: str, dialect: sa.Dialect) -> str:
     """PostgreSQL's batch INSERT or UPDATE, its rows one JSON parameter (storage/batch.py:JsonRows: planned
     in ~50 µs for any number of rows, where `_updated_ids(16)` took ~250), compiled once and run as driver
-    SQL (as `_update_sql`, for the same reason)."""
+    SQL (as `_driver_sql`, for the same reason)."""
     sql = _PG_SQL.get(which)
     if sql is None:
         statement = _pg_inserted_ids() if which == "insert" else _pg_updated_ids()
@@ -127,11 +129,12 @@ def _pg_updated_ids() -> sa.Update:
             .returning(ussd_sessions.c.session_id))
 
 
-@functools.cache
-def _inserted_ids(dialect: str) -> sa.Insert:
-    """Several sessions' INSERT … ON CONFLICT DO NOTHING RETURNING the ids it inserted (built once; SQLite's,
-    PostgreSQL's is `_pg_inserted_ids`)."""
-    return insert_or_nothing(ussd_sessions, dialect).returning(ussd_sessions.c.session_id)
+def _inserted_rows(size: int) -> sa.Insert:
+    """SQLite's INSERT of `size` sessions … ON CONFLICT DO NOTHING RETURNING the ids it inserted (PostgreSQL's
+    is `_pg_inserted_ids`). Binds `<key>_<row>`. A row repeated to pad the batch (to_power_of_two) conflicts
+    with its first copy and is not inserted again."""
+    rows = [{key: sa.bindparam(f"{key}_{i}", type_=_key_type(key)) for key in _INSERT_KEYS} for i in range(size)]
+    return insert_or_nothing(ussd_sessions, "sqlite").values(rows).returning(ussd_sessions.c.session_id)
 
 
 def _open_query() -> sa.Select:
@@ -267,15 +270,20 @@ async def _insert_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
         return {rows[0]["session_id"]} if result.rowcount == 1 else set()
     if conn.dialect.name == "postgresql":
         return await _pg_write(conn, "insert", _NEW_ROWS.parameter(rows))
-    return set((await conn.execute(_inserted_ids(conn.dialect.name), rows)).scalars())
+    return await _sqlite_write(conn, "insert", rows)
 
 
 async def _update_rows(conn: AsyncConnection, rows: list[dict]) -> set[str]:
     """The session ids updated (those still at their `expected_hops`), in one statement."""
     if conn.dialect.name == "postgresql":
         return await _pg_write(conn, "update", _CHANGED_ROWS.parameter(rows))
+    return await _sqlite_write(conn, "update", rows)
+
+
+async def _sqlite_write(conn: AsyncConnection, which: str, rows: list[dict]) -> set[str]:
+    """SQLite's batch `which` ("insert" or "update") of `rows`, as driver SQL (`_driver_sql`)."""
     rows = to_power_of_two(rows)  # a few statement sizes, each kept prepared
-    sql, params = _update_sql(len(rows), conn.dialect)
+    sql, params = _driver_sql(which, len(rows), conn.dialect)
     values = tuple(rows[i][key] if process is None else process(rows[i][key]) for key, i, process in params)
     return set((await conn.exec_driver_sql(sql, values)).scalars())
 
