@@ -28,7 +28,8 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime refused: store aware UTC")
-        value = value.astimezone(UTC)
+        if value.tzinfo is not UTC:  # our clock's times are UTC already: no conversion to make
+            value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def bind_processor(self, dialect):
