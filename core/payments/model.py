@@ -58,6 +58,8 @@ REVIEW_REASON_MAX = 255
 
 @dataclass
 class Payment:
+    # id, amount, phone, meter_id, channel, idempotency_key and created_at are set when a payment is made and
+    # never change: a save writes only the rest (storage/repositories.py:_SET_ONCE).
     id: str
     amount: int
     phone: str
