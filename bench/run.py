@@ -39,7 +39,6 @@ from bench.seed import (
     add_stack_meters,
     add_ussd_sessions,
     count,
-    run_autocommit,
     run_sql,
     settle,
     wait_for_count,
@@ -221,9 +220,9 @@ def in_turns(ours: tuple[str, str, dict], bare: tuple[str, str, dict], seconds: 
                 next_id += result.requests + 1000
             if turn:
                 runs[side].append(result)
-    rounds = sorted(zip(*runs, strict=True), key=lambda pair: pair[0].rate / pair[1].rate)
-    middle = rounds[len(rounds) // 2]
-    return Turns(ours=middle[0], bare=middle[1], ratios=[o.rate / b.rate for o, b in zip(*runs, strict=True)])
+    ratios = [o.rate / b.rate for o, b in zip(*runs, strict=True)]
+    middle = sorted(range(ROUNDS), key=ratios.__getitem__)[ROUNDS // 2]
+    return Turns(ours=runs[0][middle], bare=runs[1][middle], ratios=ratios)
 
 
 def http_phase(url: str, sandboxes: Sandboxes, report: Report, args) -> float:
@@ -554,11 +553,11 @@ def database(engine: str) -> Iterator[str]:
         return
     name = f"lipameter_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = PG_ADMIN_URL
-    run_autocommit(admin, f'CREATE DATABASE "{name}"')
+    run_sql(admin, f'CREATE DATABASE "{name}"', autocommit=True)
     try:
         yield admin.rsplit("/", 1)[0] + "/" + name
     finally:
-        run_autocommit(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', autocommit=True)
 
 
 def bench_engine(engine: str, args) -> Report:

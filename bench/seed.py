@@ -13,32 +13,22 @@ PAYMENT_COLUMNS = ("id, amount, phone, meter_id, channel, description, status, c
                    "created_at, updated_at")
 
 
-def run_sql(url: str, query: str, **params) -> list:
+def run_sql(url: str, query: str, *, autocommit: bool = False, **params) -> list:
+    """`query`'s rows, committed; with `autocommit`, outside any transaction (CREATE DATABASE, VACUUM,
+    CHECKPOINT, SQLite's PRAGMAs)."""
     async def go():
         engine = create_engine(url)
         try:
-            async with engine.connect() as conn:
+            async with (one_statement(engine) if autocommit else engine.connect()) as conn:
                 result = await conn.execute(sa.text(query), params)
                 rows = list(result) if result.returns_rows else []
-                await conn.commit()
+                if not autocommit:
+                    await conn.commit()
                 return rows
         finally:
             await engine.dispose()
 
     return asyncio.run(go())
-
-
-def run_autocommit(url: str, statement: str) -> None:
-    """One statement outside a transaction (CREATE DATABASE, VACUUM, CHECKPOINT, SQLite's PRAGMAs)."""
-    async def go():
-        engine = create_engine(url)
-        try:
-            async with one_statement(engine) as conn:
-                await conn.execute(sa.text(statement))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
 
 
 def settle(url: str) -> None:
@@ -47,10 +37,10 @@ def settle(url: str) -> None:
     own deferred writes land inside the next measured run: the bench machines run PostgreSQL with autovacuum
     off, and a million fresh rows then cost their first readers the hint-bit writes and the checkpoint's I/O."""
     if is_sqlite(url):
-        run_autocommit(url, "PRAGMA wal_checkpoint(TRUNCATE)")
+        run_sql(url, "PRAGMA wal_checkpoint(TRUNCATE)", autocommit=True)
         return
-    run_autocommit(url, "VACUUM (ANALYZE) payments")
-    run_autocommit(url, "CHECKPOINT")
+    run_sql(url, "VACUUM (ANALYZE) payments", autocommit=True)
+    run_sql(url, "CHECKPOINT", autocommit=True)
 
 
 def count(url: str, query: str) -> int:
