@@ -141,6 +141,14 @@ class Stack:
     def sql(self, query: str, **params: Any) -> list[sa.Row]:
         return run_sql(self.database_url, query, **params)
 
+    def sql_until(self, query: str, rows: int, timeout: float = 10, **params: Any) -> list[sa.Row]:
+        """The query's rows once there are at least `rows` of them. A receipt reaches the tenant before the
+        worker's transaction that records it (`notifications`) commits, so a test that saw the receipt waits."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.sql(query, **params)) < rows and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
 
 
 

@@ -120,7 +120,7 @@ def test_end_to_end_a_review_item_reaches_the_landlord_by_one_sms(database_url):
         stack.daraja.script_phone("254712345678", "success", paid_amount=2)
         second = stack.pay(amount=600).json()
         stack.wait_for(second["paymentId"], lambda p: p["status"] == "NEEDS_REVIEW")
-        told = stack.sql("SELECT at FROM notifications WHERE event = 'landlord_alert'")
+        told = stack.sql_until("SELECT at FROM notifications WHERE event = 'landlord_alert'", 1)
         assert len(told) == 1
         runs_before = stack.container.audit_watch._last_alerting_run
         deadline = time.monotonic() + 30

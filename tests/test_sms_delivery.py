@@ -175,7 +175,7 @@ def test_blacklisted_receipt_goes_to_telegram(stack):
     assert row.delivery_error == "UserInBlackList"
     receipt = _until(lambda: [m for m in stack.telegram.bot_messages(user.chat_id)[before:] if "A101" in m["text"]])
     assert "KES 100" in receipt[0]["text"]
-    rows = stack.sql("SELECT channel, status FROM notifications WHERE channel = 'telegram'")
+    rows = stack.sql_until("SELECT channel, status FROM notifications WHERE channel = 'telegram'", 1)
     assert [(r.channel, r.status) for r in rows] == [("telegram", "sent")]
 
 

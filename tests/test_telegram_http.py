@@ -93,7 +93,7 @@ def test_link_by_contact_buy_by_buttons_double_tap_and_receipt(stack):
     receipt = user.wait_for_text("LipaMeter: KES 500")["text"]
     assert f"(M-Pesa {paid['mpesaReceiptNumber']})" in receipt and "Meter A101 credited" in receipt
     assert "New balance KES 600" in receipt
-    notes = stack.sql("SELECT channel, status FROM notifications WHERE payment_id = :p", p=payment[0].id)
+    notes = stack.sql_until("SELECT channel, status FROM notifications WHERE payment_id = :p", 1, p=payment[0].id)
     assert [tuple(n) for n in notes] == [("telegram", "sent")]
     assert stack.sms.messages("254712345678") == []
     assert len(stack.daraja.transactions) == 1
@@ -253,7 +253,8 @@ def test_failure_explained_then_blocked_user_gets_the_receipt_by_sms(stack):
         time.sleep(0.05)
     sms = stack.sms.messages("254712345678")
     assert len(sms) == 1 and sms[0].message.startswith("LipaMeter: KES 200") and "Meter A101 credited" in sms[0].message
-    notes = stack.sql("SELECT channel, status, error FROM notifications WHERE payment_id = :p ORDER BY id", p=payment)
+    notes = stack.sql_until("SELECT channel, status, error FROM notifications WHERE payment_id = :p ORDER BY id", 2,
+                            p=payment)
     assert [(n.channel, n.status) for n in notes] == [("telegram", "failed"), ("sms", "sent")]
     assert "blocked" in notes[0].error
     assert not any(m["text"].startswith("LipaMeter: KES 200") for m in stack.telegram.bot_messages(user.chat_id))
