@@ -37,14 +37,10 @@ def reply_id(message: dict, title: str) -> str:
     return next(b["reply"]["id"] for b in buttons if b["reply"]["title"] == title)
 
 
-def notes(stack: Stack, payment_id: str) -> list[tuple[str, str]]:
-    rows = stack.sql("SELECT channel, status FROM notifications WHERE payment_id = :p ORDER BY id", p=payment_id)
-    return [(n.channel, n.status) for n in rows]
-
-
 def wait_for_notes(stack: Stack, payment_id: str, n: int) -> list[tuple[str, str]]:
-    WhatsAppUser._wait(lambda: len(notes(stack, payment_id)) >= n, f"{n} notifications", timeout=15)
-    return notes(stack, payment_id)
+    rows = stack.sql_until("SELECT channel, status FROM notifications WHERE payment_id = :p ORDER BY id", n,
+                           timeout=15, p=payment_id)
+    return [(row.channel, row.status) for row in rows]
 
 
 def test_known_tenant_buys_by_buttons_double_tap_pays_once_receipt_in_the_window(stack):
